@@ -1,0 +1,158 @@
+"""The tuner's ``classArgs``: validation and construction of space, strategy and evaluator.
+
+The same validation runs in ``nni-xfer check`` and when the tuner starts, before any trial.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import ConfigError
+from .registry import DATASETS, EVALUATORS, STRATEGIES
+from .strategy import MODES, BaseStrategy, SpaceInfo
+
+
+@dataclass
+class XferConfig:
+    """Validated ``classArgs`` of :class:`~nni_xfer.tuner.XferTuner`."""
+
+    strategy: str
+    space: str
+    strategy_args: dict = field(default_factory=dict)
+    space_args: dict = field(default_factory=dict)
+    dataset: str = 'digits'
+    dataset_args: dict = field(default_factory=dict)
+    evaluator: str = 'train'
+    evaluator_args: dict = field(default_factory=dict)
+    seed: int = 0
+    mode: str = 'maximize'
+    store: str | None = None
+    checkpoint_root: str | None = None
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+_TYPES = {
+    'strategy': str, 'space': str, 'dataset': str, 'evaluator': str,
+    'strategy_args': dict, 'space_args': dict, 'dataset_args': dict, 'evaluator_args': dict,
+    'seed': int, 'mode': str, 'store': (str, type(None)), 'checkpoint_root': (str, type(None)),
+}
+_REQUIRED = ('strategy', 'space')
+
+
+def _shallow_errors(args: Any, fixed_strategy: str | None) -> list[ConfigError]:
+    if not isinstance(args, dict):
+        return [ConfigError('classArgs', f'expected a mapping, got {type(args).__name__}')]
+    errors = []
+    allowed = XferConfig.keys()
+    for key in args:
+        if key not in allowed:
+            errors.append(ConfigError(f'classArgs.{key}', 'unknown key', allowed=allowed))
+    for key in _REQUIRED:
+        if key == 'strategy' and fixed_strategy is not None:
+            continue
+        if key not in args:
+            errors.append(ConfigError(f'classArgs.{key}', 'missing required argument',
+                                      allowed=STRATEGIES.names() if key == 'strategy' else None))
+    if fixed_strategy is not None and args.get('strategy', fixed_strategy) != fixed_strategy:
+        errors.append(ConfigError('classArgs.strategy', f'this tuner runs {fixed_strategy!r} only',
+                                  allowed=[fixed_strategy]))
+    for key, typ in _TYPES.items():
+        if key in args and (not isinstance(args[key], typ) or isinstance(args[key], bool)):
+            want = typ.__name__ if isinstance(typ, type) else ' or '.join(t.__name__ for t in typ)
+            want = want.replace('NoneType', 'null').replace('dict', 'mapping').replace('str', 'string') \
+                .replace('int', 'integer')
+            errors.append(ConfigError(f'classArgs.{key}', f'expected {want}, got {type(args[key]).__name__}'))
+    if isinstance(args.get('mode'), str) and args['mode'] not in MODES:
+        errors.append(ConfigError('classArgs.mode', f"unknown mode {args['mode']!r}", allowed=MODES))
+    for key, reg in (('strategy', STRATEGIES), ('dataset', DATASETS), ('evaluator', EVALUATORS)):
+        if isinstance(args.get(key), str) and args[key] not in reg:
+            errors.append(ConfigError(f'classArgs.{key}', f'unknown {reg.kind} {args[key]!r}', allowed=reg.names()))
+    if isinstance(args.get('space'), str):
+        from .registry import SEARCH_SPACES
+        if args['space'] not in SEARCH_SPACES:
+            errors.append(ConfigError('classArgs.space', f"unknown search space {args['space']!r}",
+                                      allowed=SEARCH_SPACES.names()))
+    return errors
+
+
+def _prefix(exc: ConfigError) -> ConfigError:
+    if exc.field.startswith('classArgs'):
+        return exc
+    return ConfigError(f'classArgs.{exc.field}', exc.message, exc.allowed)
+
+
+@dataclass
+class Built:
+    config: XferConfig
+    space: Any
+    space_info: SpaceInfo
+    strategy: BaseStrategy
+    dataset_info: Any
+
+
+def validate_class_args(args: Any, fixed_strategy: str | None = None) -> tuple[list[ConfigError], Built | None]:
+    """All problems of ``classArgs`` (one :class:`ConfigError` each) and, if none, the built objects."""
+    errors = _shallow_errors(args, fixed_strategy)
+    if errors:
+        return errors, None
+    args = dict(args)
+    if fixed_strategy is not None:
+        args.setdefault('strategy', fixed_strategy)
+    cfg = XferConfig(**args)
+    dataset_info = space = info = strategy = None
+    try:
+        from .datasets import dataset_info as _dataset_info
+        dataset_info = _dataset_info(cfg.dataset, **cfg.dataset_args)
+    except ConfigError as exc:
+        errors.append(_prefix(exc if exc.field != 'dataset' else ConfigError('dataset_args', exc.message, exc.allowed)))
+    try:
+        EVALUATORS.get(cfg.evaluator, field='evaluator')(**cfg.evaluator_args)
+    except ConfigError as exc:
+        errors.append(_prefix(exc))
+    except TypeError as exc:
+        errors.append(ConfigError('classArgs.evaluator_args', str(exc)))
+    if dataset_info is not None:
+        try:
+            from .space import build_space, space_info
+            space = build_space(cfg.space, cfg.space_args, dataset_info)
+            info = space_info(cfg.space, cfg.space_args, space)
+        except ConfigError as exc:
+            errors.append(_prefix(exc))
+    if info is not None:
+        try:
+            strategy = make_strategy(cfg.strategy, info, cfg.strategy_args, seed=cfg.seed, mode=cfg.mode)
+        except ConfigError as exc:
+            errors.append(_prefix(exc))
+    if errors:
+        return errors, None
+    return [], Built(cfg, space, info, strategy, dataset_info)
+
+
+def make_strategy(name: str, info: SpaceInfo, strategy_args: dict, seed: int = 0, mode: str = 'maximize') -> BaseStrategy:
+    """Construct a registered strategy; unknown or ill-typed arguments → :class:`ConfigError`."""
+    cls = STRATEGIES.get(name, field='strategy')
+    sig = inspect.signature(cls.__init__)
+    params = [n for n, p in sig.parameters.items() if n not in ('self', 'space', 'seed', 'mode')
+              and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in strategy_args:
+        if key in ('seed', 'mode'):
+            raise ConfigError(f'strategy_args.{key}', f'set classArgs.{key} instead')
+        if key not in params:
+            raise ConfigError(f'strategy_args.{key}', f'unknown argument of strategy {name!r}', allowed=params)
+    missing = [n for n in params if sig.parameters[n].default is inspect.Parameter.empty and n not in strategy_args]
+    if missing:
+        raise ConfigError(f'strategy_args.{missing[0]}', f'missing required argument of strategy {name!r}')
+    return cls(info, seed=seed, mode=mode, **strategy_args)
+
+
+def build(args: Any, fixed_strategy: str | None = None) -> Built:
+    """Validate and build; raise the first problem as a one-line :class:`ConfigError`."""
+    errors, built = validate_class_args(args, fixed_strategy)
+    if errors:
+        raise errors[0]
+    assert built is not None
+    return built

@@ -1,0 +1,137 @@
+"""Evaluators: turn an initialised network into a final metrics dict.
+
+``train`` really trains (:class:`~nni_xfer.trainer.Trainer`); ``mock`` scores the architecture
+in closed form without training, for fast deterministic strategy tests. Both are selectable from
+``classArgs.evaluator``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import fields
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .errors import ConfigError
+from .registry import EVALUATORS
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """FLOPs of one forward pass on one input (PyTorch's FlopCounterMode; 1 MAC = 2 FLOPs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next((p.device for p in model.parameters()), torch.device('cpu'))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+class Evaluator:
+    """Base class: ``evaluate(model, ctx) -> metrics`` with at least ``default``."""
+
+    def __init__(self, **args: Any):
+        if args:
+            key = sorted(args)[0]
+            raise ConfigError(f'evaluator_args.{key}', f'unknown argument of evaluator {type(self).__name__}')
+
+    def evaluate(self, model: nn.Module, ctx: Any) -> dict:
+        raise NotImplementedError
+
+
+@EVALUATORS.register('train', description='Real training: SGD Nesterov + cosine, device-resident data, AMP on CUDA')
+class TrainEvaluator(Evaluator):
+    """Train with :class:`~nni_xfer.trainer.Trainer` and report validation (and optionally test) accuracy.
+
+    ``evaluator_args`` are :class:`~nni_xfer.trainer.TrainConfig` fields plus ``test`` (also report
+    ``test_acc`` on the test split; off during search).
+    """
+
+    def __init__(self, test: bool = False, **train_args: Any):
+        from .trainer import TrainConfig
+        if not isinstance(test, bool):
+            raise ConfigError('evaluator_args.test', f'expected true/false, got {test!r}')
+        self.test = test
+        self.config = TrainConfig.from_dict(train_args, field='evaluator_args')
+
+    def evaluate(self, model: nn.Module, ctx: Any) -> dict:
+        from .trainer import Trainer
+        splits = ctx.splits()
+        trainer = Trainer(self.config, log_dir=ctx.log_dir)
+        model.to(trainer.device)
+        splits = splits.to(trainer.device)
+        inherited = trainer.evaluate(model, splits.val_x, splits.val_y)
+        ctx.progress(f'inherited val_acc {inherited:.4f}; training {self.config.epochs} epochs on {trainer.device}')
+
+        def on_epoch(ep):
+            ctx.report_intermediate({'default': ep.val_acc, 'val_acc': ep.val_acc, 'train_loss': ep.train_loss,
+                                     'epoch': ep.epoch})
+            ctx.progress(f'epoch {ep.epoch}: loss {ep.train_loss:.4f} train_acc {ep.train_acc:.4f} '
+                         f'val_acc {ep.val_acc:.4f} ({ep.seconds:.1f}s)')
+
+        result = trainer.fit(model, splits, on_epoch=on_epoch, trainable=ctx.trainable_parameters(model))
+        params, trainable = count_params(model)
+        metrics = {
+            'default': result.val_acc,
+            'val_acc': result.val_acc,
+            'inherited_acc': inherited,
+            'params': params,
+            'trainable_params': trainable,
+            'flops': count_flops(model, tuple(splits.train_x.shape[1:])),
+            'train_seconds': result.train_seconds,
+            'images_per_second': result.images_per_second,
+        }
+        if self.test:
+            metrics['test_acc'] = trainer.evaluate(model, splits.test_x, splits.test_y)
+        return metrics
+
+
+@EVALUATORS.register('mock', description='Closed-form deterministic score of the architecture, no training (tests)')
+class MockEvaluator(Evaluator):
+    """Score = mean over choices of (index of the chosen value + 1) / (number of values).
+
+    The optimum, 1.0, is every dimension at its last choice. ``fail_on`` lists proposal ids that
+    raise (to exercise failure handling); ``sleep`` seconds per trial; ``noise`` adds a
+    deterministic per-architecture offset in [-noise, noise].
+    """
+
+    def __init__(self, fail_on: list[int] = (), sleep: float = 0.0, noise: float = 0.0):
+        self.fail_on = {int(i) for i in fail_on}
+        if not isinstance(sleep, (int, float)) or sleep < 0:
+            raise ConfigError('evaluator_args.sleep', f'expected seconds >= 0, got {sleep!r}')
+        self.sleep = float(sleep)
+        self.noise = float(noise)
+
+    @staticmethod
+    def score(architecture: dict, dims: dict[str, list]) -> float:
+        if not dims:
+            return 0.0
+        total = 0.0
+        for label, choices in dims.items():
+            total += (choices.index(architecture[label]) + 1) / len(choices)
+        return total / len(dims)
+
+    def evaluate(self, model: nn.Module, ctx: Any) -> dict:
+        if ctx.spec.proposal_id in self.fail_on:
+            raise RuntimeError(f'mock evaluator: proposal {ctx.spec.proposal_id} is set to fail (fail_on)')
+        if self.sleep:
+            time.sleep(self.sleep)
+        s = self.score(ctx.spec.architecture, ctx.space_info().dims)
+        if self.noise:
+            import zlib
+            h = zlib.crc32(repr(sorted(ctx.spec.architecture.items())).encode()) / 0xFFFFFFFF
+            s += self.noise * (2 * h - 1)
+        params, trainable = count_params(model)
+        return {'default': s, 'val_acc': s, 'inherited_acc': 0.0, 'params': params,
+                'trainable_params': trainable, 'train_seconds': 0.0}

@@ -1,0 +1,172 @@
+"""Adapters for NNI's Python NAS API: ``NasExperiment(space, XferEvaluator(...), XferStrategy(...))``.
+
+>>> # doctest: +SKIP
+>>> from nni.nas.experiment import NasExperiment
+>>> from nni_xfer.nas import XferEvaluator, XferStrategy, make_space
+>>> space = make_space('simple_cnn', dataset='digits')
+>>> exp = NasExperiment(space, XferEvaluator(dataset='digits', evaluator_args={'epochs': 3}),
+...                     XferStrategy('random', seed=0))
+>>> exp.config.max_trial_number = 4
+>>> exp.run(port=8081)
+
+Each model is evaluated by the same trial code as under ``nnictl`` (:func:`nni_xfer.trial.run_trial`),
+and every evaluation lands in the knowledge store.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from nni.nas.evaluator import FunctionalEvaluator
+from nni.nas.execution.event import ModelEventType
+from nni.nas.space import ModelStatus
+from nni.nas.strategy import Strategy
+
+from .config import make_strategy
+from .errors import ConfigError
+from .registry import DATASETS, EVALUATORS, SEARCH_SPACES
+from .space import DATASET_ARGS, space_info
+from .spec import TrialSpec
+from .store import KnowledgeStore
+from .strategy import BaseStrategy
+from .trial import nas_evaluate
+
+_logger = logging.getLogger('nni_xfer.nas')
+
+
+def make_space(name: str, dataset: str = 'digits', dataset_args: dict | None = None, **space_args: Any):
+    """A registered search space instantiated for a dataset."""
+    from .datasets import dataset_info
+    from .space import build_space
+    return build_space(name, space_args, dataset_info(dataset, **(dataset_args or {})))
+
+
+class XferEvaluator(FunctionalEvaluator):
+    """Evaluation settings for ``NasExperiment``: dataset, evaluator (``train`` | ``mock``) and their args."""
+
+    def __init__(self, dataset: str = 'digits', evaluator: str = 'train', dataset_args: dict | None = None,
+                 evaluator_args: dict | None = None, checkpoint_root: str | None = None):
+        DATASETS.get(dataset, field='dataset')
+        EVALUATORS.get(evaluator, field='evaluator')(**(evaluator_args or {}))  # validates the args now
+        super().__init__(nas_evaluate, spec=None)
+        self.dataset = dataset
+        self.evaluator_name = evaluator
+        self.dataset_args = dict(dataset_args or {})
+        self.evaluator_args = dict(evaluator_args or {})
+        self.checkpoint_root = checkpoint_root
+
+
+def _space_name_and_args(space: Any) -> tuple[str, dict]:
+    cls = type(space)
+    name = next((e.name for e in SEARCH_SPACES.entries() if e.obj is cls), None)
+    if name is None:
+        raise ConfigError('model_space', f'{cls.__name__} is not a registered search space',
+                          allowed=SEARCH_SPACES.names())
+    kwargs = dict(getattr(space, 'trace_kwargs', {}) or {})
+    return name, {k: v for k, v in kwargs.items() if k not in DATASET_ARGS}
+
+
+class XferStrategy(Strategy):
+    """Runs any registered nni-xfer strategy inside ``NasExperiment``.
+
+    Args:
+        strategy: a registered name or a :class:`~nni_xfer.strategy.BaseStrategy` instance.
+        strategy_args: keyword arguments of a named strategy.
+        seed, mode: as in ``classArgs``.
+        store: knowledge store (``None``: the default path).
+        experiment_id: id under which evaluations are stored (default: a fresh one).
+    """
+
+    def __init__(self, strategy: str | BaseStrategy = 'random', strategy_args: dict | None = None, seed: int = 0,
+                 mode: str = 'maximize', store: Any = None, experiment_id: str | None = None):
+        super().__init__()
+        self._strategy_spec = strategy
+        self._strategy_args = dict(strategy_args or {})
+        self.seed = seed
+        self.mode = mode
+        self.store = KnowledgeStore.resolve(store)
+        self.experiment_id = experiment_id or f'nas-{uuid.uuid4().hex[:8]}'
+        self.core: BaseStrategy | None = strategy if isinstance(strategy, BaseStrategy) else None
+        self._running: dict[int, int] = {}  # id(model) -> proposal id
+        self._next_id = 0
+
+    def extra_repr(self) -> str:
+        return f'strategy={self._strategy_spec!r}, seed={self.seed}'
+
+    def _initialize(self, model_space, engine):
+        evaluator = model_space.evaluator
+        if not isinstance(evaluator, XferEvaluator):
+            raise ConfigError('evaluator', 'NasExperiment needs an nni_xfer.nas.XferEvaluator with XferStrategy')
+        self._evaluator = evaluator
+        self._space_name, self._space_args = _space_name_and_args(model_space.model_space)
+        info = space_info(self._space_name, self._space_args, model_space.model_space)
+        if self.core is None:
+            self.core = make_strategy(self._strategy_spec, info, self._strategy_args, seed=self.seed, mode=self.mode)
+        name = self._strategy_spec if isinstance(self._strategy_spec, str) else type(self.core).__name__
+        self._strategy_name = name
+        self.store.record_experiment(self.experiment_id, strategy=name, space=self._space_name,
+                                     dataset=evaluator.dataset,
+                                     config={'strategy': name, 'strategy_args': self._strategy_args,
+                                             'space': self._space_name, 'space_args': self._space_args,
+                                             'dataset': evaluator.dataset, 'evaluator': evaluator.evaluator_name,
+                                             'evaluator_args': evaluator.evaluator_args, 'seed': self.seed,
+                                             'mode': self.mode})
+        engine.register_model_event_callback(ModelEventType.TrainingEnd, self._on_training_end)
+        return model_space
+
+    def _cleanup(self) -> None:
+        self.engine.unregister_model_event_callback(ModelEventType.TrainingEnd, self._on_training_end)
+
+    def _run(self) -> None:
+        assert self.core is not None
+        while self.wait_for_resource():
+            pid = self._next_id
+            proposal = self.core.propose(pid)
+            if proposal is None:
+                if self.core.pending:
+                    self.engine.wait_models()
+                    if not self.core.pending:
+                        continue
+                break
+            self._next_id += 1
+            ev = self._evaluator
+            spec = TrialSpec(space=self._space_name, architecture=proposal.architecture, dataset=ev.dataset,
+                             evaluator=ev.evaluator_name, space_args=self._space_args, dataset_args=ev.dataset_args,
+                             evaluator_args=ev.evaluator_args, init=proposal.init, seed=self.seed * 100003 + pid,
+                             proposal_id=pid, experiment_id=self.experiment_id, strategy=self._strategy_name,
+                             parent=proposal.parent, checkpoint_root=ev.checkpoint_root, mode=self.mode).to_dict()
+            parent = None if proposal.parent is None else {'experiment_id': self.experiment_id,
+                                                            'parameter_id': proposal.parent}
+            self.store.record_proposal(self.experiment_id, pid, architecture=proposal.architecture,
+                                       strategy=self._strategy_name, space=self._space_name, dataset=ev.dataset,
+                                       parent=parent, init=proposal.init, spec=spec)
+            model = self.model_space.freeze(proposal.architecture)
+            model.evaluator = FunctionalEvaluator(nas_evaluate, spec=spec)
+            self._running[id(model)] = pid
+            self.engine.submit_models(model)
+        self.engine.wait_models()
+
+    def _on_training_end(self, event) -> None:
+        pid = self._running.pop(id(event.model), None)
+        if pid is None or self.core is None or not self.core.is_pending(pid):
+            return
+        final = event.model.metrics.final
+        if event.status == ModelStatus.Trained and final is not None:
+            metrics = final if isinstance(final, dict) else {'default': final}
+            self.core.observe(pid, metrics)
+            self.store.record_result(self.experiment_id, pid, metrics, status='SUCCEEDED')
+        else:
+            self.core.fail(pid, f'model status {event.status}')
+            self.store.record_result(self.experiment_id, pid, None, status='FAILED', error=str(event.status))
+        self.store.save_strategy_state(self.experiment_id, self.core.state_dict())
+
+    def state_dict(self) -> dict:
+        return {'core': self.core.state_dict() if self.core else None, 'next_id': self._next_id,
+                'experiment_id': self.experiment_id}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if self.core is not None and state_dict.get('core'):
+            self.core.load_state_dict(state_dict['core'])
+        self._next_id = state_dict.get('next_id', 0)
+        self.experiment_id = state_dict.get('experiment_id', self.experiment_id)

@@ -1,0 +1,1 @@
+"""Test helpers shipped with the package: the strategy contract suite and fakes."""

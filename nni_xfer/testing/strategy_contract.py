@@ -1,0 +1,150 @@
+"""Shared contract tests for every strategy.
+
+A strategy's test module subclasses :class:`StrategyContract` and overrides the ``make``
+fixture (and ``space`` if it needs its own)::
+
+    class TestRandom(StrategyContract):
+        @pytest.fixture
+        def make(self):
+            return lambda space, seed: RandomStrategy(space, seed=seed)
+
+Every test drives the strategy in milliseconds with :func:`mock_metrics` (the closed-form score
+of :class:`~nni_xfer.evaluators.MockEvaluator`).
+"""
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+import pytest
+
+from nni_xfer.evaluators import MockEvaluator
+from nni_xfer.strategy import BaseStrategy, SpaceInfo, StrategyError
+from nni_xfer.store import arch_key
+
+
+def toy_space() -> SpaceInfo:
+    return SpaceInfo('toy', {}, {'a': [1, 2, 3], 'b': ['x', 'y'], 'c': [8, 16, 32, 64]})
+
+
+def mock_metrics(strategy: BaseStrategy, architecture: dict) -> dict:
+    s = MockEvaluator.score(architecture, strategy.space.dims)
+    return {'default': s, 'val_acc': s}
+
+
+def drive(strategy: BaseStrategy, n: int, fail: Callable[[int], bool] = lambda i: False,
+          batch: int = 1, metrics: Callable[[BaseStrategy, dict], dict] = mock_metrics) -> list[dict]:
+    """Run ``n`` trials ``batch`` at a time, finishing each batch in reverse order."""
+    proposals = []
+    tid = 0
+    while tid < n:
+        live = []
+        for _ in range(min(batch, n - tid)):
+            p = strategy.propose(tid)
+            if p is None:
+                break
+            proposals.append({'id': tid, **p.to_dict()})
+            live.append((tid, p))
+            tid += 1
+        if not live:
+            break
+        for t, p in reversed(live):
+            if fail(t):
+                strategy.fail(t, 'injected')
+            else:
+                strategy.observe(t, metrics(strategy, p.architecture))
+    return proposals
+
+
+@pytest.mark.timeout(60)
+class StrategyContract:
+    """Inherit and override ``make``; optionally ``space`` and ``budget``."""
+
+    budget: int = 12
+
+    @pytest.fixture
+    def make(self) -> Callable[[SpaceInfo, int], BaseStrategy]:
+        raise NotImplementedError('override the make fixture')
+
+    @pytest.fixture
+    def space(self) -> SpaceInfo:
+        return toy_space()
+
+    def test_proposals_are_valid_architectures(self, make, space):
+        s = make(space, 0)
+        for p in drive(s, self.budget):
+            if space.dims:
+                assert set(p['architecture']) == set(space.dims)
+                for label, value in p['architecture'].items():
+                    assert value in space.dims[label]
+
+    def test_same_seed_same_proposals(self, make, space):
+        a = drive(make(space, 7), self.budget)
+        b = drive(make(space, 7), self.budget)
+        assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+    def test_different_seed_differs(self, make, space):
+        a = drive(make(space, 1), self.budget)
+        b = drive(make(space, 2), self.budget)
+        assert json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True)
+
+    def test_results_out_of_order(self, make, space):
+        s = make(space, 0)
+        props = drive(s, self.budget, batch=4)
+        assert len(props) > 0
+        assert not s.pending
+        assert sum(h['status'] == 'SUCCEEDED' for h in s.history) == len(props)
+
+    def test_failed_trials_do_not_stop_the_search(self, make, space):
+        s = make(space, 0)
+        props = drive(s, self.budget, fail=lambda i: i % 3 == 1)
+        assert len(props) == self.budget or s.done
+        assert any(h['status'] == 'FAILED' for h in s.history)
+        assert s.best() is not None
+
+    def test_no_architecture_evaluated_twice(self, make, space):
+        s = make(space, 0)
+        drive(s, self.budget, batch=3)
+        keys = [arch_key(h['architecture']) for h in s.history if h['status'] == 'SUCCEEDED']
+        assert len(keys) == len(set(keys))
+
+    def test_protocol_errors(self, make, space):
+        s = make(space, 0)
+        p = s.propose(0)
+        assert p is not None
+        with pytest.raises(StrategyError):
+            s.propose(0)
+        with pytest.raises(StrategyError):
+            s.observe(99, {'default': 0.0})
+        with pytest.raises(StrategyError):
+            s.observe(0, {'val_acc': 0.5})  # no 'default'
+        s.observe(0, mock_metrics(s, p.architecture))
+        with pytest.raises(StrategyError):
+            s.observe(0, {'default': 0.0})
+
+    def test_state_dict_round_trip(self, make, space):
+        """A strategy restored mid-search (via JSON) continues exactly like the original."""
+        a = make(space, 3)
+        drive(a, self.budget // 2, batch=2)
+        pending = a.propose(1000)
+        state = json.loads(json.dumps(a.state_dict()))
+        b = make(space, 99)
+        b.load_state_dict(state)
+        assert b.pending.keys() == a.pending.keys()
+        if pending is not None:
+            for s in (a, b):
+                s.observe(1000, mock_metrics(s, pending.architecture))
+        rest_a = [None if (p := a.propose(2000 + i)) is None else p.to_dict() for i in range(3)]
+        rest_b = [None if (p := b.propose(2000 + i)) is None else p.to_dict() for i in range(3)]
+        assert rest_a == rest_b
+
+    def test_state_survives_in_pending(self, make, space):
+        """Pending proposals are kept in the state and are not proposed again after a restore."""
+        a = make(space, 4)
+        p = a.propose(0)
+        assert p is not None
+        b = make(space, 4)
+        b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+        q = b.propose(1)
+        if q is not None:
+            assert arch_key(q.architecture) != arch_key(p.architecture)

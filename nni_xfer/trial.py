@@ -1,0 +1,179 @@
+"""Trial runner: ``python -m nni_xfer.trial`` (what every ``trialCommand`` runs).
+
+Builds the model from space + sample, applies the initializer named in the spec, evaluates
+(trains) it, writes its checkpoint atomically and reports a final metrics dict to NNI. The same
+code runs inside ``NasExperiment`` through :func:`nas_evaluate`.
+
+Standalone use (no NNI): ``python -m nni_xfer.trial --spec spec.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+import traceback
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .checkpoint import save_checkpoint
+from .errors import ConfigError
+from .registry import EVALUATORS, INITIALIZERS
+from .spec import TrialSpec
+
+
+class Reporter:
+    """Where a trial's results go. The default prints them."""
+
+    def intermediate(self, metrics: dict) -> None:
+        print(f'[intermediate] {json.dumps(metrics)}', flush=True)
+
+    def final(self, metrics: dict) -> None:
+        print(f'[final] {json.dumps(metrics)}', flush=True)
+
+
+class NNIReporter(Reporter):
+    def intermediate(self, metrics: dict) -> None:
+        import nni
+        nni.report_intermediate_result(metrics)
+
+    def final(self, metrics: dict) -> None:
+        import nni
+        nni.report_final_result(metrics)
+
+
+class TrialContext:
+    """What initializers and evaluators may use: the spec, data, the space, reporting."""
+
+    def __init__(self, spec: TrialSpec, reporter: Reporter, space: nn.Module | None = None):
+        self.spec = spec
+        self.reporter = reporter
+        self._space = space
+        self._splits = None
+        self._info = None
+        self._space_info = None
+        out = os.environ.get('NNI_OUTPUT_DIR')
+        self.log_dir = os.path.join(out, 'tensorboard') if out else None
+        self._t0 = time.time()
+
+    def dataset_info(self):
+        if self._info is None:
+            from .datasets import dataset_info
+            self._info = dataset_info(self.spec.dataset, **self.spec.dataset_args)
+        return self._info
+
+    def splits(self):
+        if self._splits is None:
+            from .datasets import load_dataset
+            self.progress(f'loading dataset {self.spec.dataset}')
+            self._splits = load_dataset(self.spec.dataset, **self.spec.dataset_args)
+        return self._splits
+
+    def space(self) -> nn.Module:
+        if self._space is None:
+            from .space import build_space
+            self._space = build_space(self.spec.space, self.spec.space_args, self.dataset_info())
+        return self._space
+
+    def space_info(self):
+        if self._space_info is None:
+            from .space import space_info
+            self._space_info = space_info(self.spec.space, self.spec.space_args, self.space())
+        return self._space_info
+
+    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def report_intermediate(self, metrics: dict) -> None:
+        self.reporter.intermediate(metrics)
+
+    def progress(self, message: str) -> None:
+        print(f'[nni-xfer trial {self.spec.proposal_id} +{time.time() - self._t0:6.1f}s] {message}', flush=True)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def run_trial(spec: dict | TrialSpec, model: nn.Module | None = None, reporter: Reporter | None = None,
+              space: nn.Module | None = None) -> dict:
+    """Run one trial end to end and return (and report) its final metrics."""
+    t_start = time.time()
+    if not isinstance(spec, TrialSpec):
+        spec = TrialSpec.from_dict(spec)
+    reporter = reporter or Reporter()
+    ctx = TrialContext(spec, reporter, space=space)
+    initializer = INITIALIZERS.get(spec.init['kind'], field='init.kind')
+    evaluator = EVALUATORS.get(spec.evaluator, field='evaluator')(**spec.evaluator_args)
+    seed_everything(spec.seed)
+    if model is None:
+        from .space import freeze
+        model = freeze(ctx.space(), spec.architecture)
+    ctx.progress(f'architecture {json.dumps(spec.architecture)}; init {spec.init["kind"]}')
+    initializer(model, spec.init, ctx)
+    t_ready = time.time()
+    metrics = evaluator.evaluate(model, ctx)
+    if 'default' not in metrics:
+        raise RuntimeError(f"evaluator {spec.evaluator!r} returned no 'default' metric")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    uri, sha = save_checkpoint({
+        'state_dict': state,
+        'space': spec.space,
+        'space_args': spec.space_args,
+        'architecture': spec.architecture,
+        'dataset': spec.dataset,
+        'metrics': {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
+    }, spec.checkpoint_path())
+    metrics.update({
+        'checkpoint': uri,
+        'sha256': sha,
+        'proposal_id': spec.proposal_id,
+        'setup_seconds': t_ready - t_start,
+        'trial_seconds': time.time() - t_start,
+    })
+    trial_id = os.environ.get('NNI_TRIAL_JOB_ID')
+    if trial_id:
+        metrics['trial_id'] = trial_id
+    ctx.progress(f"final {spec.evaluator} metrics: default {metrics['default']:.4f}; checkpoint {uri}")
+    reporter.final(metrics)
+    return metrics
+
+
+def nas_evaluate(model: nn.Module, spec: dict) -> None:
+    """FunctionalEvaluator entry for ``NasExperiment``: the model is built by NNI from the sample."""
+    run_trial(spec, model=model, reporter=NNIReporter())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m nni_xfer.trial', description=__doc__.splitlines()[0])
+    parser.add_argument('--spec', help='run a spec from a JSON file instead of asking NNI')
+    args = parser.parse_args(argv)
+    try:
+        if args.spec:
+            with open(args.spec) as f:
+                run_trial(json.load(f))
+        else:
+            import nni
+            params = nni.get_next_parameter()
+            if params is None:
+                raise ConfigError('trial', 'NNI gave no parameters (is this running under nnictl?)')
+            run_trial(params, reporter=NNIReporter())
+    except ConfigError as exc:
+        print(f'nni-xfer trial failed: {exc}', file=sys.stderr, flush=True)
+        return 2
+    except Exception:
+        traceback.print_exc()
+        print('nni-xfer trial failed (see the traceback above)', file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Tests of nni_xfer.report: export, Pareto front, report table and plots."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from nni_xfer.errors import ConfigError
+from nni_xfer.report import (EXPORT_FIELDS, ReportResult, export_evaluations, make_report, pareto_front)
+from nni_xfer.store import KnowledgeStore
+
+pytestmark = pytest.mark.timeout(60)
+
+EXP = 'exp1'
+
+
+def _metrics(acc, params, **extra):
+    m = {'default': acc, 'val_acc': acc, 'inherited_acc': acc - 0.1, 'params': params, 'trainable_params': params,
+         'flops': params * 10, 'train_seconds': 1.5, 'images_per_second': 100.0}
+    m.update(extra)
+    return m
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = KnowledgeStore(tmp_path / 'store.db')
+    s.record_experiment(EXP, strategy='random', space='tiny_cnn', dataset='digits', config={'seed': 0})
+    common = dict(strategy='random', space='tiny_cnn', dataset='digits')
+    s.record_proposal(EXP, 0, architecture={'width': 16, 'depth': 2}, trial_id='t0', **common)
+    s.record_result(EXP, 0, _metrics(0.80, 1000), status='SUCCEEDED')
+    s.record_proposal(EXP, 1, architecture={'width': 32, 'depth': 2}, trial_id='t1',
+                      parent={'experiment_id': EXP, 'parameter_id': 0}, **common)
+    s.record_result(EXP, 1, _metrics(0.92, 4000, checkpoint='/ckpt/t1.pt', sha256='abc'), status='SUCCEEDED')
+    s.record_proposal(EXP, 2, architecture={'width': 64, 'depth': 3}, trial_id='t2', **common)
+    s.record_result(EXP, 2, None, status='FAILED', error='CUDA out of memory')
+    s.record_proposal(EXP, 3, architecture={'width': 8, 'depth': 4}, trial_id='t3', **common)
+    s.record_result(EXP, 3, _metrics(0.85, 9000, extra_key=1), status='SUCCEEDED')
+    # another experiment: must not leak into exports / reports of EXP
+    s.record_proposal('other', 0, architecture={'width': 4}, **common)
+    s.record_result('other', 0, {'default': 0.1}, status='SUCCEEDED')
+    yield s
+    s.close()
+
+
+def test_export_json(store):
+    out = io.StringIO()
+    n = export_evaluations(store, 'json', out, experiment_id=EXP)
+    assert n == 4
+    rows = json.loads(out.getvalue())
+    assert [r['trial_id'] for r in rows] == ['t0', 't1', 't2', 't3']
+    assert set(EXPORT_FIELDS) <= set(rows[0])
+    assert rows[0]['architecture'] == {'width': 16, 'depth': 2}
+    assert rows[0]['parent'] is None
+    assert rows[1]['parent'] == {'experiment_id': EXP, 'parameter_id': 0}
+    assert rows[1]['metrics']['val_acc'] == pytest.approx(0.92)
+    assert rows[2]['status'] == 'FAILED' and rows[2]['error'] == 'CUDA out of memory'
+    assert rows[2]['metrics'] is None
+
+    everything = io.StringIO()
+    assert export_evaluations(store, 'json', everything) == 5
+    assert {r['experiment_id'] for r in json.loads(everything.getvalue())} == {EXP, 'other'}
+
+
+def test_export_csv(store):
+    out = io.StringIO()
+    n = export_evaluations(store, 'csv', out, experiment_id=EXP)
+    assert n == 4
+    reader = csv.DictReader(io.StringIO(out.getvalue()))
+    rows = list(reader)
+    assert len(rows) == 4
+    metric_cols = [c for c in reader.fieldnames if c.startswith('metric.')]
+    assert metric_cols == sorted(metric_cols)
+    assert {'metric.val_acc', 'metric.params', 'metric.extra_key', 'metric.checkpoint'} <= set(metric_cols)
+    assert 'metrics' not in reader.fieldnames
+    assert reader.fieldnames[-1] == 'error'
+    assert json.loads(rows[0]['architecture']) == {'width': 16, 'depth': 2}
+    assert ' ' not in rows[0]['architecture']            # compact JSON
+    assert rows[0]['parent'] == ''
+    assert json.loads(rows[1]['parent']) == {'experiment_id': EXP, 'parameter_id': 0}
+    assert float(rows[1]['metric.val_acc']) == pytest.approx(0.92)
+    assert rows[1]['metric.checkpoint'] == '/ckpt/t1.pt'
+    assert rows[0]['metric.extra_key'] == '' and rows[3]['metric.extra_key'] == '1'
+    assert rows[2]['status'] == 'FAILED'
+    assert rows[2]['error'] == 'CUDA out of memory'
+    assert rows[2]['metric.val_acc'] == ''
+
+
+def test_export_bad_format(store):
+    with pytest.raises(ConfigError) as info:
+        export_evaluations(store, 'xml', io.StringIO())
+    assert info.value.field == '--format'
+    assert info.value.allowed == ['json', 'csv']
+
+
+def test_pareto_front():
+    assert pareto_front([]) == []
+    assert pareto_front([(5, 0.5)]) == [0]
+    pts = [
+        (100, 0.90),   # 0 front
+        (50, 0.80),    # 1 front
+        (200, 0.85),   # 2 dominated by 0
+        (100, 0.90),   # 3 duplicate of 0: front too
+        (100, 0.70),   # 4 same x as 0, lower y: dominated
+        (300, 0.95),   # 5 front
+        (400, 0.95),   # 6 same y as 5, larger x: dominated
+        (10, 0.50),    # 7 front
+        (float('nan'), 0.99),  # 8 ignored
+    ]
+    front = pareto_front(pts)
+    assert sorted(front) == [0, 1, 3, 5, 7]
+    xs = [pts[i][0] for i in front]
+    assert xs == sorted(xs)          # ordered along x, ready to draw
+    # all points identical: all on the front
+    assert sorted(pareto_front([(1, 1)] * 3)) == [0, 1, 2]
+
+
+def test_make_report(store, tmp_path):
+    out_dir = tmp_path / 'report'
+    res = make_report(store, EXP, out_dir, k=10)
+    assert isinstance(res, ReportResult)
+    names = sorted(p.name for p in res.plots)
+    assert names == ['acc_vs_params.png', 'val_acc_over_trials.png']
+    for p in res.plots:
+        assert p.parent == out_dir and p.stat().st_size > 0
+        assert p.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert [e.trial_id for e in res.best] == ['t1', 't3', 't0']
+    lines = res.table.splitlines()
+    assert '3 succeeded' in lines[0] and '1 failed' in lines[0] and '4 total' in lines[0]
+    assert lines[1].split()[:3] == ['rank', 'trial', 'default']
+    first = lines[3].split()
+    assert first[:3] == ['1', 't1', '0.9200']
+    assert 'width=32' in lines[3]
+    assert (out_dir / 'report.txt').read_text() == res.table
+
+    top1 = make_report(store, EXP, tmp_path / 'top1', k=1)
+    assert [e.trial_id for e in top1.best] == ['t1']
+
+
+def test_make_report_minimize(tmp_path):
+    s = KnowledgeStore(tmp_path / 'store.db')
+    s.record_experiment('m', config={'mode': 'minimize'})
+    for i, loss in enumerate([0.5, 0.2, 0.9]):
+        s.record_proposal('m', i, architecture={'op': f'conv{i}'}, trial_id=f'm{i}')
+        s.record_result('m', i, {'default': loss}, status='SUCCEEDED')
+    res = make_report(s, 'm', tmp_path / 'out', k=2)
+    assert [e.trial_id for e in res.best] == ['m1', 'm0']
+    assert res.table.splitlines()[3].split()[1] == 'm1'
+    # mock evaluator: no val_acc / params anywhere -> both plots skipped, and said so
+    assert res.plots == []
+    assert 'val_acc_over_trials.png' in res.table and 'acc_vs_params.png' in res.table
+    assert 'skipped' in res.table
+    assert not (tmp_path / 'out' / 'val_acc_over_trials.png').exists()
+    s.close()
+
+
+def test_make_report_unknown_experiment(store, tmp_path):
+    with pytest.raises(ConfigError) as info:
+        make_report(store, 'nope', tmp_path / 'out')
+    msg = str(info.value)
+    assert msg.startswith('EXPERIMENT_ID')
+    assert "'nope'" in msg
+    assert EXP in info.value.allowed and 'other' in info.value.allowed
