@@ -26,7 +26,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> tuple[str, str]:
-    """Write ``obj`` to ``path`` atomically; return (URI, sha256)."""
+    """Write ``obj`` to ``path`` atomically; return (absolute path, sha256)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + '.', suffix='.tmp', dir=path.parent)
@@ -39,7 +39,9 @@ def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> tuple[str, 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path.resolve().as_uri(), sha256_file(path)
+    # A plain absolute path, not a file:// URI: NNI's message decoder (json_tricks) strips
+    # '//'-comments and would cut a URI out of the trial's final metrics.
+    return str(path.resolve()), sha256_file(path)
 
 
 def uri_to_path(uri: str) -> Path:

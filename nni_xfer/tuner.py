@@ -29,12 +29,16 @@ _logger = logging.getLogger('nni_xfer.tuner')
 
 
 def _experiment_id() -> str:
-    try:
-        import nni
-        exp = nni.get_experiment_id()
-    except Exception:
-        exp = None
-    return exp or os.environ.get('NNI_EXP_ID') or 'standalone'
+    """The NNI experiment id in the dispatcher process.
+
+    NNI gives the dispatcher no id variable; its log and checkpoint directories are
+    ``<experiments root>/<experiment id>/{log,checkpoint}``.
+    """
+    for var in ('NNI_EXP_ID', 'NNI_LOG_DIRECTORY', 'NNI_CHECKPOINT_DIRECTORY'):
+        value = os.environ.get(var)
+        if value:
+            return value if var == 'NNI_EXP_ID' else os.path.basename(os.path.dirname(os.path.normpath(value)))
+    return 'standalone'
 
 
 class XferTuner(Tuner):
@@ -99,10 +103,14 @@ class XferTuner(Tuner):
         self._save_state()
 
     def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
+        # NNI may deliver a successful trial's end before its final metric: only failures end a
+        # proposal here; a success is completed by receive_trial_result.
+        if success:
+            return
         pid = self._param_to_proposal.pop(int(parameter_id), None)
         if pid is None or not self.strategy.is_pending(pid):
             return
-        reason = 'trial ended without a final result' if success else 'trial failed'
+        reason = 'trial failed (see its stderr in the web portal or trial log)'
         self.strategy.fail(pid, reason)
         self.store.record_result(self.experiment_id, pid, None, status='FAILED', error=reason)
         self._save_state()

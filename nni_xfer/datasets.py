@@ -1,0 +1,484 @@
+"""In-memory image classification datasets.
+
+Every dataset is a small class registered in :data:`nni_xfer.registry.DATASETS` with two
+methods::
+
+    info(**args) -> DatasetInfo                       # metadata only, no data loading
+    load(root, download, **args) -> (train_x, train_y, test_x, test_y)
+
+``load`` returns raw arrays (numpy or torch; images as ``(N, C, H, W)`` or ``(N, H, W)``,
+any numeric dtype). :func:`load_dataset` does the rest for every dataset: it holds out a
+validation split from the training data with a seeded permutation, normalises every split
+per channel with the statistics of the training part, and returns float32 tensors in a
+:class:`Splits`.
+
+Third-party datasets register the same way (or via the ``nni_xfer.datasets`` entry point)::
+
+    @DATASETS.register('my_data', description='...')
+    class MyData(ImageDataset):
+        args = {}
+        def info(self, **args): ...
+        def load(self, root, download, **args): ...
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+from .registry import DATASETS
+
+__all__ = [
+    'DatasetInfo', 'Splits', 'ImageDataset', 'dataset_info', 'load_dataset', 'default_root',
+    'FASHION_MNIST_SYSTEM_DIR',
+]
+
+FASHION_MNIST_SYSTEM_DIR = '/usr/share/datasets/fashion-mnist'
+"""Where Debian's ``dataset-fashion-mnist`` package installs the (gzipped) idx files."""
+
+
+def default_root() -> str:
+    """Default download/cache directory of torchvision datasets (``~/.cache/nni_xfer/data``)."""
+    return os.path.join(os.path.expanduser('~'), '.cache', 'nni_xfer', 'data')
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    in_channels: int
+    image_size: int  # square images, H == W
+    num_classes: int
+    pad: int  # random-crop padding used by augmentation
+    flip: bool  # horizontal flips allowed by augmentation
+    description: str
+
+
+@dataclass(repr=False)
+class Splits:
+    """Normalised float32 ``(N, C, H, W)`` images and int64 labels of the three splits."""
+
+    info: DatasetInfo
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    def to(self, device: torch.device | str) -> 'Splits':
+        """A copy with every tensor on ``device`` (tensors already there are shared)."""
+        return Splits(
+            self.info,
+            self.train_x.to(device), self.train_y.to(device),
+            self.val_x.to(device), self.val_y.to(device),
+            self.test_x.to(device), self.test_y.to(device),
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_x.device
+
+    def __repr__(self) -> str:
+        return (f'Splits({self.info.name!r}, train={len(self.train_y)}, val={len(self.val_y)}, '
+                f'test={len(self.test_y)}, shape={tuple(self.train_x.shape[1:])}, device={self.device})')
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_args(name: str, spec: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``args`` into the defaults ``spec``; unknown keys or wrong types -> ConfigError."""
+    out = dict(spec)
+    for key, value in args.items():
+        if key not in spec:
+            raise ConfigError(f'dataset_args.{key}', f'unknown argument of dataset {name!r}',
+                              allowed=sorted(set(spec) | {'download', 'limit_train', 'root', 'seed', 'val_size'}))
+        default = spec[key]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            ok = True
+        if not ok:
+            raise ConfigError(f'dataset_args.{key}', f'expected {type(default).__name__}, got {value!r}')
+        out[key] = value
+    return out
+
+
+def _positive(key: str, value: int, minimum: int = 1) -> None:
+    if value < minimum:
+        raise ConfigError(f'dataset_args.{key}', f'must be >= {minimum}, got {value!r}')
+
+
+class ImageDataset:
+    """Base class of the built-in datasets; ``args`` maps each accepted argument to its default."""
+
+    name: str = ''
+    args: dict[str, Any] = {}
+
+    def check_args(self, **args: Any) -> dict[str, Any]:
+        return _check_args(self.name, self.args, args)
+
+    def info(self, **args: Any) -> DatasetInfo:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def load(self, root: str | None, download: bool, **args: Any):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _instance(name: str) -> Any:
+    obj = DATASETS.get(name, 'dataset')
+    return obj() if isinstance(obj, type) else obj
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def dataset_info(name: str, **args: Any) -> DatasetInfo:
+    """Metadata of dataset ``name`` (no data is loaded).
+
+    ``args`` are the full ``dataset_args``: the loading arguments of :func:`load_dataset`
+    (``root``, ``val_size``, ``seed``, ``limit_train``, ``download``) are accepted here too, so one
+    dict configures both.
+    """
+    ds = _instance(name)
+    own = dict(args)
+    for key in _LOAD_ARGS:
+        if key in own and not (key == 'seed' and 'seed' in getattr(ds, 'args', {})):
+            own.pop(key)
+    return ds.info(**own)
+
+
+_LOAD_ARGS = ('root', 'val_size', 'seed', 'limit_train', 'download')
+
+
+def load_dataset(name: str, *, root: str | None = None, val_size: float | int = 0.1, seed: int = 0,
+                 limit_train: int | None = None, download: bool = False, **args: Any) -> Splits:
+    """Load dataset ``name`` as normalised in-memory :class:`Splits`.
+
+    ``val_size`` (a fraction < 1 or an absolute count) examples are held out of the training
+    split with a permutation seeded by ``seed``; ``limit_train`` then truncates the remaining
+    training part. Images are normalised per channel with the mean/std of the training part
+    (before truncation). The test split is the dataset's own and is never shuffled.
+    A dataset that declares a ``seed`` argument (``synthetic``) receives ``seed`` too.
+    """
+    ds = _instance(name)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError('dataset_args.seed', f'expected an integer, got {seed!r}')
+    if not isinstance(download, bool):
+        raise ConfigError('dataset_args.download', f'expected true or false, got {download!r}')
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise ConfigError('dataset_args.root', f'expected a path, got {root!r}')
+    if limit_train is not None and (isinstance(limit_train, bool) or not isinstance(limit_train, int)
+                                    or limit_train < 1):
+        raise ConfigError('dataset_args.limit_train', f'expected a positive integer or null, got {limit_train!r}')
+    if isinstance(getattr(ds, 'args', None), dict) and 'seed' in ds.args and 'seed' not in args:
+        args['seed'] = seed
+    info = ds.info(**args)
+    root = os.path.expanduser(str(root)) if root is not None else None
+    train_x, train_y, test_x, test_y = ds.load(root, download, **args)
+    train_x, train_y = _as_images(train_x, info), _as_labels(train_y)
+    test_x, test_y = _as_images(test_x, info), _as_labels(test_y)
+
+    n = len(train_y)
+    n_val = _val_count(val_size, n)
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=gen)
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    val_x, val_y = train_x[val_idx], train_y[val_idx]
+    train_x, train_y = train_x[train_idx], train_y[train_idx]
+
+    mean = train_x.mean(dim=(0, 2, 3), dtype=torch.float64)
+    std = train_x.std(dim=(0, 2, 3)).double().clamp_min(1e-6) if len(train_x) > 1 else torch.ones_like(mean)
+    if limit_train is not None:
+        train_x, train_y = train_x[:limit_train], train_y[:limit_train]
+
+    def norm(x: torch.Tensor) -> torch.Tensor:
+        m = mean.float().view(1, -1, 1, 1)
+        s = std.float().view(1, -1, 1, 1)
+        return ((x - m) / s).contiguous()
+
+    return Splits(info, norm(train_x), train_y.contiguous(), norm(val_x), val_y.contiguous(),
+                  norm(test_x), test_y.contiguous())
+
+
+def _val_count(val_size: Any, n: int) -> int:
+    if isinstance(val_size, bool) or not isinstance(val_size, (int, float)):
+        raise ConfigError('dataset_args.val_size', f'expected a fraction in (0, 1) or a count, got {val_size!r}')
+    if isinstance(val_size, float) and val_size < 1:
+        if val_size <= 0:
+            raise ConfigError('dataset_args.val_size', f'must be > 0, got {val_size!r}')
+        count = max(1, int(round(val_size * n)))
+    else:
+        if val_size != int(val_size):
+            raise ConfigError('dataset_args.val_size', f'a count must be a whole number, got {val_size!r}')
+        count = int(val_size)
+    if count < 1 or count >= n:
+        raise ConfigError('dataset_args.val_size',
+                          f'{val_size!r} leaves no training or no validation data out of {n} training images')
+    return count
+
+
+def _as_images(x: Any, info: DatasetInfo) -> torch.Tensor:
+    t = torch.as_tensor(np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x)
+    if t.dim() == 3:
+        t = t.unsqueeze(1)
+    if t.dim() != 4:
+        raise ValueError(f'dataset {info.name!r}: images must be (N, C, H, W) or (N, H, W), got {tuple(t.shape)}')
+    return t.float()
+
+
+def _as_labels(y: Any) -> torch.Tensor:
+    if isinstance(y, np.ndarray):
+        y = np.ascontiguousarray(y)
+    return torch.as_tensor(y).long().view(-1)
+
+
+# --------------------------------------------------------------------------- digits
+
+
+@DATASETS.register('digits', description='scikit-learn 8x8 handwritten digits (1,797 images, embedded)')
+class Digits(ImageDataset):
+    """scikit-learn 8x8 handwritten digits (1,797 images, embedded)."""
+
+    name = 'digits'
+    args: dict[str, Any] = {}
+
+    def info(self, **args: Any) -> DatasetInfo:
+        self.check_args(**args)
+        return DatasetInfo('digits', 1, 8, 10, pad=1, flip=False,
+                           description='scikit-learn 8x8 grayscale handwritten digits, 10 classes')
+
+    def load(self, root: str | None, download: bool, **args: Any):
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        self.check_args(**args)
+        data = load_digits()
+        x = data.images.astype(np.float32)  # (1797, 8, 8), values 0..16
+        y = data.target.astype(np.int64)
+        # fixed 80/20 split, independent of the validation seed
+        tr_x, te_x, tr_y, te_y = train_test_split(x, y, test_size=0.2, random_state=0, stratify=y)
+        return tr_x, tr_y, te_x, te_y
+
+
+# --------------------------------------------------------------------------- fashion-mnist
+
+
+_FMNIST_FILES = {
+    'train_x': 'train-images-idx3-ubyte',
+    'train_y': 'train-labels-idx1-ubyte',
+    'test_x': 't10k-images-idx3-ubyte',
+    'test_y': 't10k-labels-idx1-ubyte',
+}
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Parse an idx file (optionally gzipped): big-endian header, then uint8 payload."""
+    opener = gzip.open if path.suffix == '.gz' else open
+    with opener(path, 'rb') as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f'{path}: not an unsigned-byte idx file')
+    ndim = data[3]
+    dims = np.frombuffer(data, dtype='>u4', count=ndim, offset=4).astype(np.int64)
+    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(dims)):
+        raise ValueError(f'{path}: expected {int(np.prod(dims))} values, found {arr.size}')
+    return arr.reshape(tuple(int(d) for d in dims)).copy()  # writable, owns its memory
+
+
+def _find_idx_files(directory: Path) -> dict[str, Path] | None:
+    found = {}
+    for key, stem in _FMNIST_FILES.items():
+        for candidate in (directory / stem, directory / f'{stem}.gz'):
+            if candidate.is_file():
+                found[key] = candidate
+                break
+        else:
+            return None
+    return found
+
+
+@DATASETS.register('fashion_mnist', description='Fashion-MNIST 28x28 grayscale clothing images (70,000)')
+class FashionMNIST(ImageDataset):
+    """Fashion-MNIST 28x28 grayscale clothing images (70,000)."""
+
+    name = 'fashion_mnist'
+    args: dict[str, Any] = {}
+    system_dir = FASHION_MNIST_SYSTEM_DIR
+
+    def info(self, **args: Any) -> DatasetInfo:
+        self.check_args(**args)
+        return DatasetInfo('fashion_mnist', 1, 28, 10, pad=2, flip=True,
+                           description='Fashion-MNIST 28x28 grayscale clothing images, 10 classes')
+
+    def search_dirs(self, root: str | None) -> list[Path]:
+        dirs = []
+        if root is not None:
+            r = Path(root)
+            dirs += [r, r / 'fashion-mnist', r / 'FashionMNIST' / 'raw']
+        dirs.append(Path(self.system_dir))
+        r = Path(root if root is not None else default_root())
+        dirs.append(r / 'FashionMNIST' / 'raw')
+        return dirs
+
+    def available(self, root: str | None = None) -> bool:
+        """Whether the idx files can be found without downloading."""
+        return any(_find_idx_files(d) is not None for d in self.search_dirs(root))
+
+    def load(self, root: str | None, download: bool, **args: Any):
+        self.check_args(**args)
+        dirs = self.search_dirs(root)
+        for d in dirs:
+            files = _find_idx_files(d)
+            if files is not None:
+                return tuple(_read_idx(files[k]) for k in ('train_x', 'train_y', 'test_x', 'test_y'))
+        tv_root = root if root is not None else default_root()
+        if download:
+            try:
+                from torchvision.datasets import FashionMNIST as TVFashionMNIST
+
+                train = TVFashionMNIST(tv_root, train=True, download=True)
+                test = TVFashionMNIST(tv_root, train=False, download=True)
+                return train.data.numpy(), train.targets.numpy(), test.data.numpy(), test.targets.numpy()
+            except Exception as exc:  # network errors, corrupt archives
+                raise ConfigError('dataset', f'cannot download fashion_mnist to {tv_root}: '
+                                  f'{" ".join(str(exc).split())}') from exc
+        searched = ', '.join(str(d) for d in dirs)
+        raise ConfigError('dataset', f'fashion_mnist files not found in {searched}; install Debian package '
+                          'dataset-fashion-mnist or pass dataset_args.download: true')
+
+
+# --------------------------------------------------------------------------- torchvision sets
+
+
+class _TorchvisionDataset(ImageDataset):
+    args: dict[str, Any] = {}
+    meta: DatasetInfo
+
+    def info(self, **args: Any) -> DatasetInfo:
+        self.check_args(**args)
+        return self.meta
+
+    def _open(self, root: str, train: bool, download: bool):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _arrays(self, ds) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(ds.data)
+        if x.ndim == 4 and x.shape[-1] in (1, 3):  # NHWC -> NCHW
+            x = x.transpose(0, 3, 1, 2)
+        y = np.asarray(ds.targets if hasattr(ds, 'targets') else ds.labels)
+        return np.ascontiguousarray(x), y.astype(np.int64)
+
+    def load(self, root: str | None, download: bool, **args: Any):
+        self.check_args(**args)
+        root = root if root is not None else default_root()
+        try:
+            train = self._open(root, True, download)
+            test = self._open(root, False, download)
+        except ConfigError:
+            raise
+        except RuntimeError as exc:
+            if download:
+                raise ConfigError('dataset', f'cannot load {self.name} from {root}: '
+                                  f'{" ".join(str(exc).split())}') from exc
+            raise ConfigError('dataset', f'{self.name} files not found under {root}; set '
+                              'dataset_args.download: true to download them (or dataset_args.root)') from exc
+        except Exception as exc:  # network errors while downloading
+            raise ConfigError('dataset', f'cannot download {self.name} to {root}: '
+                              f'{" ".join(str(exc).split())}') from exc
+        return (*self._arrays(train), *self._arrays(test))
+
+
+@DATASETS.register('cifar10', description='CIFAR-10 32x32 colour images, 10 classes (torchvision)')
+class CIFAR10(_TorchvisionDataset):
+    """CIFAR-10 32x32 colour images, 10 classes (torchvision)."""
+
+    name = 'cifar10'
+    meta = DatasetInfo('cifar10', 3, 32, 10, pad=4, flip=True, description='CIFAR-10 32x32 colour images, 10 classes')
+
+    def _open(self, root: str, train: bool, download: bool):
+        from torchvision.datasets import CIFAR10 as TV
+
+        return TV(root, train=train, download=download)
+
+
+@DATASETS.register('cifar100', description='CIFAR-100 32x32 colour images, 100 classes (torchvision)')
+class CIFAR100(_TorchvisionDataset):
+    """CIFAR-100 32x32 colour images, 100 classes (torchvision)."""
+
+    name = 'cifar100'
+    meta = DatasetInfo('cifar100', 3, 32, 100, pad=4, flip=True,
+                       description='CIFAR-100 32x32 colour images, 100 classes')
+
+    def _open(self, root: str, train: bool, download: bool):
+        from torchvision.datasets import CIFAR100 as TV
+
+        return TV(root, train=train, download=download)
+
+
+@DATASETS.register('svhn', description='SVHN 32x32 house-number digits, 10 classes (torchvision)')
+class SVHN(_TorchvisionDataset):
+    """SVHN 32x32 house-number digits, 10 classes (torchvision)."""
+
+    name = 'svhn'
+    meta = DatasetInfo('svhn', 3, 32, 10, pad=4, flip=False, description='SVHN 32x32 house-number digits, 10 classes')
+
+    def _open(self, root: str, train: bool, download: bool):
+        from torchvision.datasets import SVHN as TV
+
+        return TV(os.path.join(root, 'svhn'), split='train' if train else 'test', download=download)
+
+
+# --------------------------------------------------------------------------- synthetic
+
+
+@DATASETS.register('synthetic', description='deterministic random learnable images for tests')
+class Synthetic(ImageDataset):
+    """Deterministic random learnable images for tests."""
+
+    name = 'synthetic'
+    args: dict[str, Any] = {'num_samples': 256, 'image_size': 8, 'in_channels': 1, 'num_classes': 4, 'seed': 0}
+
+    def info(self, **args: Any) -> DatasetInfo:
+        a = self.check_args(**args)
+        _positive('num_samples', a['num_samples'], 2)
+        _positive('image_size', a['image_size'])
+        _positive('in_channels', a['in_channels'])
+        _positive('num_classes', a['num_classes'], 2)
+        return DatasetInfo('synthetic', a['in_channels'], a['image_size'], a['num_classes'],
+                           pad=max(1, a['image_size'] // 8), flip=False,
+                           description='class-dependent mean pattern plus Gaussian noise')
+
+    def load(self, root: str | None, download: bool, **args: Any):
+        a = self.check_args(**args)
+        self.info(**args)
+        c, s, k = a['in_channels'], a['image_size'], a['num_classes']
+        n_train = a['num_samples']
+        n_test = max(k, n_train // 4)
+        gen = torch.Generator().manual_seed(a['seed'])
+        # one smooth-ish pattern per class: low-resolution noise upsampled to the image size
+        low = max(2, s // 2)
+        patterns = torch.randn(k, c, low, low, generator=gen)
+        patterns = torch.nn.functional.interpolate(patterns, size=(s, s), mode='bilinear', align_corners=False)
+        patterns = 2.0 * patterns / patterns.flatten(1).std(dim=1).clamp_min(1e-6).view(k, 1, 1, 1)
+
+        def draw(n: int):
+            y = torch.arange(n) % k
+            y = y[torch.randperm(n, generator=gen)]
+            x = patterns[y] + torch.randn(n, c, s, s, generator=gen)
+            return x, y
+
+        train_x, train_y = draw(n_train)
+        test_x, test_y = draw(n_test)
+        return train_x, train_y, test_x, test_y

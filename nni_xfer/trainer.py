@@ -1,0 +1,360 @@
+"""Plain-PyTorch trainer used by every trial.
+
+The training data stays in one device-resident tensor; every batch is gathered with a seeded
+permutation and augmented on the device in one vectorised step (random crop after zero
+padding plus random horizontal flip, both with per-sample random draws). The optimiser is
+SGD with Nesterov momentum and a per-step cosine learning-rate schedule; mixed precision
+(``torch.autocast``, bf16 where supported, otherwise fp16 with a gradient scaler) is used
+on CUDA only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .datasets import Splits
+from .errors import ConfigError
+
+__all__ = ['TrainConfig', 'EpochResult', 'TrainResult', 'Trainer', 'augment_batch', 'resolve_device']
+
+
+# --------------------------------------------------------------------------- configuration
+
+# accepted Python types per field ('float' accepts ints and numeric strings such as YAML's '5e-4')
+_FIELD_KINDS = {
+    'epochs': 'int', 'batch_size': 'int', 'lr': 'float', 'momentum': 'float', 'nesterov': 'bool',
+    'weight_decay': 'float', 'label_smoothing': 'float', 'augment': 'bool', 'amp': 'bool?',
+    'device': 'str', 'eval_batch_size': 'int', 'seed': 'int', 'num_threads': 'int?',
+}
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    augment: bool = True
+    amp: bool | None = None  # None: on when the device is CUDA
+    device: str = 'auto'  # 'auto': cuda if available, else cpu
+    eval_batch_size: int = 1024
+    seed: int = 0
+    num_threads: int | None = None  # torch.set_num_threads during fit (CPU)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None, field: str = 'evaluator_args') -> 'TrainConfig':
+        """Build from a plain dict; unknown keys, wrong types and bad values -> :class:`ConfigError`."""
+        if d is None:
+            d = {}
+        if not isinstance(d, dict):
+            raise ConfigError(field, f'expected a mapping, got {type(d).__name__}')
+        names = cls.field_names()
+        values: dict[str, Any] = {}
+        for key, value in d.items():
+            if key not in names:
+                raise ConfigError(f'{field}.{key}', 'unknown training option', allowed=names)
+            values[key] = _coerce(f'{field}.{key}', _FIELD_KINDS[key], value)
+        config = cls(**values)
+        config.validate(field)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self, field: str = 'evaluator_args') -> 'TrainConfig':
+        """Check value ranges; returns ``self``."""
+
+        def bad(key: str, msg: str) -> ConfigError:
+            return ConfigError(f'{field}.{key}', f'{msg}, got {getattr(self, key)!r}')
+
+        for key in self.field_names():
+            _coerce(f'{field}.{key}', _FIELD_KINDS[key], getattr(self, key))
+        if self.epochs < 0:
+            raise bad('epochs', 'must be >= 0')
+        if self.batch_size < 1:
+            raise bad('batch_size', 'must be >= 1')
+        if self.eval_batch_size < 1:
+            raise bad('eval_batch_size', 'must be >= 1')
+        if not (self.lr >= 0 and math.isfinite(self.lr)):
+            raise bad('lr', 'must be a finite number >= 0')
+        if not 0 <= self.momentum < 1:
+            raise bad('momentum', 'must be in [0, 1)')
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise bad('weight_decay', 'must be >= 0')
+        if not 0 <= self.label_smoothing < 1:
+            raise bad('label_smoothing', 'must be in [0, 1)')
+        if self.num_threads is not None and self.num_threads < 1:
+            raise bad('num_threads', 'must be >= 1 or null')
+        if self.device != 'auto':
+            try:
+                torch.device(self.device)
+            except (RuntimeError, ValueError):
+                raise bad('device', "must be 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+        return self
+
+
+def _coerce(name: str, kind: str, value: Any) -> Any:
+    if kind.endswith('?'):
+        if value is None:
+            return None
+        kind = kind[:-1]
+    if kind == 'bool':
+        if isinstance(value, bool):
+            return value
+    elif kind == 'int':
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind == 'float':
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif kind == 'str':
+        if isinstance(value, str):
+            return value
+    expected = {'bool': 'true or false', 'int': 'an integer', 'float': 'a number', 'str': 'a string'}[kind]
+    raise ConfigError(name, f'expected {expected}, got {value!r}')
+
+
+def resolve_device(device: str | torch.device = 'auto', field: str = 'evaluator_args.device') -> torch.device:
+    """``'auto'`` -> CUDA if available else CPU; asking for an unavailable CUDA -> ConfigError."""
+    if isinstance(device, torch.device):
+        dev = device
+    elif device == 'auto':
+        dev = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    else:
+        dev = torch.device(device)
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise ConfigError(field, f'{device!r} requested but CUDA is not available', allowed=['auto', 'cpu'])
+    return dev
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class EpochResult:
+    epoch: int  # 1-based
+    train_loss: float
+    train_acc: float
+    val_acc: float
+    seconds: float  # wall time of the epoch, training and validation
+    lr: float  # learning rate at the start of the epoch
+
+
+@dataclass
+class TrainResult:
+    val_acc: float  # after the last epoch
+    history: list[EpochResult] = field(default_factory=list)
+    train_seconds: float = 0.0  # pure training time, without evaluation
+    images_per_second: float = 0.0  # training images / train_seconds
+
+    @property
+    def best_val_acc(self) -> float:
+        return max((h.val_acc for h in self.history), default=self.val_acc)
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def augment_batch(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crop after zero padding by ``pad`` and (if ``flip``) random horizontal flip.
+
+    Vectorised over the batch: every sample draws its own offsets and flip, and one gather
+    produces the result. ``generator`` must live on ``x.device``.
+    """
+    if pad <= 0 and not flip:
+        return x
+    b, _, h, w = x.shape
+    dev = x.device
+    rows = torch.arange(h, device=dev).unsqueeze(0)  # (1, H)
+    cols = torch.arange(w, device=dev).unsqueeze(0)  # (1, W)
+    if pad > 0:
+        xp = F.pad(x, (pad, pad, pad, pad))
+        off = torch.randint(0, 2 * pad + 1, (2, b, 1), device=dev, generator=generator)
+        rows = rows + off[0]  # (B, H)
+        cols = cols + off[1]  # (B, W)
+    else:
+        xp = x
+        rows = rows.expand(b, h)
+        cols = cols.expand(b, w)
+    if flip:
+        mirror = torch.rand(b, 1, device=dev, generator=generator) < 0.5
+        cols = torch.where(mirror, cols.flip(1), cols)
+    # gather rows, then columns: (B, C, Hp, Wp) -> (B, C, H, Wp) -> (B, C, H, W)
+    c, wp = xp.shape[1], xp.shape[3]
+    out = torch.gather(xp, 2, rows.view(b, 1, h, 1).expand(b, c, h, wp))
+    return torch.gather(out, 3, cols.view(b, 1, 1, w).expand(b, c, h, w))
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """Trains a classifier on in-memory :class:`~nni_xfer.datasets.Splits`."""
+
+    def __init__(self, config: TrainConfig | None = None, log_dir: str | None = None):
+        self.config = (config or TrainConfig()).validate('train_config')
+        self.log_dir = log_dir
+        self._device = resolve_device(self.config.device)
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def amp(self) -> bool:
+        """Whether mixed precision is used (CUDA only)."""
+        return self._device.type == 'cuda' and (self.config.amp if self.config.amp is not None else True)
+
+    def _amp_dtype(self) -> torch.dtype:
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def _autocast(self):
+        if self.amp:
+            return torch.autocast('cuda', dtype=self._amp_dtype())
+        return torch.autocast(self._device.type, enabled=False)
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Top-1 accuracy in [0, 1] of ``model`` on ``(x, y)``; 0.0 for empty data."""
+        n = len(y)
+        if n == 0:
+            return 0.0
+        was_training = model.training
+        model.eval()
+        try:
+            correct = torch.zeros((), dtype=torch.long, device=self._device)
+            bs = self.config.eval_batch_size
+            for i in range(0, n, bs):
+                xb = x[i:i + bs].to(self._device, non_blocking=True)
+                yb = y[i:i + bs].to(self._device, non_blocking=True)
+                with self._autocast():
+                    out = model(xb)
+                correct += (out.argmax(1) == yb).sum()
+            return correct.item() / n
+        finally:
+            model.train(was_training)
+
+    # ------------------------------------------------------------------ training
+
+    def fit(self, model: nn.Module, splits: Splits, on_epoch: Callable[[EpochResult], None] | None = None,
+            trainable: Iterable[nn.Parameter] | None = None) -> TrainResult:
+        cfg = self.config
+        dev = self._device
+        old_threads = torch.get_num_threads()
+        if cfg.num_threads is not None:
+            torch.set_num_threads(cfg.num_threads)
+        writer = None
+        try:
+            torch.manual_seed(cfg.seed)  # dropout and other stochastic layers
+            model.to(dev)
+            splits = splits.to(dev)
+            params = list(trainable) if trainable is not None else [p for p in model.parameters() if p.requires_grad]
+            if cfg.epochs == 0 or not params:
+                if cfg.epochs > 0 and not params:
+                    raise ValueError('no trainable parameters')
+                return TrainResult(val_acc=self.evaluate(model, splits.val_x, splits.val_y))
+
+            n = len(splits.train_y)
+            bs = cfg.batch_size
+            full, rest = divmod(n, bs)
+            batches = [(i * bs, bs) for i in range(full)]
+            if rest > 1 or (rest == 1 and full == 0):  # a lone sample would break BatchNorm
+                batches.append((full * bs, rest))
+            total_steps = max(1, cfg.epochs * len(batches))
+            images_per_epoch = sum(size for _, size in batches)
+
+            momentum = cfg.momentum
+            opt = torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay,
+                                  nesterov=cfg.nesterov and momentum > 0)
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+            use_scaler = self.amp and self._amp_dtype() == torch.float16
+            scaler = torch.amp.GradScaler('cuda', enabled=use_scaler)
+
+            shuffle_gen = torch.Generator().manual_seed(cfg.seed)
+            aug_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
+            info = splits.info
+            augment = cfg.augment and (info.pad > 0 or info.flip)
+            x_train, y_train = splits.train_x, splits.train_y
+
+            if self.log_dir is not None:
+                from torch.utils.tensorboard import SummaryWriter
+
+                writer = SummaryWriter(self.log_dir)
+
+            history: list[EpochResult] = []
+            train_seconds = 0.0
+            val_acc = 0.0
+            model.train()
+            for epoch in range(1, cfg.epochs + 1):
+                t0 = time.perf_counter()
+                lr = opt.param_groups[0]['lr']
+                perm = torch.randperm(n, generator=shuffle_gen).to(dev, non_blocking=True)
+                loss_sum = torch.zeros((), dtype=torch.float32, device=dev)
+                correct = torch.zeros((), dtype=torch.long, device=dev)
+                model.train()
+                for start, size in batches:
+                    idx = perm[start:start + size]
+                    xb = x_train.index_select(0, idx)
+                    yb = y_train.index_select(0, idx)
+                    if augment:
+                        xb = augment_batch(xb, info.pad, info.flip, aug_gen)
+                    with self._autocast():
+                        out = model(xb)
+                        loss = F.cross_entropy(out, yb, label_smoothing=cfg.label_smoothing)
+                    opt.zero_grad(set_to_none=True)
+                    if use_scaler:
+                        scaler.scale(loss).backward()
+                        scaler.step(opt)
+                        scaler.update()
+                    else:
+                        loss.backward()
+                        opt.step()
+                    sched.step()
+                    loss_sum += loss.detach().float() * size
+                    correct += (out.detach().argmax(1) == yb).sum()
+                if dev.type == 'cuda':
+                    torch.cuda.synchronize(dev)
+                t_train = time.perf_counter() - t0
+                train_seconds += t_train
+                train_loss = loss_sum.item() / images_per_epoch
+                train_acc = correct.item() / images_per_epoch
+                val_acc = self.evaluate(model, splits.val_x, splits.val_y)
+                result = EpochResult(epoch, train_loss, train_acc, val_acc, time.perf_counter() - t0, lr)
+                history.append(result)
+                if writer is not None:
+                    writer.add_scalar('train/loss', train_loss, epoch)
+                    writer.add_scalar('train/acc', train_acc, epoch)
+                    writer.add_scalar('val/acc', val_acc, epoch)
+                    writer.add_scalar('lr', lr, epoch)
+                if on_epoch is not None:
+                    on_epoch(result)
+
+            ips = images_per_epoch * cfg.epochs / train_seconds if train_seconds > 0 else 0.0
+            return TrainResult(val_acc=val_acc, history=history, train_seconds=train_seconds, images_per_second=ips)
+        finally:
+            if writer is not None:
+                writer.close()
+            if cfg.num_threads is not None:
+                torch.set_num_threads(old_threads)

@@ -1,0 +1,116 @@
+"""Start, watch and stop real ``nnictl`` experiments from tests (stdlib only)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+TERMINAL = {'SUCCEEDED', 'FAILED', 'USER_CANCELED', 'SYS_CANCELED', 'EARLY_STOPPED'}
+
+
+def nnictl(*args: str, timeout: int = 120, env: dict | None = None) -> str:
+    exe = Path(sys.executable).parent / 'nnictl'
+    cmd = [str(exe)] if exe.exists() else [sys.executable, '-m', 'nni.tools.nnictl.nnictl']
+    out = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, **(env or {})})
+    text = out.stdout + out.stderr
+    if out.returncode != 0:
+        raise RuntimeError(f'nnictl {" ".join(args)} failed ({out.returncode}):\n{text}')
+    return re.sub(r'\x1b\[[0-9;]*m', '', text)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def write_config(tmp: Path, *, max_trials: int = 3, epochs: int = 2, concurrency: int = 1,
+                 platform: dict | None = None, strategy: str = 'random', evaluator: str = 'train',
+                 evaluator_args: dict | None = None, python: str | None = None) -> tuple[Path, Path]:
+    """An exp.yml under ``tmp`` with its own store, checkpoints and NNI working directory."""
+    store = tmp / 'store.db'
+    cfg = {
+        'experimentName': 'nni-xfer integration test',
+        'experimentWorkingDirectory': str(tmp / 'nni-experiments'),
+        'searchSpace': {},
+        'trialCommand': f'{python or sys.executable} -m nni_xfer.trial',
+        'trialCodeDirectory': str(tmp),
+        'trialConcurrency': concurrency,
+        'maxTrialNumber': max_trials,
+        'maxExperimentDuration': '20m',
+        'tuner': {
+            'className': 'nni_xfer.tuner.XferTuner',
+            'codeDirectory': str(tmp),
+            'classArgs': {
+                'strategy': strategy, 'space': 'simple_cnn', 'dataset': 'digits',
+                'dataset_args': {'val_size': 0.2},
+                'evaluator': evaluator,
+                'evaluator_args': evaluator_args if evaluator_args is not None else {'epochs': epochs},
+                'seed': 0, 'store': str(store), 'checkpoint_root': str(tmp / 'checkpoints'),
+            },
+        },
+        'trainingService': platform or {'platform': 'local', 'useActiveGpu': False},
+    }
+    path = tmp / 'exp.yml'
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path, store
+
+
+def create(config: Path, port: int) -> str:
+    text = nnictl('create', '--config', str(config), '--port', str(port))
+    m = re.search(r'Experiment ID:\s*(\S+)', text)
+    if not m:
+        raise RuntimeError(f'no experiment id in nnictl output:\n{text}')
+    return m.group(1)
+
+
+def rest(port: int, path: str):
+    with urllib.request.urlopen(f'http://127.0.0.1:{port}/api/v1/nni/{path}', timeout=10) as r:
+        return json.loads(r.read().decode())
+
+
+def trials(port: int) -> list[dict]:
+    return rest(port, 'trial-jobs')
+
+
+def wait(port: int, until, timeout: float = 600, poll: float = 2.0):
+    """Poll until ``until(status, trials)`` is true; return (status, trials)."""
+    deadline = time.time() + timeout
+    status, ts = None, []
+    while time.time() < deadline:
+        try:
+            status = rest(port, 'check-status')
+            ts = trials(port)
+        except OSError:
+            status, ts = None, []
+        if status and status['status'] == 'ERROR':
+            raise RuntimeError(f'experiment error: {status}')
+        if status and until(status['status'], ts):
+            return status['status'], ts
+        time.sleep(poll)
+    raise TimeoutError(f'experiment did not reach the condition in {timeout}s: {status}, '
+                       f'{[(t["trialJobId"], t["status"]) for t in ts]}')
+
+
+def finished(max_trials: int):
+    def cond(status: str, ts: list[dict]) -> bool:
+        return (status in ('DONE', 'NO_MORE_TRIAL', 'STOPPED') and len(ts) >= max_trials
+                and all(t['status'] in TERMINAL for t in ts))
+    return cond
+
+
+def final_metrics(trial: dict) -> dict | None:
+    data = trial.get('finalMetricData') or []
+    if not data:
+        return None
+    value = json.loads(data[0]['data'])
+    return json.loads(value) if isinstance(value, str) else value

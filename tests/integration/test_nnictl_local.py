@@ -1,0 +1,59 @@
+"""Real ``nnictl`` experiments on the local training service: real trainer, ``digits``."""
+import pytest
+
+from nni_xfer.store import KnowledgeStore
+
+from .nnictl_helpers import create, final_metrics, finished, free_port, nnictl, trials, wait, write_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+
+def test_quick_random_search_local(tmp_path):
+    config, store_path = write_config(tmp_path, max_trials=3, epochs=2)
+    port = free_port()
+    exp = create(config, port)
+    try:
+        _, ts = wait(port, finished(3), timeout=600)
+        assert len(ts) == 3
+        assert [t['status'] for t in ts] == ['SUCCEEDED'] * 3
+        for t in ts:
+            m = final_metrics(t)
+            assert m is not None and 0.0 <= m['default'] <= 1.0
+            for key in ('val_acc', 'inherited_acc', 'params', 'trainable_params', 'flops', 'train_seconds',
+                        'images_per_second', 'checkpoint', 'sha256'):
+                assert key in m, key
+            assert m['default'] > 0.3  # real training on digits beats chance (0.1) by far
+    finally:
+        nnictl('stop', exp)
+    store = KnowledgeStore(store_path)
+    evs = store.evaluations(experiment_id=exp)
+    assert [e.status for e in evs] == ['SUCCEEDED'] * 3
+    assert {e.trial_id for e in evs} == {t['trialJobId'] for t in ts}
+    assert len({str(sorted(e.architecture.items())) for e in evs}) == 3
+
+
+def test_resume_loses_nothing_and_repeats_nothing(tmp_path):
+    config, store_path = write_config(tmp_path, max_trials=5, epochs=1)
+    port = free_port()
+    exp = create(config, port)
+    try:
+        wait(port, lambda s, ts: sum(t['status'] == 'SUCCEEDED' for t in ts) >= 2, timeout=600)
+    finally:
+        nnictl('stop', exp)
+    before = {e.parameter_id: e for e in KnowledgeStore(store_path).evaluations(experiment_id=exp, status='SUCCEEDED')}
+    assert len(before) >= 2
+    port2 = free_port()
+    nnictl('resume', exp, '--port', str(port2))
+    try:
+        wait(port2, finished(5), timeout=600)
+        ts = trials(port2)
+    finally:
+        nnictl('stop', exp)
+    after = KnowledgeStore(store_path).evaluations(experiment_id=exp, status='SUCCEEDED')
+    by_id = {e.parameter_id: e for e in after}
+    for pid, e in before.items():  # nothing completed is lost or changed
+        assert by_id[pid].metrics == e.metrics
+    assert len(after) > len(before)  # the resumed search went on
+    keys = [str(sorted(e.architecture.items())) for e in after]
+    assert len(keys) == len(set(keys)), 'an architecture was evaluated twice'
+    assert sum(t['status'] == 'SUCCEEDED' for t in ts) >= len(after) - len(before)
