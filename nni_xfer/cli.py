@@ -148,6 +148,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from .nnictl import run_experiment
+    return run_experiment(Path(args.config), port=args.port, keep=args.keep, store=args.store)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='nni-xfer', description='Knowledge-transfer NAS on NNI 3.0')
     sub = p.add_subparsers(dest='command', required=True)
@@ -158,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_check)
     sub.add_parser('register', help='register every strategy as an NNI tuner named xfer_<strategy>') \
         .set_defaults(func=cmd_register)
+    rn = sub.add_parser('run', help='nnictl create + progress + report + stop, in one command')
+    rn.add_argument('config')
+    rn.add_argument('--port', type=int, default=8080)
+    rn.add_argument('--keep', action='store_true', help='leave the experiment (and web portal) running')
+    rn.add_argument('--store', default=None, help='knowledge store, if not set in classArgs')
+    rn.set_defaults(func=cmd_run)
     kb = sub.add_parser('kb', help='knowledge store')
     kbs = kb.add_subparsers(dest='kb_command', required=True)
     e = kbs.add_parser('export', help='every evaluation in the knowledge store')

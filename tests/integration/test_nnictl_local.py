@@ -3,7 +3,7 @@ import pytest
 
 from nni_xfer.store import KnowledgeStore
 
-from .nnictl_helpers import create, final_metrics, finished, free_port, nnictl, trials, wait, write_config
+from nni_xfer.nnictl import create, final_metrics, finished, free_port, nnictl, trials, wait, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 

@@ -1,4 +1,4 @@
-"""Start, watch and stop real ``nnictl`` experiments from tests (stdlib only)."""
+"""Start, watch and stop real ``nnictl`` experiments (used by ``nni-xfer run`` and the integration tests)."""
 from __future__ import annotations
 
 import json
@@ -114,3 +114,50 @@ def final_metrics(trial: dict) -> dict | None:
         return None
     value = json.loads(data[0]['data'])
     return json.loads(value) if isinstance(value, str) else value
+
+
+def run_experiment(config: Path, port: int = 8080, keep: bool = False, timeout: float = 6 * 3600,
+                   store: str | None = None) -> int:
+    """``nni-xfer run``: create the experiment, print progress, report, stop (unless ``keep``)."""
+    from .cli import check_config
+    problems = check_config(config)
+    if problems:
+        for p in problems:
+            print(f'{config}: {p}')
+        return 1
+    raw = yaml.safe_load(Path(config).read_text())
+    max_trials = int(raw.get('maxTrialNumber') or 0)
+    t0 = time.time()
+    exp = create(Path(config), port)
+    print(f'experiment {exp} started; web portal http://127.0.0.1:{port}', flush=True)
+    seen: dict[str, str] = {}
+    rc = 0
+    try:
+        def progress(status: str, ts: list[dict]) -> bool:
+            for t in ts:
+                if seen.get(t['trialJobId']) != t['status']:
+                    seen[t['trialJobId']] = t['status']
+                    m = final_metrics(t) if t['status'] == 'SUCCEEDED' else None
+                    extra = f" default={m['default']:.4f}" if m and 'default' in m else ''
+                    print(f'[{time.time() - t0:7.1f}s] trial {t["trialJobId"]} {t["status"]}{extra}', flush=True)
+            done = all(t['status'] in TERMINAL for t in ts) and len(ts) > 0
+            return (status in ('DONE', 'STOPPED') or (status == 'NO_MORE_TRIAL' and done)) and \
+                (done or not ts) and (not max_trials or len(ts) >= max_trials or status != 'RUNNING')
+        _, ts = wait(port, progress, timeout=timeout, poll=2.0)
+        ok = sum(t['status'] == 'SUCCEEDED' for t in ts)
+        print(f'finished: {ok}/{len(ts)} trials succeeded in {time.time() - t0:.1f}s', flush=True)
+        rc = 0 if ok else 1
+        tuner_args = (raw.get('tuner') or {}).get('classArgs') or {}
+        from .report import make_report
+        from .store import KnowledgeStore
+        result = make_report(KnowledgeStore(store or tuner_args.get('store')), exp,
+                             Path('nni-xfer-report') / exp)
+        print(result.table)
+        for p in result.plots:
+            print(f'plot: {p}')
+    finally:
+        if keep:
+            print(f'experiment {exp} kept running for the web portal; stop it with: nnictl stop {exp}')
+        else:
+            nnictl('stop', exp)
+    return rc
