@@ -67,7 +67,7 @@ def space_info(name: str, space_args: dict | None, space: nn.Module) -> SpaceInf
     dims: dict[str, list] = {}
     for label, mutable in space.simplify().items():
         if isinstance(mutable, Categorical):
-            dims[label] = list(mutable.values)
+            dims[str(label)] = list(mutable.values)  # NNI labels are a str subclass; keep plain data
     info = SpaceInfo(name, dict(space_args or {}), dims)
     extra = getattr(space, 'xfer_space_info', None)
     if callable(extra):  # spaces with non-categorical samples describe themselves

@@ -123,14 +123,15 @@ def run_trial(spec: dict | TrialSpec, model: nn.Module | None = None, reporter: 
     if 'default' not in metrics:
         raise RuntimeError(f"evaluator {spec.evaluator!r} returned no 'default' metric")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    uri, sha = save_checkpoint({
-        'state_dict': state,
+    # Metadata as plain JSON types so the file loads with torch.load(weights_only=True).
+    meta = json.loads(json.dumps({
         'space': spec.space,
         'space_args': spec.space_args,
         'architecture': spec.architecture,
         'dataset': spec.dataset,
         'metrics': {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
-    }, spec.checkpoint_path())
+    }, default=str))
+    uri, sha = save_checkpoint({'state_dict': state, **meta}, spec.checkpoint_path())
     metrics.update({
         'checkpoint': uri,
         'sha256': sha,

@@ -57,3 +57,17 @@ def test_resume_loses_nothing_and_repeats_nothing(tmp_path):
     keys = [str(sorted(e.architecture.items())) for e in after]
     assert len(keys) == len(set(keys)), 'an architecture was evaluated twice'
     assert sum(t['status'] == 'SUCCEEDED' for t in ts) >= len(after) - len(before)
+
+
+def test_crashing_trial_is_failed_and_search_goes_on(tmp_path):
+    config, store_path = write_config(tmp_path, max_trials=4, evaluator='mock', evaluator_args={'fail_on': [1]})
+    port = free_port()
+    exp = create(config, port)
+    try:
+        _, ts = wait(port, finished(4), timeout=600)
+    finally:
+        nnictl('stop', exp)
+    assert sorted(t['status'] for t in ts) == ['FAILED', 'SUCCEEDED', 'SUCCEEDED', 'SUCCEEDED']
+    evs = {e.parameter_id: e for e in KnowledgeStore(store_path).evaluations(experiment_id=exp)}
+    assert evs[1].status == 'FAILED' and evs[1].error
+    assert sum(e.status == 'SUCCEEDED' for e in evs.values()) == 3

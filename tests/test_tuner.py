@@ -1,0 +1,118 @@
+"""The nnictl tuner adapter driven by hand (no NNI manager): store writes, failures, restart."""
+import pytest
+
+from nni import NoMoreTrialError
+
+from nni_xfer.errors import ConfigError
+from nni_xfer.store import KnowledgeStore
+from nni_xfer.trial import Reporter, run_trial
+from nni_xfer.tuner import XferTuner
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _args(tmp_path, **kw):
+    args = dict(strategy='random', space='simple_cnn', dataset='digits', evaluator='mock',
+                store=str(tmp_path / 'store.db'), checkpoint_root=str(tmp_path / 'ckpt'), seed=0)
+    args.update(kw)
+    return args
+
+
+class Quiet(Reporter):
+    def __init__(self):
+        self.intermediates, self.finals = [], []
+
+    def intermediate(self, m):
+        self.intermediates.append(m)
+
+    def final(self, m):
+        self.finals.append(m)
+
+
+@pytest.fixture
+def exp_env(monkeypatch):
+    monkeypatch.setenv('NNI_EXP_ID', 'exp-test')
+
+
+def test_tuner_round_trip_and_store(tmp_path, exp_env):
+    t = XferTuner(**_args(tmp_path))
+    specs = [t.generate_parameters(i) for i in range(3)]
+    assert [s['proposal_id'] for s in specs] == [0, 1, 2]
+    # run the real trial code with the mock evaluator, report out of order, one failure
+    results = {s['proposal_id']: run_trial(s, reporter=Quiet()) for s in specs[:2]}
+    t.receive_trial_result(1, specs[1], results[1])
+    t.receive_trial_result(0, specs[0], results[0])
+    t.trial_end(2, False)
+    evs = {e.parameter_id: e for e in KnowledgeStore(tmp_path / 'store.db').evaluations(experiment_id='exp-test')}
+    assert evs[0].status == evs[1].status == 'SUCCEEDED' and evs[2].status == 'FAILED'
+    assert evs[0].metrics['checkpoint'].endswith('0.pt') and len(evs[0].metrics['sha256']) == 64
+    # a new dispatcher (crash + nnictl resume) restores the strategy from the store
+    t2 = XferTuner(**_args(tmp_path))
+    assert t2.resumed
+    nxt = t2.generate_parameters(10)
+    assert nxt['proposal_id'] == 3
+    done = {str(sorted(s['architecture'].items())) for s in specs[:2]}
+    assert str(sorted(nxt['architecture'].items())) not in done
+
+
+def test_tuner_rejects_bad_class_args_before_any_trial(tmp_path, exp_env):
+    with pytest.raises(ConfigError, match=r'^classArgs\.strategy: unknown strategy .*allowed: random'):
+        XferTuner(**_args(tmp_path, strategy='nope'))
+    with pytest.raises(ConfigError, match=r'^classArgs\.strategy_args\.max_trials'):
+        XferTuner(**_args(tmp_path, strategy_args={'max_trials': 0}))
+
+
+def test_no_more_trials_when_space_exhausted(tmp_path, exp_env):
+    t = XferTuner(**_args(tmp_path, space_args={'widths': [8], 'depths': [1], 'kernels': [3], 'stages': 1}))
+    s = t.generate_parameters(0)
+    with pytest.raises(NoMoreTrialError):
+        t.generate_parameters(1)
+    t.receive_trial_result(0, s, {'default': 0.5})
+
+
+def test_fixed_strategy_tuner_class(tmp_path, exp_env):
+    from nni_xfer import tuner
+    cls = tuner.XferTuner_random
+    t = cls(**{k: v for k, v in _args(tmp_path).items() if k != 'strategy'})
+    assert t.config.strategy == 'random'
+    tuner.XferValidator_random().validate_class_args(space='simple_cnn')
+    with pytest.raises(ConfigError):
+        tuner.XferValidator_random().validate_class_args(space='nope')
+
+
+def test_missing_and_corrupt_checkpoint_name_the_file(tmp_path, exp_env):
+    from nni_xfer.errors import CheckpointError
+    t = XferTuner(**_args(tmp_path))
+    spec = t.generate_parameters(0)
+    first = run_trial(spec, reporter=Quiet())
+    again = dict(spec, proposal_id=1, init={'kind': 'checkpoint', 'uri': first['checkpoint'],
+                                              'sha256': first['sha256']})
+    assert run_trial(again, reporter=Quiet())['default'] == first['default']
+    missing = dict(again, init={'kind': 'checkpoint', 'uri': str(tmp_path / 'nope.pt')})
+    with pytest.raises(CheckpointError, match='nope.pt'):
+        run_trial(missing, reporter=Quiet())
+    bad = tmp_path / 'bad.pt'
+    bad.write_bytes(b'not a checkpoint')
+    with pytest.raises(CheckpointError, match='bad.pt'):
+        run_trial(dict(again, init={'kind': 'checkpoint', 'uri': str(bad)}), reporter=Quiet())
+    with pytest.raises(CheckpointError, match='sha256 mismatch'):
+        run_trial(dict(again, init={'kind': 'checkpoint', 'uri': first['checkpoint'], 'sha256': '0' * 64}),
+                  reporter=Quiet())
+
+
+def test_trial_main_exits_nonzero_on_crash(tmp_path, exp_env):
+    import json
+    from nni_xfer.trial import main
+    spec = XferTuner(**_args(tmp_path, evaluator_args={'fail_on': [0]})).generate_parameters(0)
+    p = tmp_path / 'spec.json'
+    p.write_text(json.dumps(spec))
+    assert main(['--spec', str(p)]) == 1
+
+
+def test_cli_list_and_check(tmp_path, capsys):
+    from nni_xfer.cli import main
+    assert main(['list']) == 0
+    out = capsys.readouterr().out
+    for section in ('strategies:', 'search spaces:', 'datasets:', 'evaluators:', 'initializers:'):
+        assert section in out
+    assert 'random' in out and 'simple_cnn' in out and 'digits' in out
