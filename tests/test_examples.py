@@ -1,0 +1,61 @@
+"""Every shipped exp.yml passes `nni-xfer check`; each class of bad config gives one named line."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nni_xfer.cli import check_config, main
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted(ROOT.glob('examples/**/*.yml'))
+QUICK = ROOT / 'examples' / 'quickstart' / 'exp.yml'
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.mark.parametrize('path', EXAMPLES, ids=[str(p.relative_to(ROOT)) for p in EXAMPLES])
+def test_example_configs_pass_check(path):
+    assert check_config(path) == []
+
+
+def _bad(tmp_path, mutate):
+    cfg = yaml.safe_load(QUICK.read_text())
+    mutate(cfg)
+    p = tmp_path / 'exp.yml'
+    p.write_text(yaml.safe_dump(cfg))
+    return check_config(p)
+
+
+def _args(cfg):
+    return cfg['tuner']['classArgs']
+
+
+@pytest.mark.parametrize('mutate,expect', [
+    (lambda c: _args(c).update(strategy='nope'), 'tuner.classArgs.strategy: unknown strategy'),
+    (lambda c: _args(c).update(space='nope'), 'tuner.classArgs.space: unknown search space'),
+    (lambda c: _args(c).update(dataset='nope'), 'tuner.classArgs.dataset: unknown dataset'),
+    (lambda c: _args(c).update(seed='x'), 'tuner.classArgs.seed: expected integer'),
+    (lambda c: _args(c).pop('space'), 'tuner.classArgs.space: missing required argument'),
+    (lambda c: _args(c).update(strategy_args={'bogus': 1}), 'tuner.classArgs.strategy_args.bogus: unknown argument'),
+    (lambda c: _args(c).update(evaluator_args={'epochz': 1}), 'tuner.classArgs.evaluator_args.epochz'),
+    (lambda c: _args(c).update(space_args={'widths': [16], 'nope': 1}), 'tuner.classArgs.space_args.nope'),
+    (lambda c: _args(c).update(mode='up'), 'tuner.classArgs.mode: unknown mode'),
+    (lambda c: c.update(trainingService={'platform': 'nosuch'}), 'NNI schema:'),
+])
+def test_bad_configs_give_one_named_line(tmp_path, mutate, expect):
+    problems = _bad(tmp_path, mutate)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(expect), problems
+
+
+def test_unknown_strategy_lists_allowed_values(tmp_path):
+    problems = _bad(tmp_path, lambda c: _args(c).update(strategy='nope'))
+    assert 'allowed: random' in problems[0]
+
+
+def test_check_exit_codes(tmp_path, capsys):
+    assert main(['check', str(QUICK)]) == 0
+    p = tmp_path / 'bad.yml'
+    p.write_text(QUICK.read_text().replace('strategy: random', 'strategy: nope'))
+    assert main(['check', str(p)]) == 1
+    assert 'tuner.classArgs.strategy' in capsys.readouterr().out
