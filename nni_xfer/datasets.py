@@ -152,6 +152,7 @@ def dataset_info(name: str, **args: Any) -> DatasetInfo:
     """
     ds = _instance(name)
     own = dict(args)
+    _check_load_args(**{k: own[k] for k in _LOAD_ARGS if k in own})
     for key in _LOAD_ARGS:
         if key in own and not (key == 'seed' and 'seed' in getattr(ds, 'args', {})):
             own.pop(key)
@@ -159,6 +160,21 @@ def dataset_info(name: str, **args: Any) -> DatasetInfo:
 
 
 _LOAD_ARGS = ('root', 'val_size', 'seed', 'limit_train', 'download')
+
+
+def _check_load_args(root: Any = None, val_size: Any = 0.1, seed: Any = 0, limit_train: Any = None,
+                     download: Any = False) -> None:
+    """Checks of :func:`load_dataset`'s own arguments that need no data (so ``nni-xfer check`` runs them)."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError('dataset_args.seed', f'expected an integer, got {seed!r}')
+    if not isinstance(download, bool):
+        raise ConfigError('dataset_args.download', f'expected true or false, got {download!r}')
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise ConfigError('dataset_args.root', f'expected a path, got {root!r}')
+    if limit_train is not None and (isinstance(limit_train, bool) or not isinstance(limit_train, int)
+                                    or limit_train < 1):
+        raise ConfigError('dataset_args.limit_train', f'expected a positive integer or null, got {limit_train!r}')
+    _val_count(val_size, None)
 
 
 def load_dataset(name: str, *, root: str | None = None, val_size: float | int = 0.1, seed: int = 0,
@@ -172,15 +188,7 @@ def load_dataset(name: str, *, root: str | None = None, val_size: float | int = 
     A dataset that declares a ``seed`` argument (``synthetic``) receives ``seed`` too.
     """
     ds = _instance(name)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError('dataset_args.seed', f'expected an integer, got {seed!r}')
-    if not isinstance(download, bool):
-        raise ConfigError('dataset_args.download', f'expected true or false, got {download!r}')
-    if root is not None and not isinstance(root, (str, os.PathLike)):
-        raise ConfigError('dataset_args.root', f'expected a path, got {root!r}')
-    if limit_train is not None and (isinstance(limit_train, bool) or not isinstance(limit_train, int)
-                                    or limit_train < 1):
-        raise ConfigError('dataset_args.limit_train', f'expected a positive integer or null, got {limit_train!r}')
+    _check_load_args(root=root, val_size=val_size, seed=seed, limit_train=limit_train, download=download)
     if isinstance(getattr(ds, 'args', None), dict) and 'seed' in ds.args and 'seed' not in args:
         args['seed'] = seed
     info = ds.info(**args)
@@ -211,18 +219,19 @@ def load_dataset(name: str, *, root: str | None = None, val_size: float | int = 
                   norm(test_x), test_y.contiguous())
 
 
-def _val_count(val_size: Any, n: int) -> int:
+def _val_count(val_size: Any, n: int | None) -> int:
+    """Validation examples out of ``n`` training images (``n=None``: check the value's form only)."""
     if isinstance(val_size, bool) or not isinstance(val_size, (int, float)):
         raise ConfigError('dataset_args.val_size', f'expected a fraction in (0, 1) or a count, got {val_size!r}')
     if isinstance(val_size, float) and val_size < 1:
         if val_size <= 0:
             raise ConfigError('dataset_args.val_size', f'must be > 0, got {val_size!r}')
-        count = max(1, int(round(val_size * n)))
+        count = max(1, int(round(val_size * n))) if n is not None else 1
     else:
         if val_size != int(val_size):
             raise ConfigError('dataset_args.val_size', f'a count must be a whole number, got {val_size!r}')
         count = int(val_size)
-    if count < 1 or count >= n:
+    if count < 1 or (n is not None and count >= n):
         raise ConfigError('dataset_args.val_size',
                           f'{val_size!r} leaves no training or no validation data out of {n} training images')
     return count

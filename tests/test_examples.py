@@ -41,6 +41,7 @@ def _args(cfg):
     (lambda c: _args(c).update(space_args={'widths': [16], 'nope': 1}), 'tuner.classArgs.space_args.nope'),
     (lambda c: _args(c).update(mode='up'), 'tuner.classArgs.mode: unknown mode'),
     (lambda c: c.update(trainingService={'platform': 'nosuch'}), 'NNI schema:'),
+    (lambda c: c.update(trialConcurrency=-1), 'NNI schema:'),
 ])
 def test_bad_configs_give_one_named_line(tmp_path, mutate, expect):
     problems = _bad(tmp_path, mutate)
@@ -59,3 +60,20 @@ def test_check_exit_codes(tmp_path, capsys):
     p.write_text(QUICK.read_text().replace('strategy: random', 'strategy: nope'))
     assert main(['check', str(p)]) == 1
     assert 'tuner.classArgs.strategy' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('dataset_args', [{'val_size': 0.2}, {'val_size': 500}, {'limit_train': 100, 'seed': 3}])
+def test_dataset_loading_args_are_accepted(tmp_path, dataset_args):
+    assert _bad(tmp_path, lambda c: _args(c).update(dataset_args=dataset_args)) == []
+
+
+@pytest.mark.parametrize('dataset_args,key', [
+    ({'val_size': 'x'}, 'val_size'),
+    ({'val_size': 0.0}, 'val_size'),
+    ({'limit_train': -1}, 'limit_train'),
+    ({'download': 'yes'}, 'download'),
+])
+def test_bad_dataset_loading_args_are_named(tmp_path, dataset_args, key):
+    problems = _bad(tmp_path, lambda c: _args(c).update(dataset_args=dataset_args))
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f'tuner.classArgs.dataset_args.{key}'), problems
