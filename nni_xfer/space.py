@@ -89,5 +89,7 @@ def freeze(space: nn.Module, architecture: dict) -> nn.Module:
                               allowed=mutable.values)
     try:
         return space.freeze(architecture)
+    except ConfigError:
+        raise
     except Exception as exc:  # NNI raises several sample errors; report one line
         raise ConfigError('architecture', f'{type(exc).__name__}: {exc}'.splitlines()[0]) from exc

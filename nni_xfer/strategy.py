@@ -42,6 +42,7 @@ class SpaceInfo:
     name: str
     args: dict = field(default_factory=dict)
     dims: dict[str, list] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # what non-categorical spaces tell about themselves
 
     def size(self) -> int:
         n = 1

@@ -1,6 +1,7 @@
 """Random search: the baseline every method is compared against."""
 from __future__ import annotations
 
+from nni_xfer.errors import ConfigError
 from nni_xfer.registry import STRATEGIES
 from nni_xfer.strategy import BaseStrategy, Proposal, SpaceInfo, check_int
 
@@ -20,6 +21,8 @@ class RandomStrategy(BaseStrategy):
     def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize',
                  max_trials: int | None = None, max_retries: int = 1000):
         super().__init__(space, seed=seed, mode=mode)
+        if not space.dims:
+            raise ConfigError('space', f'random search needs categorical choices; space {space.name!r} has none')
         self.max_trials = check_int(max_trials, 'strategy_args.max_trials', minimum=1, allow_none=True)
         self.max_retries = check_int(max_retries, 'strategy_args.max_retries', minimum=1)
 
