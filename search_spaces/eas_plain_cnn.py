@@ -84,7 +84,7 @@ class PlainCNNNet(nn.Module):
             elif kind == 'gpool':
                 mods.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
             else:
-                mods.append(nn.Sequential(nn.Linear(c, width, bias=False), nn.BatchNorm1d(width),
+                mods.append(nn.Sequential(nn.Linear(c, width), nn.BatchNorm1d(width),
                                           nn.ReLU(inplace=True)))
                 c = width
         self.layers = nn.ModuleList(mods)
