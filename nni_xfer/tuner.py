@@ -62,12 +62,40 @@ class XferTuner(Tuner):
         ids = [h['id'] for h in self.strategy.history] + list(self.strategy.pending)
         self._next_id = max(ids) + 1 if ids else 0
         self._param_to_proposal: dict[int, int] = {}
+        # Batch-synchronous strategies (EAS episodes) cannot propose while they wait for results.
+        # NNI asks for trials only when trials end, so slots refused then would be lost and the
+        # search would stall or shrink to one trial at a time. Those requests are kept here and
+        # answered through NNI's send-later callback as soon as the strategy can propose again.
+        self._owed: list[int] = []
+        self._send_later = None
         self.store.record_experiment(self.experiment_id, strategy=self.config.strategy, space=self.config.space,
                                      dataset=self.config.dataset, config=dict(class_args))
 
     # ---- NNI Tuner interface ----
     def update_search_space(self, search_space: Any) -> None:
         """The space comes from ``classArgs.space``; NNI's ``searchSpace`` is not used."""
+
+    def generate_multiple_parameters(self, parameter_id_list: list[int], **kwargs: Any) -> list[dict]:
+        self._send_later = kwargs.get('st_callback') or self._send_later
+        result = []
+        for i, parameter_id in enumerate(parameter_id_list):
+            try:
+                result.append(self.generate_parameters(parameter_id, **kwargs))
+            except NoMoreTrialError:
+                if self.strategy.pending and not self.strategy.done and self._send_later is not None:
+                    self._owed.extend(parameter_id_list[i:])
+                break
+        return result
+
+    def _pay_owed(self) -> None:
+        while self._owed and self._send_later is not None:
+            try:
+                params = self.generate_parameters(self._owed[0])
+            except NoMoreTrialError:
+                if not self.strategy.pending:  # nothing will unblock it: give the slots up
+                    self._owed.clear()
+                return
+            self._send_later(self._owed.pop(0), params)
 
     def generate_parameters(self, parameter_id: int, **kwargs: Any) -> dict:
         pid = self._next_id
@@ -101,6 +129,7 @@ class XferTuner(Tuner):
         self.store.record_result(self.experiment_id, pid, metrics, status='SUCCEEDED',
                                  trial_id=kwargs.get('trial_job_id') or metrics.get('trial_id'))
         self._save_state()
+        self._pay_owed()
 
     def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
         # NNI may deliver a successful trial's end before its final metric: only failures end a
@@ -114,6 +143,7 @@ class XferTuner(Tuner):
         self.strategy.fail(pid, reason)
         self.store.record_result(self.experiment_id, pid, None, status='FAILED', error=reason)
         self._save_state()
+        self._pay_owed()
 
     def import_data(self, data: list[dict]) -> None:
         """On ``nnictl resume``: results that arrived while the dispatcher was down."""

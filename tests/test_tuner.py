@@ -116,3 +116,35 @@ def test_cli_list_and_check(tmp_path, capsys):
     for section in ('strategies:', 'search spaces:', 'datasets:', 'evaluators:', 'initializers:'):
         assert section in out
     assert 'random' in out and 'simple_cnn' in out and 'digits' in out
+
+
+def test_requests_refused_while_a_batch_waits_are_answered_later(tmp_path, exp_env):
+    """NNI asks only when trials end; slots refused mid-batch must be filled once the batch is done."""
+    from nni_xfer.registry import STRATEGIES
+    from nni_xfer.strategies.random import RandomStrategy
+
+    @STRATEGIES.register('_test_batch2', description='test only: batches of 2, synchronous')
+    class Batch2(RandomStrategy):
+        in_batch = 0
+
+        def _propose(self, trial_id):
+            if self.in_batch >= 2:
+                return None
+            self.in_batch += 1
+            return super()._propose(trial_id)
+
+        def _observe(self, trial_id, proposal, metrics):
+            if not self.pending:
+                self.in_batch = 0
+
+    t = XferTuner(**_args(tmp_path, strategy='_test_batch2'))
+    sent = []
+    first = t.generate_multiple_parameters([0, 1, 2], st_callback=lambda pid, p: sent.append((pid, p)))
+    assert len(first) == 2 and t._owed == [2]
+    t.receive_trial_result(0, first[0], {'default': 0.1})
+    assert sent == []  # batch not complete: nothing can be proposed yet
+    again = t.generate_multiple_parameters([3], st_callback=lambda pid, p: sent.append((pid, p)))
+    assert again == [] and t._owed == [2, 3]
+    t.receive_trial_result(1, first[1], {'default': 0.2})
+    assert [pid for pid, _ in sent] == [2, 3]  # both owed slots filled with the next batch
+    assert t._owed == []
