@@ -58,7 +58,7 @@ class Proposal:
     architecture: dict
     init: dict = field(default_factory=lambda: {'kind': 'fresh'})
     parent: int | None = None  # proposal id of the parent within the same search, if any
-    meta: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)  # 'evaluator_args': per-trial overrides (e.g. longer training)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -62,6 +62,13 @@ class StrategyContract:
 
     budget: int = 12
 
+    def metrics(self, strategy: BaseStrategy, architecture: dict) -> dict:
+        """Metrics reported for an architecture; override for strategies that need more keys."""
+        return mock_metrics(strategy, architecture)
+
+    def drive(self, strategy: BaseStrategy, n: int, **kw) -> list[dict]:
+        return drive(strategy, n, metrics=self.metrics, **kw)
+
     @pytest.fixture
     def make(self) -> Callable[[SpaceInfo, int], BaseStrategy]:
         raise NotImplementedError('override the make fixture')
@@ -72,39 +79,39 @@ class StrategyContract:
 
     def test_proposals_are_valid_architectures(self, make, space):
         s = make(space, 0)
-        for p in drive(s, self.budget):
+        for p in self.drive(s, self.budget):
             if space.dims:
                 assert set(p['architecture']) == set(space.dims)
                 for label, value in p['architecture'].items():
                     assert value in space.dims[label]
 
     def test_same_seed_same_proposals(self, make, space):
-        a = drive(make(space, 7), self.budget)
-        b = drive(make(space, 7), self.budget)
+        a = self.drive(make(space, 7), self.budget)
+        b = self.drive(make(space, 7), self.budget)
         assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
     def test_different_seed_differs(self, make, space):
-        a = drive(make(space, 1), self.budget)
-        b = drive(make(space, 2), self.budget)
+        a = self.drive(make(space, 1), self.budget)
+        b = self.drive(make(space, 2), self.budget)
         assert json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True)
 
     def test_results_out_of_order(self, make, space):
         s = make(space, 0)
-        props = drive(s, self.budget, batch=4)
+        props = self.drive(s, self.budget, batch=4)
         assert len(props) > 0
         assert not s.pending
         assert sum(h['status'] == 'SUCCEEDED' for h in s.history) == len(props)
 
     def test_failed_trials_do_not_stop_the_search(self, make, space):
         s = make(space, 0)
-        props = drive(s, self.budget, fail=lambda i: i % 3 == 1)
+        props = self.drive(s, self.budget, fail=lambda i: i % 3 == 1)
         assert len(props) == self.budget or s.done
         assert any(h['status'] == 'FAILED' for h in s.history)
         assert s.best() is not None
 
     def test_no_architecture_evaluated_twice(self, make, space):
         s = make(space, 0)
-        drive(s, self.budget, batch=3)
+        self.drive(s, self.budget, batch=3)
         keys = [arch_key(h['architecture']) for h in s.history if h['status'] == 'SUCCEEDED']
         assert len(keys) == len(set(keys))
 
@@ -118,14 +125,14 @@ class StrategyContract:
             s.observe(99, {'default': 0.0})
         with pytest.raises(StrategyError):
             s.observe(0, {'val_acc': 0.5})  # no 'default'
-        s.observe(0, mock_metrics(s, p.architecture))
+        s.observe(0, self.metrics(s, p.architecture))
         with pytest.raises(StrategyError):
             s.observe(0, {'default': 0.0})
 
     def test_state_dict_round_trip(self, make, space):
         """A strategy restored mid-search (via JSON) continues exactly like the original."""
         a = make(space, 3)
-        drive(a, self.budget // 2, batch=2)
+        self.drive(a, self.budget // 2, batch=2)
         pending = a.propose(1000)
         state = json.loads(json.dumps(a.state_dict()))
         b = make(space, 99)
@@ -133,7 +140,7 @@ class StrategyContract:
         assert b.pending.keys() == a.pending.keys()
         if pending is not None:
             for s in (a, b):
-                s.observe(1000, mock_metrics(s, pending.architecture))
+                s.observe(1000, self.metrics(s, pending.architecture))
         rest_a = [None if (p := a.propose(2000 + i)) is None else p.to_dict() for i in range(3)]
         rest_b = [None if (p := b.propose(2000 + i)) is None else p.to_dict() for i in range(3)]
         assert rest_a == rest_b

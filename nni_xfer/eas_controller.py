@@ -1,0 +1,520 @@
+"""EAS reinforcement-learning meta-controller (Cai et al., AAAI 2018) in plain PyTorch.
+
+Networks of the EAS plain-CNN space are token lists (``conv-<filters>-<kernel>``, ``pool``,
+``fc-<units>``; the final classifier has no token, the last ``pool`` is the global pool). The
+controller reads a token list with a bidirectional LSTM encoder and proposes transformations with
+two actors (design notes: ``shared/design/methods.md`` §1.1–1.4, §1.8):
+
+* :class:`WiderActor` — one shared sigmoid per position: widen this conv/FC layer by one step of
+  its width list or not (pool, padding and already-maximal layers are masked out).
+* :class:`DeeperActor` — an LSTM cell started from the encoder's final state makes three softmax
+  decisions: block (4 conv blocks + the fc block), layer inside the block (masked by the block's
+  layer count and renormalised), kernel size (ignored for the fc block). A new layer is inserted
+  right after the chosen one, with the same width and stride 1.
+
+:class:`Controller` bundles encoder and actors, owns its Adam optimiser and the moving-average
+baseline, and trains with REINFORCE: ``r = tan(acc·π/2)``; ``b ← b + 0.95·(mean r − b)`` *before*
+the advantage ``A = r − b``; ``A`` divided by the batch size; loss
+``−Σ mask·log π·A − 1e-5·entropy``.
+
+All randomness of sampling goes through an explicit :class:`torch.Generator`; module weights are
+initialised under ``torch.manual_seed(seed)`` (without disturbing the global RNG afterwards).
+No NNI import here.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import re
+from typing import Iterable, NamedTuple, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    'PAD', 'EMBED_DIM', 'HIDDEN', 'N_BLOCKS', 'MAX_LAYERS', 'KERNELS',
+    'build_vocab', 'encode', 'parse_token', 'block_layout', 'wider_mask', 'reward',
+    'apply_wider', 'apply_deeper', 'DeeperDecision',
+    'Encoder', 'WiderActor', 'DeeperActor', 'Controller',
+]
+
+PAD = 'PAD'
+EMBED_DIM = 16
+HIDDEN = 50            # per direction; per-position encoder output is 2 * HIDDEN
+N_BLOCKS = 5           # 4 conv blocks + the fc block
+MAX_LAYERS = 10        # layer-index head size
+KERNELS = (1, 3, 5)
+MAX_LEN = 50
+
+_CONV = re.compile(r'^conv-(\d+)-(\d+)$')
+_FC = re.compile(r'^fc-(\d+)$')
+
+
+# --------------------------------------------------------------------------- tokens
+
+def build_vocab(conv_widths: Iterable[int], kernels: Iterable[int] = KERNELS,
+                fc_units: Iterable[int] = ()) -> dict[str, int]:
+    """``{'PAD': 0, 'conv-<w>-<k>': …, 'fc-<u>': …, 'pool': last}`` in that order."""
+    vocab = {PAD: 0}
+    kernels = list(kernels)
+    for w in conv_widths:
+        for k in kernels:
+            vocab[f'conv-{int(w)}-{int(k)}'] = len(vocab)
+    for u in fc_units:
+        vocab[f'fc-{int(u)}'] = len(vocab)
+    vocab['pool'] = len(vocab)
+    return vocab
+
+
+def encode(tokens: Sequence[str], vocab: dict[str, int], max_len: int = MAX_LEN) -> tuple[torch.Tensor, int]:
+    """Token ids padded with 0 to ``max_len`` (LongTensor) and the true length."""
+    tokens = list(tokens)
+    if not tokens:
+        raise ValueError('encode: empty token list')
+    if len(tokens) > max_len:
+        raise ValueError(f'encode: {len(tokens)} tokens exceed max_len={max_len}')
+    ids = torch.zeros(max_len, dtype=torch.long)
+    for i, t in enumerate(tokens):
+        if t == PAD or t not in vocab:
+            raise ValueError(f'encode: token {t!r} at position {i} is not in the vocabulary')
+        ids[i] = vocab[t]
+    return ids, len(tokens)
+
+
+def parse_token(token: str) -> tuple[str, int | None, int | None]:
+    """``('conv', filters, kernel)``, ``('fc', units, None)`` or ``('pool', None, None)``."""
+    if token == 'pool':
+        return 'pool', None, None
+    m = _CONV.match(str(token))
+    if m:
+        return 'conv', int(m.group(1)), int(m.group(2))
+    m = _FC.match(str(token))
+    if m:
+        return 'fc', int(m.group(1)), None
+    raise ValueError(f'unknown layer token {token!r}')
+
+
+def block_layout(tokens: Sequence[str], n_blocks: int = N_BLOCKS) -> list[list[int]]:
+    """Token positions of the layers of each block; ``n_blocks`` lists, the last is the fc block.
+
+    Conv block ``j`` holds the conv layers between pool ``j-1`` and pool ``j``; the fc block holds
+    the fc layers after the last (global) pool. Unused conv blocks are empty lists.
+    """
+    pools = [i for i, t in enumerate(tokens) if t == 'pool']
+    if not pools:
+        raise ValueError("block_layout: token list needs a final 'pool' (global pool)")
+    if len(pools) > n_blocks - 1:
+        raise ValueError(f'block_layout: {len(pools)} conv blocks, at most {n_blocks - 1} supported')
+    blocks: list[list[int]] = [[] for _ in range(n_blocks)]
+    b = 0
+    for i, t in enumerate(tokens):
+        kind = parse_token(t)[0]
+        if kind == 'pool':
+            b += 1
+        elif kind == 'conv':
+            if i > pools[-1]:
+                raise ValueError(f'block_layout: conv token {t!r} after the global pool')
+            blocks[b].append(i)
+        else:
+            if i < pools[-1]:
+                raise ValueError(f'block_layout: fc token {t!r} before the global pool')
+            blocks[-1].append(i)
+    return blocks
+
+
+def wider_mask(tokens: Sequence[str], conv_widths: Sequence[int], fc_units: Sequence[int],
+               max_len: int = MAX_LEN) -> torch.Tensor:
+    """Float mask (``max_len``): 1 for conv/fc layers below the maximum of their width list."""
+    mask = torch.zeros(max_len)
+    cmax, fmax = max(conv_widths), (max(fc_units) if len(fc_units) else -1)
+    for i, t in enumerate(tokens):
+        kind, w, _ = parse_token(t)
+        if (kind == 'conv' and w < cmax) or (kind == 'fc' and w < fmax):
+            mask[i] = 1.0
+    return mask
+
+
+def reward(acc):
+    """EAS reward ``tan(acc·π/2)`` (float in → float out; sequences/tensors → tensor)."""
+    if isinstance(acc, (int, float)):
+        return math.tan(float(acc) * math.pi / 2)
+    return torch.tan(torch.as_tensor(acc, dtype=torch.float64) * math.pi / 2)
+
+
+class DeeperDecision(NamedTuple):
+    """Block index, layer index inside the block, kernel size (ignored in the fc block)."""
+    block: int
+    layer: int
+    kernel: int
+
+
+def _next_width(w: int, widths: Sequence[int], token: str) -> int:
+    widths = sorted(int(x) for x in widths)
+    if w not in widths:
+        raise ValueError(f'apply_wider: width of {token!r} is not in its width list {widths}')
+    j = widths.index(w)
+    if j + 1 >= len(widths):
+        raise ValueError(f'apply_wider: {token!r} is already at the maximum width')
+    return widths[j + 1]
+
+
+def apply_wider(tokens: Sequence[str], decisions: Sequence[int], conv_widths: Sequence[int],
+                fc_units: Sequence[int]) -> list[str]:
+    """Each layer with decision 1 moves up exactly one step in its width list.
+
+    ``decisions`` may be padded (only the first ``len(tokens)`` entries are read). A 1 on a pool
+    or on an already-maximal layer is an error (the actor's mask never produces one).
+    """
+    decisions = [int(d) for d in list(decisions)[:len(tokens)]]
+    if len(decisions) < len(tokens):
+        raise ValueError('apply_wider: fewer decisions than tokens')
+    out = []
+    for t, d in zip(tokens, decisions):
+        if not d:
+            out.append(t)
+            continue
+        kind, w, k = parse_token(t)
+        if kind == 'conv':
+            out.append(f'conv-{_next_width(w, conv_widths, t)}-{k}')
+        elif kind == 'fc':
+            out.append(f'fc-{_next_width(w, fc_units, t)}')
+        else:
+            raise ValueError(f'apply_wider: cannot widen {t!r}')
+    return out
+
+
+def apply_deeper(tokens: Sequence[str], decision, n_blocks: int = N_BLOCKS) -> list[str]:
+    """Insert a new layer directly after layer ``decision.layer`` of block ``decision.block``.
+
+    Conv block: ``conv-<width of that layer>-<decision.kernel>`` (stride 1); fc block
+    (index ``n_blocks-1``): ``fc-<units of that layer>``.
+    """
+    block, layer, kernel = (int(x) for x in decision)
+    blocks = block_layout(tokens, n_blocks)
+    if not 0 <= block < n_blocks or not 0 <= layer < len(blocks[block]):
+        raise ValueError(f'apply_deeper: no layer {layer} in block {block} (block sizes '
+                         f'{[len(b) for b in blocks]})')
+    pos = blocks[block][layer]
+    kind, w, _ = parse_token(tokens[pos])
+    new = f'fc-{w}' if kind == 'fc' else f'conv-{w}-{kernel}'
+    out = list(tokens)
+    out.insert(pos + 1, new)
+    return out
+
+
+# --------------------------------------------------------------------------- modules
+
+class Encoder(nn.Module):
+    """Embedding 16 (uniform ±√3) → 1-layer bidirectional LSTM, 50 units per direction."""
+
+    def __init__(self, vocab_size: int, embed_dim: int = EMBED_DIM, hidden: int = HIDDEN):
+        super().__init__()
+        self.hidden = hidden
+        self.embedding = nn.Embedding(vocab_size, embed_dim)
+        nn.init.uniform_(self.embedding.weight, -math.sqrt(3.0), math.sqrt(3.0))
+        self.lstm = nn.LSTM(embed_dim, hidden, num_layers=1, bidirectional=True)
+
+    def forward(self, ids: torch.Tensor, length: int):
+        """``ids`` (L,) padded ids, ``length`` true length.
+
+        Returns ``outputs`` (L, 100) — zeros at padded positions — and ``(h0, c0)`` each (100,):
+        forward-direction final state concatenated with backward-direction final state.
+        """
+        L = ids.shape[0]
+        emb = self.embedding(ids[:length]).unsqueeze(1)        # (length, 1, E) — padding never read
+        out, (h, c) = self.lstm(emb)
+        out = out.squeeze(1)
+        if length < L:
+            out = torch.cat([out, out.new_zeros(L - length, out.shape[1])], 0)
+        h0 = torch.cat([h[0, 0], h[1, 0]], 0)
+        c0 = torch.cat([c[0, 0], c[1, 0]], 0)
+        return out, (h0, c0)
+
+
+class WiderActor(nn.Module):
+    """Shared Linear(100→1)+sigmoid: probability to widen the layer at each position."""
+
+    def __init__(self, in_dim: int = 2 * HIDDEN):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, 1)
+
+    def probs(self, outputs: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.linear(outputs).squeeze(-1))
+
+    def sample(self, outputs, mask, generator: torch.Generator | None = None, return_log_prob: bool = False):
+        """One Bernoulli draw per position; masked positions are always 0. Returns a LongTensor
+        (L,) — or ``(decisions, log_prob, entropy)`` with ``return_log_prob``."""
+        p = self.probs(outputs)
+        draws = torch.bernoulli(p.detach(), generator=generator)
+        decisions = (draws * mask).long()
+        if return_log_prob:
+            return decisions, self.log_prob(outputs, mask, decisions), self.entropy(outputs, mask)
+        return decisions
+
+    def _logits(self, outputs):
+        return self.linear(outputs).squeeze(-1)
+
+    def log_prob(self, outputs, mask, decisions) -> torch.Tensor:
+        """Σ over masked positions of log π(decision)."""
+        z = self._logits(outputs)
+        d = torch.as_tensor(decisions, dtype=z.dtype)
+        lp = d * F.logsigmoid(z) + (1 - d) * F.logsigmoid(-z)
+        return (lp * mask).sum()
+
+    def entropy(self, outputs, mask) -> torch.Tensor:
+        z = self._logits(outputs)
+        p = torch.sigmoid(z)
+        ent = -(p * F.logsigmoid(z) + (1 - p) * F.logsigmoid(-z))
+        return (ent * mask).sum()
+
+
+class DeeperActor(nn.Module):
+    """LSTMCell(100) from the encoder's final state; block → layer → kernel softmax decisions."""
+
+    def __init__(self, hidden: int = 2 * HIDDEN, embed_dim: int = EMBED_DIM, n_blocks: int = N_BLOCKS,
+                 max_layers: int = MAX_LAYERS, kernels: Sequence[int] = KERNELS):
+        super().__init__()
+        self.n_blocks, self.max_layers, self.kernels = n_blocks, max_layers, tuple(int(k) for k in kernels)
+        self.cell = nn.LSTMCell(embed_dim, hidden)
+        self.start = nn.Parameter(torch.empty(embed_dim).uniform_(-math.sqrt(3.0), math.sqrt(3.0)))
+        self.block_embed = nn.Embedding(n_blocks, embed_dim)        # input of step 1
+        self.layer_embed = nn.Embedding(max_layers, embed_dim)      # input of step 2
+        for e in (self.block_embed, self.layer_embed):
+            nn.init.uniform_(e.weight, -math.sqrt(3.0), math.sqrt(3.0))
+        self.block_head = nn.Linear(hidden, n_blocks)
+        self.layer_head = nn.Linear(hidden, max_layers)
+        self.kernel_head = nn.Linear(hidden, len(self.kernels))
+
+    # masks ---------------------------------------------------------------
+    def block_mask(self, layer_counts: Sequence[int]) -> torch.Tensor:
+        """Blocks without layers cannot receive a new layer."""
+        m = torch.tensor([c > 0 for c in layer_counts], dtype=torch.bool)
+        if not m.any():
+            raise ValueError('DeeperActor: network has no conv/fc layer to deepen')
+        return m
+
+    def layer_mask(self, count: int) -> torch.Tensor:
+        return torch.arange(self.max_layers) < min(int(count), self.max_layers)
+
+    @staticmethod
+    def _masked_probs(logits, mask):
+        """softmax, invalid entries zeroed, renormalised (== softmax over the valid entries)."""
+        return torch.softmax(logits.masked_fill(~mask, float('-inf')), -1)
+
+    # core ------------------------------------------------------------------
+    def _run(self, state, layer_counts, decisions=None, generator=None):
+        """Run the three steps; sample where ``decisions`` is None, else teacher-force them.
+
+        Returns (block, layer, kernel_index), [probs per step], log_prob, entropy (kernel step
+        excluded from log_prob/entropy for the fc block).
+        """
+        layer_counts = list(layer_counts)
+        if len(layer_counts) != self.n_blocks:
+            raise ValueError(f'DeeperActor: expected {self.n_blocks} block sizes, got {len(layer_counts)}')
+        h, c = state[0].unsqueeze(0), state[1].unsqueeze(0)
+        x = self.start.unsqueeze(0)
+        chosen, probs_list, lps, ents = [], [], [], []
+        for step in range(3):
+            h, c = self.cell(x, (h, c))
+            if step == 0:
+                logits, mask = self.block_head(h)[0], self.block_mask(layer_counts)
+            elif step == 1:
+                logits, mask = self.layer_head(h)[0], self.layer_mask(layer_counts[chosen[0]])
+            else:
+                logits, mask = self.kernel_head(h)[0], torch.ones(len(self.kernels), dtype=torch.bool)
+            p = self._masked_probs(logits, mask)
+            if decisions is None:
+                a = int(torch.multinomial(p.detach(), 1, generator=generator).item())
+            else:
+                a = int(decisions[step])
+                if not mask[a]:
+                    raise ValueError(f'DeeperActor: recorded decision {a} at step {step} is masked out')
+            logp = torch.log_softmax(logits.masked_fill(~mask, float('-inf')), -1)
+            ent = -(p * logp.masked_fill(~mask, 0.0)).sum()
+            counted = not (step == 2 and chosen[0] == self.n_blocks - 1)
+            if counted:
+                lps.append(logp[a])
+                ents.append(ent)
+            chosen.append(a)
+            probs_list.append(p)
+            if step == 0:
+                x = self.block_embed(torch.tensor([a]))
+            elif step == 1:
+                x = self.layer_embed(torch.tensor([a]))
+        return tuple(chosen), probs_list, torch.stack(lps).sum(), torch.stack(ents).sum()
+
+    def _to_indices(self, decision) -> tuple[int, int, int]:
+        b, l, k = (int(v) for v in decision)
+        if k not in self.kernels:
+            raise ValueError(f'DeeperActor: kernel {k} not in {self.kernels}')
+        return b, l, self.kernels.index(k)
+
+    # public ------------------------------------------------------------------
+    def sample(self, state, layer_counts, generator: torch.Generator | None = None, return_log_prob: bool = False):
+        """Sample a :class:`DeeperDecision` (kernel given as size) — or ``(decision, log_prob,
+        entropy)`` with ``return_log_prob``."""
+        (b, l, k), _, lp, ent = self._run(state, layer_counts, generator=generator)
+        d = DeeperDecision(b, l, self.kernels[k])
+        return (d, lp, ent) if return_log_prob else d
+
+    def log_prob(self, state, layer_counts, decision) -> torch.Tensor:
+        """Teacher-forced log π of a recorded decision."""
+        return self._run(state, layer_counts, decisions=self._to_indices(decision))[2]
+
+    def entropy(self, state, layer_counts, decision) -> torch.Tensor:
+        """Entropy along the teacher-forced path of a recorded decision."""
+        return self._run(state, layer_counts, decisions=self._to_indices(decision))[3]
+
+    def distributions(self, state, layer_counts, decision) -> list[torch.Tensor]:
+        """The three (masked, renormalised) probability vectors along a recorded decision."""
+        return self._run(state, layer_counts, decisions=self._to_indices(decision))[1]
+
+
+def _widths_from_vocab(vocab):
+    convs, kernels, fcs = set(), set(), set()
+    for tok in vocab:
+        if tok in (PAD, 'pool'):
+            continue
+        kind, w, k = parse_token(tok)
+        if kind == 'conv':
+            convs.add(w)
+            kernels.add(k)
+        else:
+            fcs.add(w)
+    return sorted(convs), sorted(kernels), sorted(fcs)
+
+
+class Controller(nn.Module):
+    """Encoder + Net2Wider actor + Net2Deeper actor, Adam optimiser and REINFORCE baseline.
+
+    ``conv_widths``/``fc_units``/``kernels`` default to the ones found in ``vocab``.
+    A trajectory is the list of steps ``(kind, tokens, decisions)`` taken for one network, kind
+    ``'wider'`` (decisions: 0/1 per token) or ``'deeper'`` (decisions: a :class:`DeeperDecision`).
+    """
+
+    def __init__(self, vocab: dict[str, int], seed: int = 0, *, conv_widths=None, fc_units=None,
+                 kernels=None, max_len: int = MAX_LEN, n_blocks: int = N_BLOCKS,
+                 max_layers: int = MAX_LAYERS, lr: float = 2e-3, baseline_decay: float = 0.95,
+                 entropy_coef: float = 1e-5):
+        super().__init__()
+        vc, vk, vf = _widths_from_vocab(vocab)
+        self.vocab = dict(vocab)
+        self.conv_widths = sorted(conv_widths) if conv_widths is not None else vc
+        self.fc_units = sorted(fc_units) if fc_units is not None else vf
+        self.kernels = tuple(kernels) if kernels is not None else tuple(vk or KERNELS)
+        if not self.conv_widths:
+            raise ValueError('Controller: no conv widths (vocab has no conv tokens)')
+        self.max_len, self.n_blocks = max_len, n_blocks
+        self.baseline_decay, self.entropy_coef = baseline_decay, entropy_coef
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.encoder = Encoder(len(vocab))
+            self.wider_actor = WiderActor(2 * HIDDEN)
+            self.deeper_actor = DeeperActor(2 * HIDDEN, EMBED_DIM, n_blocks, max_layers, self.kernels)
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=lr)
+        self.baseline = 0.0
+        self.num_updates = 0
+
+    # encoding ------------------------------------------------------------------
+    def encode(self, tokens):
+        ids, length = encode(tokens, self.vocab, self.max_len)
+        return self.encoder(ids, length)
+
+    def wider_mask(self, tokens) -> torch.Tensor:
+        return wider_mask(tokens, self.conv_widths, self.fc_units, self.max_len)
+
+    def layer_counts(self, tokens) -> list[int]:
+        return [len(b) for b in block_layout(tokens, self.n_blocks)]
+
+    # acting ----------------------------------------------------------------------
+    @torch.no_grad()
+    def wider(self, tokens, generator: torch.Generator | None = None) -> list[int]:
+        """0/1 widen decision per token (masked layers always 0)."""
+        out, _ = self.encode(tokens)
+        d = self.wider_actor.sample(out, self.wider_mask(tokens), generator)
+        return [int(x) for x in d[:len(tokens)]]
+
+    @torch.no_grad()
+    def wider_probs(self, tokens) -> torch.Tensor:
+        """Widen probability per token (unmasked sigmoid outputs)."""
+        out, _ = self.encode(tokens)
+        return self.wider_actor.probs(out)[:len(tokens)]
+
+    @torch.no_grad()
+    def deeper(self, tokens, generator: torch.Generator | None = None) -> DeeperDecision:
+        _, state = self.encode(tokens)
+        return self.deeper_actor.sample(state, self.layer_counts(tokens), generator)
+
+    def step_log_prob(self, kind: str, tokens, decisions):
+        """(log π, entropy) of one recorded step under the current weights (with grad)."""
+        out, state = self.encode(tokens)
+        if kind == 'wider':
+            mask = self.wider_mask(tokens)
+            d = torch.zeros(self.max_len)
+            dec = torch.as_tensor([int(x) for x in decisions][:len(tokens)], dtype=torch.float32)
+            d[:len(dec)] = dec
+            return self.wider_actor.log_prob(out, mask, d), self.wider_actor.entropy(out, mask)
+        if kind == 'deeper':
+            counts = self.layer_counts(tokens)
+            idx = self.deeper_actor._to_indices(decisions)
+            _, _, lp, ent = self.deeper_actor._run(state, counts, decisions=idx)
+            return lp, ent
+        raise ValueError(f"unknown step kind {kind!r} (expected 'wider' or 'deeper')")
+
+    # learning --------------------------------------------------------------------
+    def update(self, trajectories, rewards=None, *, accuracies=None) -> dict:
+        """One REINFORCE step on a batch of networks.
+
+        ``rewards`` are already-transformed rewards (use :func:`reward` on accuracies), or pass
+        ``accuracies=`` and they are transformed here. Baseline first
+        (``b ← b + decay·(mean r − b)``), then ``A = (r − b) / batch``, loss
+        ``−Σ mask·log π·A − entropy_coef·Σ entropy``; one Adam step.
+        """
+        if (rewards is None) == (accuracies is None):
+            raise ValueError('update: pass exactly one of rewards or accuracies')
+        if rewards is None:
+            rewards = [reward(float(a)) for a in accuracies]
+        r = [float(x) for x in rewards]
+        n = len(trajectories)
+        if n == 0 or len(r) != n:
+            raise ValueError(f'update: {n} trajectories but {len(r)} rewards')
+        mean_r = sum(r) / n
+        self.baseline = self.baseline + self.baseline_decay * (mean_r - self.baseline)
+        adv = [(ri - self.baseline) / n for ri in r]
+
+        pg = torch.zeros(())
+        ent = torch.zeros(())
+        for traj, a in zip(trajectories, adv):
+            for kind, tokens, decisions in traj:
+                lp, e = self.step_log_prob(kind, tokens, decisions)
+                pg = pg + lp * a
+                ent = ent + e
+        loss = -pg - self.entropy_coef * ent
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.num_updates += 1
+        return {'loss': float(loss.detach()), 'baseline': float(self.baseline), 'mean_reward': mean_r,
+                'advantages': adv, 'entropy': float(ent.detach())}
+
+    # persistence -------------------------------------------------------------------
+    def state_dict(self, *args, **kwargs):
+        """Plain dict: module weights, optimiser state, baseline (deep copies).
+
+        Called with nn.Module arguments (``destination``/``prefix``/…) it behaves like
+        :meth:`nn.Module.state_dict` so nesting the controller in another module still works.
+        """
+        if args or kwargs:
+            return super().state_dict(*args, **kwargs)
+        return copy.deepcopy({'model': super().state_dict(), 'optimizer': self.optimizer.state_dict(),
+                              'baseline': float(self.baseline), 'num_updates': self.num_updates})
+
+    def load_state_dict(self, state, strict: bool = True, assign: bool = False):
+        if not ('model' in state and 'optimizer' in state):
+            return super().load_state_dict(state, strict=strict, assign=assign)
+        res = super().load_state_dict(state['model'], strict=strict)
+        self.optimizer.load_state_dict(copy.deepcopy(state['optimizer']))
+        self.baseline = float(state.get('baseline', 0.0))
+        self.num_updates = int(state.get('num_updates', 0))
+        return res

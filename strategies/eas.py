@@ -1,0 +1,327 @@
+"""EAS (Cai et al., AAAI 2018): episodes of Net2Wider/Net2Deeper transformations of a start network.
+
+Search flow (methods.md §1.8): the start network is trained from scratch once; every episode
+samples ``networks_per_episode`` children, each a fresh copy of the start network transformed by
+``wider_steps`` Net2Wider then ``deeper_steps`` Net2Deeper actions; children train from the
+start network's weights (``net2net`` initializer) and their validation accuracy is the reward.
+A cache keyed by architecture avoids training the same child twice. After
+``episodes_per_stage`` episodes the stage's best network is trained ``stage_epochs`` more epochs
+(from its own weights) and becomes the next stage's start point.
+
+``eas_random`` draws the actions at random (paper Fig. 5 baseline); ``eas`` draws them from the
+RL meta-controller and updates it with REINFORCE after each episode.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from nni_xfer.eas import transform_tokens
+from nni_xfer.errors import ConfigError
+from nni_xfer.registry import STRATEGIES
+from nni_xfer.store import arch_key
+from nni_xfer.strategy import BaseStrategy, Proposal, SpaceInfo, check_int
+
+
+def blocks_of(tokens: list[str]) -> list[list[int]]:
+    """Insertion points per block: conv layers of each conv block, then [global pool, fc...]."""
+    gpool = max(i for i, t in enumerate(tokens) if t == 'pool')
+    blocks: list[list[int]] = [[]]
+    for i, tok in enumerate(tokens[:gpool]):
+        if tok == 'pool':
+            blocks.append([])
+        else:
+            blocks[-1].append(i)
+    blocks.append([gpool] + [i for i in range(gpool + 1, len(tokens))])
+    return blocks
+
+
+def widenable(tokens: list[str], conv_widths: list[int], fc_units: list[int]) -> list[int]:
+    out = []
+    for i, tok in enumerate(tokens):
+        if tok.startswith('conv-') and int(tok.split('-')[1]) < max(conv_widths):
+            out.append(i)
+        elif tok.startswith('fc-') and int(tok.split('-')[1]) < max(fc_units):
+            out.append(i)
+    return out
+
+
+def next_width(tok: str, conv_widths: list[int], fc_units: list[int]) -> int:
+    w = int(tok.split('-')[1])
+    choices = conv_widths if tok.startswith('conv-') else fc_units
+    return min(c for c in choices if c > w)
+
+
+class RandomPolicy:
+    """Uniform random actions (the paper's random-transformation baseline)."""
+
+    def __init__(self, space: SpaceInfo, rng):
+        self.space, self.rng = space, rng
+        self.conv_widths, self.fc_units = space.extra['conv_widths'], space.extra['fc_units']
+        self.kernels = space.extra['kernels']
+
+    def wider(self, tokens: list[str]) -> tuple[list[dict], Any]:
+        ops = []
+        for i in widenable(tokens, self.conv_widths, self.fc_units):
+            if self.rng.random() < 0.5:
+                ops.append({'op': 'wider', 'layer': i, 'width': next_width(tokens[i], self.conv_widths,
+                                                                           self.fc_units)})
+        return ops, None
+
+    def deeper(self, tokens: list[str]) -> tuple[list[dict], Any]:
+        blocks = [b for b in blocks_of(tokens) if b]
+        block = blocks[int(self.rng.integers(len(blocks)))]
+        after = block[int(self.rng.integers(len(block)))]
+        kernel = self.kernels[int(self.rng.integers(len(self.kernels)))]
+        return [{'op': 'deeper', 'after': after, 'kernel': kernel}], None
+
+    def update(self, trajectories: list, accuracies: list[float]) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class _EASBase(BaseStrategy):
+    policy_cls: type = RandomPolicy
+
+    def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize', episodes_per_stage: int = 30,
+                 networks_per_episode: int = 10, wider_steps: int = 4, deeper_steps: int = 5, stages: int = 1,
+                 stage_epochs: int | None = None, noise: bool = True):
+        super().__init__(space, seed=seed, mode=mode)
+        if space.extra.get('kind') != 'eas_plain_cnn':
+            raise ConfigError('space', f'EAS needs an EAS space, not {space.name!r}', allowed=['eas_plain_cnn'])
+        if mode != 'maximize':
+            raise ConfigError('mode', 'EAS maximises validation accuracy', allowed=['maximize'])
+        self.episodes_per_stage = check_int(episodes_per_stage, 'strategy_args.episodes_per_stage', 1)
+        self.networks_per_episode = check_int(networks_per_episode, 'strategy_args.networks_per_episode', 1)
+        self.wider_steps = check_int(wider_steps, 'strategy_args.wider_steps', 0)
+        self.deeper_steps = check_int(deeper_steps, 'strategy_args.deeper_steps', 0)
+        self.stages = check_int(stages, 'strategy_args.stages', 1)
+        self.stage_epochs = check_int(stage_epochs, 'strategy_args.stage_epochs', 1, allow_none=True)
+        if not isinstance(noise, bool):
+            raise ConfigError('strategy_args.noise', f'expected true/false, got {noise!r}')
+        self.noise = noise
+        self.policy = self._make_policy()
+        self.st: dict[str, Any] = {
+            'stage': 0, 'episode': 0, 'phase': 'start',   # start | episode | retrain | done
+            'start': {'layers': list(space.extra['start']['layers'])}, 'start_id': None, 'start_ckpt': None,
+            'batch': [],          # children of the current episode: {tokens, ops, id, acc, traj}
+            'cache': {},          # arch key -> accuracy
+            'stage_best': None,   # {'id', 'layers', 'acc', 'checkpoint', 'sha256'}
+            'log': [],            # per-episode stats
+        }
+
+    def _make_policy(self):
+        return self.policy_cls(self.space, self.rng)
+
+    @property
+    def done(self) -> bool:
+        return self.st['phase'] == 'done'
+
+    # ---- proposing ----
+    def _propose(self, trial_id: int) -> Proposal | None:
+        while True:
+            st = self.st
+            if st['phase'] in ('start', 'retrain'):
+                return self._propose_start(trial_id)
+            if st['phase'] != 'episode':
+                return None
+            if len(st['batch']) >= self.networks_per_episode:
+                if not self._maybe_finish_episode():
+                    return None  # waiting for this episode's results
+                continue  # an episode served wholly from the cache: go on with the next
+            child = self._sample_child()
+            st['batch'].append(child)
+            key = arch_key({'layers': child['tokens']})
+            if key in st['cache']:
+                child['acc'] = st['cache'][key]  # trained before: reuse, never train twice
+                continue
+            twin = next((c for c in st['batch'][:-1] if c['tokens'] == child['tokens'] and c['id'] is not None
+                         and c['acc'] is None), None)
+            if twin is not None:
+                child['same_as'] = twin['id']  # same child twice in one episode: train it once
+                continue
+            child['id'] = trial_id
+            return Proposal({'layers': child['tokens']}, parent=st['start_id'],
+                            init={'kind': 'net2net', 'uri': st['start_ckpt']['checkpoint'],
+                                  'sha256': st['start_ckpt']['sha256'], 'ops': child['ops'], 'noise': self.noise},
+                            meta={'role': 'child', 'stage': st['stage'], 'episode': st['episode']})
+
+    def _propose_start(self, trial_id: int) -> Proposal | None:
+        st = self.st
+        if st['start_id'] is not None:
+            return None  # waiting for the start point
+        st['start_id'] = trial_id
+        if st['phase'] == 'start':
+            return Proposal(dict(st['start']), init={'kind': 'fresh'}, meta={'role': 'start', 'stage': st['stage']})
+        best = st['stage_best']
+        meta: dict = {'role': 'stage_best', 'stage': st['stage']}
+        if self.stage_epochs:
+            meta['evaluator_args'] = {'epochs': self.stage_epochs}
+        return Proposal({'layers': best['layers']}, parent=best['id'], meta=meta,
+                        init={'kind': 'checkpoint', 'uri': best['checkpoint'], 'sha256': best['sha256']})
+
+    def _sample_child(self) -> dict:
+        tokens = list(self.st['start']['layers'])
+        ops: list[dict] = []
+        traj: list = []
+        for kind, n in (('wider', self.wider_steps), ('deeper', self.deeper_steps)):
+            for _ in range(n):
+                step_ops, record = getattr(self.policy, kind)(tokens)
+                traj.append((kind, list(tokens), record))
+                tokens = transform_tokens(tokens, step_ops)
+                ops.extend(step_ops)
+        return {'tokens': tokens, 'ops': ops, 'id': None, 'acc': None, 'traj': traj}
+
+    # ---- observing ----
+    def _observe(self, trial_id: int, proposal: dict, metrics: dict) -> None:
+        self._record(trial_id, proposal, float(metrics.get('val_acc', metrics['default'])), metrics)
+
+    def _fail(self, trial_id: int, proposal: dict, reason: str | None) -> None:
+        self._record(trial_id, proposal, 0.0, None)
+
+    def _record(self, trial_id: int, proposal: dict, acc: float, metrics: dict | None) -> None:
+        st = self.st
+        role = proposal['meta'].get('role')
+        if role in ('start', 'stage_best'):
+            if metrics is None:  # the start point must train; try again
+                st['start_id'] = None
+                return
+            st['start_ckpt'] = {'checkpoint': metrics['checkpoint'], 'sha256': metrics['sha256'], 'acc': acc}
+            st['start'] = proposal['architecture']
+            self._consider_best(trial_id, proposal['architecture']['layers'], acc, metrics)
+            st['phase'] = 'episode'
+            st['stage_best'] = None if role == 'stage_best' else st['stage_best']
+            if role == 'stage_best':
+                self._consider_best(trial_id, proposal['architecture']['layers'], acc, metrics)
+            return
+        key = arch_key(proposal['architecture'])
+        if metrics is not None:
+            st['cache'][key] = acc
+            self._consider_best(trial_id, proposal['architecture']['layers'], acc, metrics)
+        for child in st['batch']:
+            if child.get('id') == trial_id or child.get('same_as') == trial_id:
+                child['acc'] = acc
+        self._maybe_finish_episode()
+
+    def _consider_best(self, trial_id, layers, acc, metrics) -> None:
+        best = self.st['stage_best']
+        if best is None or acc > best['acc']:
+            self.st['stage_best'] = {'id': trial_id, 'layers': list(layers), 'acc': acc,
+                                     'checkpoint': metrics['checkpoint'], 'sha256': metrics['sha256']}
+
+    def _maybe_finish_episode(self) -> bool:
+        st = self.st
+        batch = st['batch']
+        if st['phase'] != 'episode' or len(batch) < self.networks_per_episode or any(c['acc'] is None for c in batch):
+            return False
+        accs = [c['acc'] for c in batch]
+        stats = self.policy.update([c['traj'] for c in batch], accs)
+        st['log'].append({'stage': st['stage'], 'episode': st['episode'], 'best': max(accs),
+                          'mean': sum(accs) / len(accs), **{k: float(v) for k, v in (stats or {}).items()}})
+        st['batch'] = []
+        st['episode'] += 1
+        if st['episode'] % self.episodes_per_stage == 0:
+            st['stage'] += 1
+            if st['stage'] >= self.stages:
+                st['phase'] = 'done'
+            else:
+                st['phase'] = 'retrain'
+                st['start_id'] = None
+        return True
+
+    # ---- state ----
+    def _state_dict(self) -> dict:
+        st = dict(self.st)
+        st['batch'] = [{k: v for k, v in c.items() if k != 'traj'} | {'traj': _jsonable(c['traj'])}
+                       for c in self.st['batch']]
+        return {'st': st, 'policy': self.policy.state_dict()}
+
+    def _load_state_dict(self, state: dict) -> None:
+        self.st = state['st']
+        self.policy.load_state_dict(state['policy'])
+
+    def episode_log(self) -> list[dict]:
+        return list(self.st['log'])
+
+
+def _jsonable(traj: list) -> list:
+    return [[kind, tokens, record] for kind, tokens, record in traj]
+
+
+@STRATEGIES.register('eas_random', description='EAS random-transformation baseline (paper Fig. 5)')
+class EASRandom(_EASBase):
+    """EAS with uniformly random Net2Wider/Net2Deeper actions; same budget knobs as ``eas``."""
+
+
+class RLPolicy:
+    """The EAS meta-controller (bi-LSTM encoder, wider and deeper actors, REINFORCE)."""
+
+    def __init__(self, space: SpaceInfo, rng, seed: int = 0, lr: float = 2e-3):
+        import torch
+
+        from nni_xfer.eas_controller import Controller, build_vocab
+        self.conv_widths, self.fc_units = space.extra['conv_widths'], space.extra['fc_units']
+        self.kernels = space.extra['kernels']
+        vocab = build_vocab(self.conv_widths, self.kernels, self.fc_units)
+        self.controller = Controller(vocab, seed=seed, conv_widths=self.conv_widths, fc_units=self.fc_units,
+                                     kernels=self.kernels, lr=lr)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def wider(self, tokens: list[str]) -> tuple[list[dict], Any]:
+        decisions = [int(d) for d in self.controller.wider(tokens, self.generator)]
+        ops = [{'op': 'wider', 'layer': i, 'width': next_width(tokens[i], self.conv_widths, self.fc_units)}
+               for i, d in enumerate(decisions[:len(tokens)]) if d]
+        return ops, decisions
+
+    def deeper(self, tokens: list[str]) -> tuple[list[dict], Any]:
+        from nni_xfer.eas_controller import block_layout
+        d = self.controller.deeper(tokens, self.generator)
+        after = block_layout(tokens)[d.block][d.layer]
+        return [{'op': 'deeper', 'after': after, 'kernel': int(d.kernel)}], [int(d.block), int(d.layer), int(d.kernel)]
+
+    def update(self, trajectories: list, accuracies: list[float]) -> dict:
+        from nni_xfer.eas_controller import DeeperDecision
+        trajs = [[(kind, list(tokens), DeeperDecision(*rec) if kind == 'deeper' else list(rec))
+                  for kind, tokens, rec in traj] for traj in trajectories]
+        stats = self.controller.update(trajs, accuracies=list(accuracies))
+        return {k: stats[k] for k in ('loss', 'baseline', 'mean_reward') if k in stats}
+
+    def state_dict(self) -> dict:
+        import base64
+        import io
+
+        import torch
+        buf = io.BytesIO()
+        torch.save({'controller': self.controller.state_dict(), 'generator': self.generator.get_state()}, buf)
+        return {'torch': base64.b64encode(buf.getvalue()).decode('ascii')}
+
+    def load_state_dict(self, state: dict) -> None:
+        import base64
+        import io
+
+        import torch
+        blob = torch.load(io.BytesIO(base64.b64decode(state['torch'])), weights_only=True)
+        self.controller.load_state_dict(blob['controller'])
+        self.generator.set_state(blob['generator'])
+
+
+@STRATEGIES.register('eas', description='EAS: RL meta-controller over Net2Wider/Net2Deeper (Cai et al. 2018)')
+class EAS(_EASBase):
+    """EAS with the RL meta-controller; budget knobs as ``eas_random`` plus the controller's ``lr``."""
+
+    def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize', episodes_per_stage: int = 30,
+                 networks_per_episode: int = 10, wider_steps: int = 4, deeper_steps: int = 5, stages: int = 1,
+                 stage_epochs: int | None = None, noise: bool = True, lr: float = 2e-3):
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
+            raise ConfigError('strategy_args.lr', f'expected a positive number, got {lr!r}')
+        self.lr = float(lr)
+        super().__init__(space, seed=seed, mode=mode, episodes_per_stage=episodes_per_stage,
+                         networks_per_episode=networks_per_episode, wider_steps=wider_steps,
+                         deeper_steps=deeper_steps, stages=stages, stage_epochs=stage_epochs, noise=noise)
+
+    def _make_policy(self):
+        return RLPolicy(self.space, self.rng, seed=self.seed, lr=self.lr)

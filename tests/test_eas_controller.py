@@ -1,0 +1,363 @@
+import io
+import math
+
+import pytest
+import torch
+
+from nni_xfer.eas_controller import (
+    Controller, DeeperActor, DeeperDecision, Encoder, WiderActor, apply_deeper, apply_wider,
+    block_layout, build_vocab, encode, reward, wider_mask,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+CONV = [16, 32, 64]
+FC = [64, 128]
+KERN = [1, 3, 5]
+START = ['conv-16-3', 'pool', 'conv-32-3', 'pool', 'conv-64-3', 'pool', 'conv-64-5', 'pool', 'fc-64']
+
+
+def vocab():
+    return build_vocab(CONV, KERN, FC)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+# ------------------------------------------------------------------ vocabulary / encoding
+
+@pytest.mark.timeout(60)
+def test_vocab_order_and_encoding():
+    v = vocab()
+    assert v['PAD'] == 0
+    assert list(v)[1:4] == ['conv-16-1', 'conv-16-3', 'conv-16-5']
+    assert v['conv-64-5'] == 9 and v['fc-64'] == 10 and v['fc-128'] == 11 and v['pool'] == 12
+    assert sorted(v.values()) == list(range(len(v)))
+    ids, n = encode(['conv-16-3', 'pool', 'fc-128'], v)
+    assert n == 3 and ids.dtype == torch.long and ids.shape == (50,)
+    assert ids[:3].tolist() == [2, 12, 11] and ids[3:].eq(0).all()
+    ids, n = encode(['pool'], v, max_len=4)
+    assert ids.tolist() == [12, 0, 0, 0] and n == 1
+    with pytest.raises(ValueError):
+        encode(['conv-17-3'], v)
+    with pytest.raises(ValueError):
+        encode(['pool'] * 5, v, max_len=4)
+
+
+@pytest.mark.timeout(60)
+def test_encoder_shapes_padding_and_init():
+    torch.manual_seed(0)
+    v = vocab()
+    enc = Encoder(len(v))
+    w = enc.embedding.weight
+    assert w.shape == (len(v), 16) and w.abs().max() <= math.sqrt(3) + 1e-6
+    ids, n = encode(START, v)
+    out, (h, c) = enc(ids, n)
+    assert out.shape == (50, 100) and h.shape == (100,) and c.shape == (100,)
+    assert out[n:].eq(0).all() and out[:n].abs().sum() > 0
+    # forward final h == forward output at the last real token; backward final h == backward output at 0
+    assert torch.allclose(h[:50], out[n - 1, :50]) and torch.allclose(h[50:], out[0, 50:])
+    # padding content is never read
+    ids2 = ids.clone()
+    ids2[n:] = 5
+    out2, (h2, _) = enc(ids2, n)
+    assert torch.equal(out[:n], out2[:n]) and torch.equal(h, h2)
+
+
+# ------------------------------------------------------------------ wider actor
+
+@pytest.mark.timeout(60)
+def test_wider_mask_excludes_pool_pad_and_maxed():
+    toks = ['conv-16-3', 'pool', 'conv-64-3', 'pool', 'fc-64', 'fc-128']
+    m = wider_mask(toks, CONV, FC, max_len=10)
+    assert m.tolist() == [1, 0, 0, 0, 1, 0, 0, 0, 0, 0]
+
+
+@pytest.mark.timeout(60)
+def test_wider_log_prob_and_entropy_use_only_masked_positions():
+    torch.manual_seed(0)
+    actor = WiderActor()
+    out = torch.randn(6, 100)
+    mask = torch.tensor([1., 0, 1, 0, 0, 0])
+    d = torch.tensor([1, 1, 0, 1, 0, 0])
+    p = torch.sigmoid(actor.linear(out).squeeze(-1)).detach().tolist()
+    expect = math.log(p[0]) + math.log(1 - p[2])
+    assert actor.log_prob(out, mask, d).item() == pytest.approx(expect, abs=1e-5)
+    h = lambda q: -(q * math.log(q) + (1 - q) * math.log(1 - q))
+    assert actor.entropy(out, mask).item() == pytest.approx(h(p[0]) + h(p[2]), abs=1e-5)
+    # sampled decisions are 0 wherever the mask is 0
+    for s in range(20):
+        dec = actor.sample(out, mask, gen(s))
+        assert dec[mask == 0].eq(0).all()
+
+
+@pytest.mark.timeout(60)
+def test_controller_wider_never_widens_masked_layers():
+    ctl = Controller(vocab(), seed=0)
+    toks = ['conv-64-3', 'pool', 'conv-16-3', 'pool', 'fc-128', 'fc-64']
+    g = gen(3)
+    seen = set()
+    for _ in range(30):
+        d = ctl.wider(toks, g)
+        assert len(d) == len(toks)
+        assert d[0] == 0 and d[1] == 0 and d[3] == 0 and d[4] == 0
+        seen.update(i for i, x in enumerate(d) if x)
+    assert seen == {2, 5}
+
+
+# ------------------------------------------------------------------ deeper actor
+
+@pytest.mark.timeout(60)
+def test_block_layout():
+    toks = ['conv-16-3', 'conv-16-3', 'pool', 'conv-32-3', 'pool', 'pool', 'fc-64', 'fc-128']
+    assert block_layout(toks) == [[0, 1], [3], [], [], [6, 7]]
+    assert block_layout(['conv-16-3', 'pool']) == [[0], [], [], [], []]
+    with pytest.raises(ValueError):
+        block_layout(['conv-16-3', 'pool'] * 5)
+
+
+def _state(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(100, generator=g), torch.randn(100, generator=g)
+
+
+@pytest.mark.timeout(60)
+def test_deeper_layer_index_masked_and_renormalised():
+    torch.manual_seed(0)
+    actor = DeeperActor()
+    counts = [3, 0, 1, 0, 2]
+    state = _state()
+    probs = actor.distributions(state, counts, DeeperDecision(0, 1, 3))
+    pb, pl, pk = probs
+    assert pb.shape == (5,) and pl.shape == (10,) and pk.shape == (3,)
+    # empty blocks and layer indices >= the block's layer count have probability exactly 0
+    assert pb[1].item() == 0.0 and pb[3].item() == 0.0
+    assert (pl[3:] == 0).all() and (pl[:3] > 0).all()
+    assert pl.sum().item() == pytest.approx(1.0, abs=1e-6)
+    # renormalisation of the unmasked softmax over the valid entries
+    h, c = actor.cell(actor.start.unsqueeze(0), (state[0].unsqueeze(0), state[1].unsqueeze(0)))
+    h, c = actor.cell(actor.block_embed(torch.tensor([0])), (h, c))
+    full = torch.softmax(actor.layer_head(h)[0], -1)
+    assert torch.allclose(pl[:3], full[:3] / full[:3].sum(), atol=1e-6)
+    # sampling never picks invalid blocks or layers
+    for s in range(50):
+        d = actor.sample(state, counts, gen(s))
+        assert counts[d.block] > 0 and 0 <= d.layer < counts[d.block] and d.kernel in (1, 3, 5)
+
+
+@pytest.mark.timeout(60)
+def test_deeper_kernel_masked_out_for_fc_block():
+    torch.manual_seed(0)
+    actor = DeeperActor()
+    counts = [2, 1, 1, 1, 2]
+    state = _state(1)
+    # fc block (index 4): the kernel choice does not change log-prob or entropy
+    lps = [actor.log_prob(state, counts, DeeperDecision(4, 1, k)).item() for k in (1, 3, 5)]
+    assert lps[0] == lps[1] == lps[2]
+    ents = [actor.entropy(state, counts, DeeperDecision(4, 1, k)).item() for k in (1, 3, 5)]
+    assert ents[0] == ents[1] == ents[2]
+    pb, pl, pk = actor.distributions(state, counts, DeeperDecision(4, 1, 3))
+    assert lps[0] == pytest.approx(math.log(pb[4].item()) + math.log(pl[1].item()), abs=1e-5)
+    # conv block: it does
+    pb, pl, pk = actor.distributions(state, counts, DeeperDecision(0, 1, 5))
+    lp = actor.log_prob(state, counts, DeeperDecision(0, 1, 5)).item()
+    assert lp == pytest.approx(math.log(pb[0].item()) + math.log(pl[1].item()) + math.log(pk[2].item()), abs=1e-5)
+
+
+@pytest.mark.timeout(60)
+def test_teacher_forcing_reproduces_sampling_log_prob():
+    torch.manual_seed(0)
+    deeper = DeeperActor()
+    wider = WiderActor()
+    state = _state(2)
+    counts = [2, 3, 1, 1, 1]
+    for s in range(20):
+        d, lp, ent = deeper.sample(state, counts, gen(s), return_log_prob=True)
+        assert abs(deeper.log_prob(state, counts, d).item() - lp.item()) < 1e-6
+        assert abs(deeper.entropy(state, counts, d).item() - ent.item()) < 1e-6
+    out = torch.randn(8, 100)
+    mask = torch.tensor([1., 1, 0, 1, 0, 1, 1, 0])
+    for s in range(5):
+        d, lp, _ = wider.sample(out, mask, gen(s), return_log_prob=True)
+        assert abs(wider.log_prob(out, mask, d).item() - lp.item()) < 1e-6
+
+
+# ------------------------------------------------------------------ REINFORCE
+
+@pytest.mark.timeout(60)
+def test_reward_transform():
+    assert reward(0.5) == pytest.approx(1.0)
+    assert reward(0.0) == 0.0
+    assert torch.allclose(reward([0.5, 0.0]), torch.tensor([1.0, 0.0], dtype=torch.float64))
+
+
+@pytest.mark.timeout(60)
+def test_baseline_update_and_advantages_hand_example(monkeypatch):
+    ctl = Controller(vocab(), seed=0)
+    toks = list(START)
+    trajs = [[('wider', toks, [1, 0, 0, 0, 0, 0, 0, 0, 0])],
+             [('wider', toks, [0, 0, 1, 0, 0, 0, 0, 0, 0])]]
+    rewards = [1.0, 3.0]
+    # record the advantage each network's log-prob is weighted with
+    lps = {}
+    orig = ctl.step_log_prob
+
+    def spy(kind, tokens, decisions):
+        lp, ent = orig(kind, tokens, decisions)
+        lps[tuple(decisions)] = lp.detach()
+        return lp, ent
+    monkeypatch.setattr(ctl, 'step_log_prob', spy)
+    stats = ctl.update(trajs, rewards)
+    b1 = 0.95 * 2.0
+    assert ctl.baseline == pytest.approx(b1) and stats['baseline'] == pytest.approx(1.9)
+    assert stats['mean_reward'] == pytest.approx(2.0)
+    assert stats['advantages'] == pytest.approx([(1.0 - 1.9) / 2, (3.0 - 1.9) / 2])
+    lp_a, lp_b = lps[tuple(trajs[0][0][2])], lps[tuple(trajs[1][0][2])]
+    expect = -(lp_a * -0.45 + lp_b * 0.55).item() - 1e-5 * stats['entropy']
+    assert stats['loss'] == pytest.approx(expect, abs=1e-5)
+    # second batch: b2 = b1 + 0.95 * (mean - b1)
+    stats = ctl.update(trajs[:1], accuracies=[0.5])
+    b2 = b1 + 0.95 * (1.0 - b1)
+    assert ctl.baseline == pytest.approx(b2)
+    assert stats['advantages'] == pytest.approx([1.0 - b2])
+    with pytest.raises(ValueError):
+        ctl.update(trajs, [1.0])
+
+
+@pytest.mark.timeout(60)
+def test_gradient_sign_increases_preferred_widen_probability():
+    ctl = Controller(vocab(), seed=0)
+    toks = list(START)
+    g = gen(0)
+    p0 = ctl.wider_probs(toks)[0].item()
+    for _ in range(8):
+        trajs, accs = [], []
+        for _ in range(10):
+            d = ctl.wider(toks, g)
+            trajs.append([('wider', toks, d)])
+            accs.append(0.9 if d[0] else 0.5)
+        ctl.update(trajs, accuracies=accs)
+    p1 = ctl.wider_probs(toks)[0].item()
+    assert p1 > p0 + 0.05
+
+
+@pytest.mark.timeout(60)
+def test_deeper_update_moves_towards_rewarded_block():
+    ctl = Controller(vocab(), seed=0)
+    toks = list(START)
+    g = gen(1)
+
+    def p_fc():
+        with torch.no_grad():
+            _, st = ctl.encode(toks)
+            return ctl.deeper_actor.distributions(st, ctl.layer_counts(toks), DeeperDecision(4, 0, 3))[0][4].item()
+    before = p_fc()
+    for _ in range(8):
+        trajs, rs = [], []
+        for _ in range(10):
+            d = ctl.deeper(toks, g)
+            trajs.append([('deeper', toks, d)])
+            rs.append(2.0 if d.block == 4 else 0.5)
+        ctl.update(trajs, rs)
+    assert p_fc() > before
+
+
+def _rollout(ctl, g, n=3):
+    """Decisions of a few wider-then-deeper episodes."""
+    out = []
+    for _ in range(n):
+        toks = list(START)
+        for _ in range(2):
+            d = ctl.wider(toks, g)
+            out.append(tuple(d))
+            toks = apply_wider(toks, d, CONV, FC)
+        for _ in range(2):
+            d = ctl.deeper(toks, g)
+            out.append(tuple(d))
+            toks = apply_deeper(toks, d)
+        out.append(tuple(toks))
+    return out
+
+
+@pytest.mark.timeout(60)
+def test_same_seed_same_decisions():
+    a = _rollout(Controller(vocab(), seed=7), gen(11))
+    b = _rollout(Controller(vocab(), seed=7), gen(11))
+    assert a == b
+    # a different init changes the policy; a different generator changes the draws
+    pa = Controller(vocab(), seed=7).wider_probs(START)
+    pc = Controller(vocab(), seed=8).wider_probs(START)
+    assert torch.equal(pa, Controller(vocab(), seed=7).wider_probs(START)) and not torch.allclose(pa, pc)
+    assert a != _rollout(Controller(vocab(), seed=7), gen(12))
+
+
+def _trajectories(ctl, g):
+    trajs, rs = [], []
+    for i in range(4):
+        toks = list(START)
+        traj = []
+        d = ctl.wider(toks, g)
+        traj.append(('wider', toks, d))
+        toks = apply_wider(toks, d, CONV, FC)
+        dd = ctl.deeper(toks, g)
+        traj.append(('deeper', toks, dd))
+        trajs.append(traj)
+        rs.append(reward(0.5 + 0.1 * i))
+    return trajs, rs
+
+
+@pytest.mark.timeout(60)
+def test_state_dict_round_trip_gives_identical_decisions():
+    a = Controller(vocab(), seed=0)
+    trajs, rs = _trajectories(a, gen(0))
+    a.update(trajs, rs)
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=False)
+    assert set(state) >= {'model', 'optimizer', 'baseline'}
+    b = Controller(vocab(), seed=123)
+    assert not torch.allclose(a.wider_probs(START), b.wider_probs(START))
+    b.load_state_dict(state)
+    assert torch.equal(a.wider_probs(START), b.wider_probs(START))
+    assert b.baseline == a.baseline
+    assert _rollout(a, gen(5)) == _rollout(b, gen(5))
+    # optimizer state came along too: one more identical update keeps them identical
+    trajs, rs = _trajectories(a, gen(9))
+    sa, sb = a.update(trajs, rs), b.update(trajs, rs)
+    assert sa['loss'] == sb['loss'] and sa['baseline'] == sb['baseline']
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    assert _rollout(a, gen(6)) == _rollout(b, gen(6))
+
+
+# ------------------------------------------------------------------ applying decisions
+
+@pytest.mark.timeout(60)
+def test_apply_wider_hand_cases():
+    toks = ['conv-16-3', 'pool', 'conv-32-5', 'pool', 'fc-64']
+    assert apply_wider(toks, [1, 0, 1, 0, 1], CONV, FC) == ['conv-32-3', 'pool', 'conv-64-5', 'pool', 'fc-128']
+    assert apply_wider(toks, [0, 0, 0, 0, 0], CONV, FC) == toks
+    # padded decisions are fine; only the first len(tokens) are read
+    assert apply_wider(toks, [0, 0, 1, 0, 0, 1, 1], CONV, FC)[2] == 'conv-64-5'
+    with pytest.raises(ValueError):
+        apply_wider(toks, [0, 1, 0, 0, 0], CONV, FC)          # pool
+    with pytest.raises(ValueError):
+        apply_wider(['conv-64-3', 'pool'], [1, 0], CONV, FC)  # already max
+
+
+@pytest.mark.timeout(60)
+def test_apply_deeper_hand_cases():
+    toks = ['conv-16-3', 'conv-32-5', 'pool', 'conv-64-3', 'pool', 'fc-128']
+    assert apply_deeper(toks, DeeperDecision(0, 0, 5)) == \
+        ['conv-16-3', 'conv-16-5', 'conv-32-5', 'pool', 'conv-64-3', 'pool', 'fc-128']
+    assert apply_deeper(toks, DeeperDecision(0, 1, 1)) == \
+        ['conv-16-3', 'conv-32-5', 'conv-32-1', 'pool', 'conv-64-3', 'pool', 'fc-128']
+    assert apply_deeper(toks, (1, 0, 3)) == \
+        ['conv-16-3', 'conv-32-5', 'pool', 'conv-64-3', 'conv-64-3', 'pool', 'fc-128']
+    assert apply_deeper(toks, DeeperDecision(4, 0, 5)) == toks + ['fc-128']
+    with pytest.raises(ValueError):
+        apply_deeper(toks, DeeperDecision(2, 0, 3))           # empty block
+    with pytest.raises(ValueError):
+        apply_deeper(toks, DeeperDecision(1, 1, 3))           # layer index out of range
