@@ -51,7 +51,7 @@ def test_bad_configs_give_one_named_line(tmp_path, mutate, expect):
 
 def test_unknown_strategy_lists_allowed_values(tmp_path):
     problems = _bad(tmp_path, lambda c: _args(c).update(strategy='nope'))
-    assert 'allowed: random' in problems[0]
+    assert 'allowed: eas, eas_random, random' in problems[0]
 
 
 def test_check_exit_codes(tmp_path, capsys):

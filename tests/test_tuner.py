@@ -56,7 +56,7 @@ def test_tuner_round_trip_and_store(tmp_path, exp_env):
 
 
 def test_tuner_rejects_bad_class_args_before_any_trial(tmp_path, exp_env):
-    with pytest.raises(ConfigError, match=r'^classArgs\.strategy: unknown strategy .*allowed: random'):
+    with pytest.raises(ConfigError, match=r'^classArgs\.strategy: unknown strategy .*allowed: .*random'):
         XferTuner(**_args(tmp_path, strategy='nope'))
     with pytest.raises(ConfigError, match=r'^classArgs\.strategy_args\.max_trials'):
         XferTuner(**_args(tmp_path, strategy_args={'max_trials': 0}))
