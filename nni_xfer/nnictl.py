@@ -35,7 +35,8 @@ def free_port() -> int:
 
 def write_config(tmp: Path, *, max_trials: int = 3, epochs: int = 2, concurrency: int = 1,
                  platform: dict | None = None, strategy: str = 'random', evaluator: str = 'train',
-                 evaluator_args: dict | None = None, python: str | None = None) -> tuple[Path, Path]:
+                 evaluator_args: dict | None = None, python: str | None = None,
+                 class_args: dict | None = None) -> tuple[Path, Path]:
     """An exp.yml under ``tmp`` with its own store, checkpoints and NNI working directory."""
     store = tmp / 'store.db'
     cfg = {
@@ -60,6 +61,7 @@ def write_config(tmp: Path, *, max_trials: int = 3, epochs: int = 2, concurrency
         },
         'trainingService': platform or {'platform': 'local', 'useActiveGpu': False},
     }
+    cfg['tuner']['classArgs'].update(class_args or {})
     path = tmp / 'exp.yml'
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path, store
