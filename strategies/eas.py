@@ -23,7 +23,11 @@ from nni_xfer.strategy import BaseStrategy, Proposal, SpaceInfo, check_int
 
 
 def blocks_of(tokens: list[str]) -> list[list[int]]:
-    """Insertion points per block: conv layers of each conv block, then [global pool, fc...]."""
+    """Insertion points per block: conv layers of each conv block, then the fc layers.
+
+    A new FC layer copies the width of the layer before it, so it goes after an existing FC layer
+    (right after the global pool its width would be a conv width, not an FC width).
+    """
     gpool = max(i for i, t in enumerate(tokens) if t == 'pool')
     blocks: list[list[int]] = [[]]
     for i, tok in enumerate(tokens[:gpool]):
@@ -31,7 +35,7 @@ def blocks_of(tokens: list[str]) -> list[list[int]]:
             blocks.append([])
         else:
             blocks[-1].append(i)
-    blocks.append([gpool] + [i for i in range(gpool + 1, len(tokens))])
+    blocks.append([i for i in range(gpool + 1, len(tokens))])
     return blocks
 
 

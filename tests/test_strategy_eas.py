@@ -41,7 +41,7 @@ class TestEASRandomContract(StrategyContract):
 
 @pytest.mark.timeout(60)
 def test_blocks_of():
-    assert blocks_of(START) == [[0], [2], [4], [5, 6]]
+    assert blocks_of(START) == [[0], [2], [4], [6]]
 
 
 @pytest.mark.timeout(60)
@@ -95,3 +95,19 @@ def test_rl_controller_is_updated_each_episode():
     log = s.episode_log()
     assert len(log) == 3 and all('loss' in e and 'baseline' in e for e in log)
     assert log[0]['baseline'] != log[-1]['baseline']
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('name', ['eas', 'eas_random'])
+def test_every_proposal_is_a_valid_network_of_the_space(name):
+    from types import SimpleNamespace
+
+    from nni_xfer.config import make_strategy
+    from nni_xfer.space import build_space, freeze, space_info
+    start = ['conv-16-3', 'pool', 'conv-96-3', 'pool', 'fc-64']  # conv width after the pool is no FC width
+    sp = build_space('eas_plain_cnn', {'start': start}, SimpleNamespace(in_channels=1, num_classes=10, image_size=8))
+    s = make_strategy(name, space_info('eas_plain_cnn', {'start': start}, sp),
+                      {'episodes_per_stage': 6, 'networks_per_episode': 5, 'wider_steps': 2, 'deeper_steps': 3},
+                      seed=3)
+    for p in drive(s, 200, metrics=eas_metrics):
+        freeze(sp, p['architecture'])
