@@ -107,7 +107,8 @@ class XferTuner(Tuner):
         cfg = self.config
         spec = TrialSpec(
             space=cfg.space, architecture=proposal.architecture, dataset=cfg.dataset, evaluator=cfg.evaluator,
-            space_args=cfg.space_args, dataset_args=cfg.dataset_args, evaluator_args={**cfg.evaluator_args, **proposal.meta.get('evaluator_args', {})},
+            space_args=cfg.space_args, dataset_args=cfg.dataset_args,
+            evaluator_args={**cfg.evaluator_args, **proposal.meta.get('evaluator_args', {})},
             init=proposal.init, seed=cfg.seed * 100003 + pid, proposal_id=pid, experiment_id=self.experiment_id,
             strategy=cfg.strategy, parent=proposal.parent, checkpoint_root=cfg.checkpoint_root, mode=cfg.mode)
         d = spec.to_dict()
