@@ -49,11 +49,10 @@ def run(strategy: str, args, root: str) -> tuple[list[dict], dict]:
         p = s.propose(pid)
         if p is None:
             raise RuntimeError('strategy waits with nothing pending (run sequentially)')
-        spec = TrialSpec(space=cfg.space, architecture=p.architecture, dataset=cfg.dataset, evaluator='train',
-                         space_args=cfg.space_args, dataset_args=cfg.dataset_args,
-                         evaluator_args={**cfg.evaluator_args, **p.meta.get('evaluator_args', {})}, init=p.init,
-                         seed=args.seed * 100003 + pid, proposal_id=pid, experiment_id=f'bench-{strategy}',
-                         checkpoint_root=root)
+        spec = TrialSpec.from_proposal(p, pid, experiment_id=f'bench-{strategy}', strategy=strategy,
+                                       space=cfg.space, dataset=cfg.dataset, evaluator='train', seed=args.seed,
+                                       space_args=cfg.space_args, dataset_args=cfg.dataset_args,
+                                       evaluator_args=cfg.evaluator_args, checkpoint_root=root)
         m = run_trial(spec, reporter=Quiet())
         results[pid] = {'architecture': p.architecture, 'metrics': m, 'role': p.meta.get('role')}
         s.observe(pid, m)

@@ -131,12 +131,11 @@ class XferStrategy(Strategy):
                 break
             self._next_id += 1
             ev = self._evaluator
-            spec = TrialSpec(space=self._space_name, architecture=proposal.architecture, dataset=ev.dataset,
-                             evaluator=ev.evaluator_name, space_args=self._space_args, dataset_args=ev.dataset_args,
-                             evaluator_args={**ev.evaluator_args, **proposal.meta.get('evaluator_args', {})},
-                             init=proposal.init, seed=self.seed * 100003 + pid,
-                             proposal_id=pid, experiment_id=self.experiment_id, strategy=self._strategy_name,
-                             parent=proposal.parent, checkpoint_root=ev.checkpoint_root, mode=self.mode).to_dict()
+            spec = TrialSpec.from_proposal(
+                proposal, pid, experiment_id=self.experiment_id, strategy=self._strategy_name,
+                space=self._space_name, dataset=ev.dataset, evaluator=ev.evaluator_name, seed=self.seed,
+                space_args=self._space_args, dataset_args=ev.dataset_args, evaluator_args=ev.evaluator_args,
+                mode=self.mode, checkpoint_root=ev.checkpoint_root).to_dict()
             parent = None if proposal.parent is None else {'experiment_id': self.experiment_id,
                                                             'parameter_id': proposal.parent}
             self.store.record_proposal(self.experiment_id, pid, architecture=proposal.architecture,

@@ -44,6 +44,23 @@ class TrialSpec:
             raise ConfigError('trial spec.init', "expected a dict with a 'kind' key")
         return spec
 
+    @classmethod
+    def from_proposal(cls, proposal: Any, proposal_id: int, *, experiment_id: str, strategy: str | None,
+                      space: str, dataset: str, evaluator: str, seed: int = 0, space_args: dict | None = None,
+                      dataset_args: dict | None = None, evaluator_args: dict | None = None, mode: str = 'maximize',
+                      checkpoint_root: str | None = None) -> 'TrialSpec':
+        """The spec of a strategy's :class:`~nni_xfer.strategy.Proposal` (what every adapter sends).
+
+        Each trial gets its own seed derived from the experiment seed; ``proposal.meta['evaluator_args']``
+        overrides the experiment's evaluator arguments for this trial only.
+        """
+        return cls(space=space, architecture=proposal.architecture, dataset=dataset, evaluator=evaluator,
+                   space_args=dict(space_args or {}), dataset_args=dict(dataset_args or {}),
+                   evaluator_args={**(evaluator_args or {}), **proposal.meta.get('evaluator_args', {})},
+                   init=proposal.init, seed=seed * 100003 + proposal_id, proposal_id=proposal_id,
+                   experiment_id=experiment_id, strategy=strategy, parent=proposal.parent,
+                   checkpoint_root=checkpoint_root, mode=mode)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -105,12 +105,11 @@ class XferTuner(Tuner):
         self._next_id += 1
         self._param_to_proposal[int(parameter_id)] = pid
         cfg = self.config
-        spec = TrialSpec(
-            space=cfg.space, architecture=proposal.architecture, dataset=cfg.dataset, evaluator=cfg.evaluator,
-            space_args=cfg.space_args, dataset_args=cfg.dataset_args,
-            evaluator_args={**cfg.evaluator_args, **proposal.meta.get('evaluator_args', {})},
-            init=proposal.init, seed=cfg.seed * 100003 + pid, proposal_id=pid, experiment_id=self.experiment_id,
-            strategy=cfg.strategy, parent=proposal.parent, checkpoint_root=cfg.checkpoint_root, mode=cfg.mode)
+        spec = TrialSpec.from_proposal(
+            proposal, pid, experiment_id=self.experiment_id, strategy=cfg.strategy, space=cfg.space,
+            dataset=cfg.dataset, evaluator=cfg.evaluator, seed=cfg.seed, space_args=cfg.space_args,
+            dataset_args=cfg.dataset_args, evaluator_args=cfg.evaluator_args, mode=cfg.mode,
+            checkpoint_root=cfg.checkpoint_root)
         d = spec.to_dict()
         parent = None if proposal.parent is None else {'experiment_id': self.experiment_id,
                                                         'parameter_id': proposal.parent}
