@@ -121,6 +121,44 @@ def transform_network(net: nn.Module, ops: list[dict], *, noise: bool = True,
     return net
 
 
+DENSENET_NOISE = 1e-2
+
+
+def transform_densenet(net: nn.Module, ops: list[dict], *, noise: bool = True,
+                       generator: torch.Generator | None = None) -> nn.Module:
+    """Apply DenseNet ops to a :class:`~nni_xfer.transforms.densenet_ops.DenseNetBC` (a new network).
+
+    Ops: ``{'op': 'wider', 'block': b, 'layer': l, 'growth': k}`` (paper Eq. 4),
+    ``{'op': 'deeper', 'block': b, 'layer': l}`` (duplicate layer, methods.md §1.7),
+    ``{'op': 'widen_stem', 'channels': c}``, ``{'op': 'widen_transition', 'index': i, 'channels': c}``.
+    """
+    from .transforms.densenet_ops import (densenet_deeper, densenet_wider, densenet_widen_stem,
+                                          densenet_widen_transition)
+    eps = DENSENET_NOISE if noise else 0.0
+    for k, op in enumerate(ops):
+        field = f'init.ops[{k}]'
+        kind = op.get('op') if isinstance(op, dict) else None
+        try:
+            if kind == 'wider':
+                net = densenet_wider(net, op['block'], op['layer'], op['growth'], noise=eps, generator=generator)
+            elif kind == 'deeper':
+                net = densenet_deeper(net, op['block'], op['layer'], noise=eps, generator=generator)
+            elif kind == 'widen_stem':
+                net = densenet_widen_stem(net, op['channels'], noise=eps, generator=generator)
+            elif kind == 'widen_transition':
+                net = densenet_widen_transition(net, op['index'], op['channels'], noise=eps, generator=generator)
+            else:
+                raise ConfigError(field, f'unknown DenseNet operation {op!r}',
+                                  allowed=['wider', 'deeper', 'widen_stem', 'widen_transition'])
+        except KeyError as exc:
+            raise ConfigError(f'{field}.{exc.args[0]}', 'missing') from exc
+        except ConfigError as exc:
+            if exc.field.startswith('init.'):
+                raise
+            raise ConfigError(f'{field}.{exc.field}', exc.message, exc.allowed) from exc
+    return net
+
+
 @INITIALIZERS.register('net2net', description="EAS: the parent's trained weights through function-preserving transforms")
 def net2net(model: nn.Module, init: dict, ctx: Any) -> None:
     """Start ``model`` as a function-preserving transform of the parent checkpoint.
@@ -137,8 +175,8 @@ def net2net(model: nn.Module, init: dict, ctx: Any) -> None:
         raise ConfigError('init.uri', "required for init kind 'net2net'")
     ckpt = load_checkpoint(init['uri'], init.get('sha256'))
     parent_arch = ckpt.get('architecture')
-    if not isinstance(parent_arch, dict) or 'layers' not in parent_arch:
-        raise CheckpointError(f"checkpoint has no EAS architecture ('layers'): {init['uri']}")
+    if not isinstance(parent_arch, dict) or not ({'layers', 'growths'} & set(parent_arch)):
+        raise CheckpointError(f"checkpoint has no EAS architecture ('layers' or 'growths'): {init['uri']}")
     parent = ctx.space().freeze(parent_arch)
     try:
         parent.load_state_dict(ckpt['state_dict'])
@@ -146,11 +184,15 @@ def net2net(model: nn.Module, init: dict, ctx: Any) -> None:
         raise CheckpointError(f"checkpoint does not fit its architecture ({str(exc).splitlines()[0]}): "
                               f"{init['uri']}") from exc
     gen = torch.Generator().manual_seed(int(ctx.spec.seed))
-    child = transform_network(parent, list(init.get('ops', [])), noise=bool(init.get('noise', True)), generator=gen)
-    want = list(getattr(model, 'tokens', []))
-    if child.tokens != want:
-        raise ConfigError('init.ops', f'transforming {parent_arch["layers"]} gives {child.tokens}, '
-                                      f'not the trial architecture {want}')
+    ops, noise = list(init.get('ops', [])), bool(init.get('noise', True))
+    if 'growths' in parent_arch:
+        child = transform_densenet(parent, ops, noise=noise, generator=gen)
+        got, want = child.architecture(), model.architecture()
+    else:
+        child = transform_network(parent, ops, noise=noise, generator=gen)
+        got, want = child.tokens, list(getattr(model, 'tokens', []))
+    if got != want:
+        raise ConfigError('init.ops', f'transforming the parent gives {got}, not the trial architecture {want}')
     n = int(init.get('calibration_images', 64))
     if any(getattr(m, 'needs_calibration', False) for m in child.modules()):
         batch = ctx.splits().train_x[:n].cpu()

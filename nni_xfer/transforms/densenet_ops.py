@@ -110,14 +110,19 @@ class DenseNetBC(nn.Module):
         num_classes: classifier outputs.
         stem_channels: stem conv filters (default ``2 × growths[0][0]``, as in DenseNet-BC).
         compression: transition output = ``int(compression × input channels)``.
+        transition_channels: explicit transition outputs (one per transition); overrides
+            ``compression`` — a widened network keeps its transitions, so rebuilding it needs them.
         bottleneck: bottleneck width factor ``b`` (1×1 conv has ``b·k`` filters).
     """
 
     def __init__(self, growths: Sequence[Sequence[int]], *, in_channels: int = 3, num_classes: int = 10,
-                 stem_channels: int | None = None, compression: float = 0.5, bottleneck: int = 4):
+                 stem_channels: int | None = None, compression: float = 0.5, bottleneck: int = 4,
+                 transition_channels: Sequence[int] | None = None):
         super().__init__()
         if not growths or any(not g for g in growths):
             raise ConfigError('growths', 'needs at least one block with at least one layer')
+        if transition_channels is not None and len(transition_channels) != len(growths) - 1:
+            raise ConfigError('transition_channels', f'expected {len(growths) - 1} values, got {transition_channels!r}')
         self.bottleneck = bottleneck
         c = stem_channels or 2 * growths[0][0]
         self.stem = nn.Conv2d(in_channels, c, 3, padding=1, bias=False)
@@ -126,13 +131,18 @@ class DenseNetBC(nn.Module):
             blocks.append(DenseBlock(c, g, bottleneck))
             c += sum(g)
             if b < len(growths) - 1:
-                out = max(1, int(compression * c))
+                out = transition_channels[b] if transition_channels is not None else max(1, int(compression * c))
                 transitions.append(Transition(c, out))
                 c = out
         self.blocks = nn.ModuleList(blocks)
         self.transitions = nn.ModuleList(transitions)
         self.norm = nn.BatchNorm2d(c)
         self.fc = nn.Linear(c, num_classes)
+
+    def architecture(self) -> dict:
+        """Everything needed to rebuild this network: growths, stem and transition widths."""
+        return {'growths': self.growths(), 'stem': self.stem.out_channels,
+                'transitions': [t.conv.out_channels for t in self.transitions]}
 
     def growths(self) -> list[list[int]]:
         """Current growth of every dense layer, per block."""
