@@ -136,6 +136,39 @@ def cmd_kb_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kb_build(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .modulenet.kb import build_kb
+    path = Path(args.config)
+    if not path.is_file():
+        raise ConfigError('CONFIG', f'no such file: {path}')
+    raw = yaml.safe_load(path.read_text())
+    if isinstance(raw, dict) and 'kb' in raw and len(raw) == 1:
+        raw = raw['kb']
+    kb = build_kb(raw, store=args.store, rebuild=args.rebuild, progress=lambda m: print(m, flush=True))
+    width = max(len(s['name']) for s in kb.sources)
+    print(f"{'source'.ljust(width)}  arch        width  val_acc  test_acc  params")
+    for s in kb.sources:
+        print(f"{s['name'].ljust(width)}  {s['arch']:<10}  {s['width']:5.3g}  {s['val_acc']:7.4f}  "
+              f"{s['test_acc']:8.4f}  {s['params'] / 1e6:.2f}M")
+    print(f'knowledge base: {kb.root}')
+    return 0
+
+
+def cmd_modulenet_finetune(args: argparse.Namespace) -> int:
+    from .modulenet.finetune import finetune_config, write_finetune_config
+    extra = {}
+    if args.lr is not None:
+        extra['lr'] = args.lr
+    cfg = finetune_config(args.search_config, args.experiment_id, store=args.store, top_k=args.top_k,
+                          epochs=args.epochs, evaluator_args=extra)
+    out = write_finetune_config(args.output, cfg, args.search_config)
+    n = len(cfg['tuner']['classArgs']['strategy_args']['architectures'])
+    print(f'wrote {out}: {n} networks to fine-tune for {args.epochs} epochs (run: nni-xfer run {out})')
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import make_report
     from .store import KnowledgeStore
@@ -150,7 +183,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .nnictl import run_experiment
-    return run_experiment(Path(args.config), port=args.port, keep=args.keep, store=args.store)
+    return run_experiment(Path(args.config), port=args.port, keep=args.keep, store=args.store, id_file=args.id_file)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument('--port', type=int, default=8080)
     rn.add_argument('--keep', action='store_true', help='leave the experiment (and web portal) running')
     rn.add_argument('--store', default=None, help='knowledge store, if not set in classArgs')
+    rn.add_argument('--id-file', default=None, help='write the experiment id to this file')
     rn.set_defaults(func=cmd_run)
     kb = sub.add_parser('kb', help='knowledge store')
     kbs = kb.add_subparsers(dest='kb_command', required=True)
@@ -177,6 +211,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument('--experiment', default=None, help='only this experiment id')
     e.add_argument('--output', '-o', default=None, help='file to write (default: stdout)')
     e.set_defaults(func=cmd_kb_export)
+    b = kbs.add_parser('build', help='ModuleNet: train source networks and cut them into modules (YAML config)')
+    b.add_argument('config')
+    b.add_argument('--store', default=None, help='knowledge store path (default: the config\'s, else $NNI_XFER_HOME)')
+    b.add_argument('--rebuild', action='store_true', help='retrain sources already in the knowledge base')
+    b.set_defaults(func=cmd_kb_build)
+    mn = sub.add_parser('modulenet', help='ModuleNet stages')
+    mns = mn.add_subparsers(dest='modulenet_command', required=True)
+    f = mns.add_parser('finetune', help='write the fine-tuning experiment (top-k searched + originals) of a search')
+    f.add_argument('experiment_id')
+    f.add_argument('--search-config', required=True, help='the exp.yml of the search')
+    f.add_argument('--top-k', type=int, default=3)
+    f.add_argument('--epochs', type=int, default=50, help='fine-tuning epochs (paper: 50)')
+    f.add_argument('--lr', type=float, default=None)
+    f.add_argument('--store', default=None)
+    f.add_argument('--output', '-o', required=True, help='the exp.yml to write')
+    f.set_defaults(func=cmd_modulenet_finetune)
     r = sub.add_parser('report', help='best architectures and plots of an experiment')
     r.add_argument('experiment_id')
     r.add_argument('--store', default=None)

@@ -119,7 +119,7 @@ def final_metrics(trial: dict) -> dict | None:
 
 
 def run_experiment(config: Path, port: int = 8080, keep: bool = False, timeout: float = 6 * 3600,
-                   store: str | None = None) -> int:
+                   store: str | None = None, id_file: str | None = None) -> int:
     """``nni-xfer run``: create the experiment, print progress, report, stop (unless ``keep``)."""
     from .cli import check_config
     problems = check_config(config)
@@ -132,6 +132,8 @@ def run_experiment(config: Path, port: int = 8080, keep: bool = False, timeout: 
     t0 = time.time()
     exp = create(Path(config), port)
     print(f'experiment {exp} started; web portal http://127.0.0.1:{port}', flush=True)
+    if id_file:
+        Path(id_file).write_text(exp + '\n')
     seen: dict[str, str] = {}
     rc = 0
     try:

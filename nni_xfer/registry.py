@@ -103,8 +103,9 @@ class Registry:
 STRATEGIES = Registry('strategy', 'nni_xfer.strategies', ('nni_xfer.strategies',))
 SEARCH_SPACES = Registry('search space', 'nni_xfer.search_spaces', ('nni_xfer.search_spaces',))
 DATASETS = Registry('dataset', 'nni_xfer.datasets', ('nni_xfer.datasets',))
-EVALUATORS = Registry('evaluator', 'nni_xfer.evaluators', ('nni_xfer.evaluators',))
-INITIALIZERS = Registry('initializer', 'nni_xfer.initializers', ('nni_xfer.initializers', 'nni_xfer.eas'))
+EVALUATORS = Registry('evaluator', 'nni_xfer.evaluators', ('nni_xfer.evaluators', 'nni_xfer.modulenet.evaluate'))
+INITIALIZERS = Registry('initializer', 'nni_xfer.initializers', ('nni_xfer.initializers', 'nni_xfer.eas',
+                                                                       'nni_xfer.modulenet.evaluate'))
 
 ALL = {
     'strategies': STRATEGIES,

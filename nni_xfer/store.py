@@ -51,6 +51,18 @@ CREATE TABLE IF NOT EXISTS evaluations (
     PRIMARY KEY (experiment_id, parameter_id)
 );
 CREATE INDEX IF NOT EXISTS evaluations_arch ON evaluations (space, arch_key);
+CREATE TABLE IF NOT EXISTS kb_modules (
+    kb TEXT NOT NULL,              -- knowledge-base root folder (absolute)
+    source TEXT NOT NULL,          -- source network name in that knowledge base
+    position INTEGER NOT NULL,     -- 0-based cell position
+    arch TEXT,                     -- source family (resnet18, vgg16_bn, ...)
+    in_channels INTEGER, out_channels INTEGER, in_size INTEGER, out_size INTEGER,
+    params INTEGER,
+    file TEXT NOT NULL, sha256 TEXT,
+    meta TEXT,                     -- JSON: width, source accuracy, dataset, ...
+    created REAL,
+    PRIMARY KEY (kb, source, position)
+);
 CREATE TABLE IF NOT EXISTS strategy_state (
     experiment_id TEXT PRIMARY KEY,
     state TEXT NOT NULL,           -- JSON state_dict of the strategy
@@ -182,7 +194,36 @@ class KnowledgeStore:
             self._conn.execute('INSERT OR REPLACE INTO strategy_state VALUES (?,?,?)',
                                (experiment_id, json.dumps(state), time.time()))
 
+    def record_module(self, kb: str, source: str, position: int, *, file: str, arch: str | None = None,
+                      in_channels: int | None = None, out_channels: int | None = None, in_size: int | None = None,
+                      out_size: int | None = None, params: int | None = None, sha256: str | None = None,
+                      meta: dict | None = None) -> None:
+        """Record one knowledge-base module (ModuleNet): a cell cut from a trained network, kept as a file."""
+        with self._lock, self._conn:
+            self._conn.execute(
+                'INSERT OR REPLACE INTO kb_modules VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)',
+                (str(kb), source, int(position), arch, in_channels, out_channels, in_size, out_size, params,
+                 str(file), sha256, _dump(meta), time.time()))
+
     # ---- reads ----
+    def modules(self, kb: str | None = None, *, source: str | None = None,
+                position: int | None = None) -> list[dict]:
+        """Knowledge-base modules, by knowledge base, source network and position."""
+        where, args = [], []
+        for col, val in (('kb', None if kb is None else str(kb)), ('source', source), ('position', position)):
+            if val is not None:
+                where.append(f'{col}=?')
+                args.append(val)
+        sql = 'SELECT * FROM kb_modules' + (' WHERE ' + ' AND '.join(where) if where else '')
+        with self._lock:
+            rows = self._conn.execute(sql + ' ORDER BY kb, position, source', args).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d['meta'] = json.loads(d['meta']) if d['meta'] else None
+            out.append(d)
+        return out
+
     def strategy_state(self, experiment_id: str) -> dict | None:
         with self._lock:
             row = self._conn.execute('SELECT state FROM strategy_state WHERE experiment_id=?',

@@ -1,2 +1,2 @@
 """Built-in search spaces (installed as ``nni_xfer.search_spaces``)."""
-from . import eas_densenet, eas_plain_cnn, simple_cnn  # noqa: F401  (registers)
+from . import eas_densenet, eas_plain_cnn, module_chain, simple_cnn  # noqa: F401  (registers)

@@ -1,0 +1,146 @@
+"""ModuleNet's module-chain space (paper Sec. III-C/D): one knowledge-base module per position.
+
+An architecture is ``{'module_0': source, ..., 'module_{c-1}': source}``: position ``j`` takes cell
+``j`` of the named source network, with that network's trained weights (loaded by the ``kb_modules``
+initializer). Each module keeps its original position and its original input resolution; between
+neighbours a parameter-free :class:`~nni_xfer.modulenet.connections.Connection` (Channel Pool /
+DePool with the gcd generalisation, and a parameter-free resize where resolutions differ) joins
+them, or a trainable 1×1 conv for the paper's Fig. 10 ablation (``connection: conv1x1``). With
+``frozen: true`` (search) modules get no gradient and their BatchNorms stay in eval mode; the
+classifier head (default: flatten → 4096 → 4096 → classes, paper Sec. IV) is what trains.
+``frozen: false`` is the fine-tuning stage: every weight trains.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from nni_xfer.errors import ConfigError
+from nni_xfer.registry import SEARCH_SPACES
+from nni_xfer.space import XferSpace
+
+CONNECTIONS = ('pool', 'conv1x1')
+
+
+class FrozenModule(nn.Module):
+    """A knowledge-base module that does not learn: no gradients, BatchNorm always in eval mode."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+        self.module.requires_grad_(False)
+        self.module.eval()
+
+    def train(self, mode: bool = True) -> 'FrozenModule':
+        super().train(mode)
+        self.module.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
+class Position(nn.Module):
+    """Connection into position ``j`` followed by its module."""
+
+    def __init__(self, connection: nn.Module, module: nn.Module, source: str):
+        super().__init__()
+        self.connection = connection
+        self.module = module
+        self.source = source
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(self.connection(x))
+
+    def cell(self) -> nn.Module:
+        """The knowledge-base module itself (inside the frozen wrapper, if any)."""
+        return self.module.module if isinstance(self.module, FrozenModule) else self.module
+
+
+@SEARCH_SPACES.register('module_chain', description='ModuleNet: chains of frozen knowledge-base modules, ChP/ChDP')
+class ModuleChain(XferSpace):
+    """Chains of knowledge-base modules (see the module docstring).
+
+    Args:
+        kb: knowledge-base name (``$NNI_XFER_HOME/kb/<name>``) or folder, built by ``nni-xfer kb build``.
+        sources: the source networks to search over (default: all of the knowledge base).
+        head_units: hidden units of the classifier head (paper: ``[4096, 4096]``).
+        connection: ``pool`` (parameter-free ChP/ChDP, the paper's) or ``conv1x1`` (ablation).
+        frozen: modules frozen (search) or trainable (fine-tuning).
+        dropout: dropout before each hidden layer of the head.
+    """
+
+    def __init__(self, kb: str, in_channels: int = 3, num_classes: int = 10, image_size: int = 32,
+                 sources: list[str] | None = None, head_units: list[int] = (4096, 4096), connection: str = 'pool',
+                 frozen: bool = True, dropout: float = 0.0):
+        super().__init__()
+        from nni_xfer.modulenet.connections import Connection
+        from nni_xfer.modulenet.kb import InputAdapter, KnowledgeBase
+        base = KnowledgeBase(kb, field='space_args.kb')
+        names = base.source_names()
+        if sources is not None:
+            if not isinstance(sources, (list, tuple)) or not sources:
+                raise ConfigError('space_args.sources', f'expected a non-empty list of source names, got {sources!r}',
+                                  allowed=names)
+            for s in sources:
+                if s not in names:
+                    raise ConfigError('space_args.sources', f'{s!r} is not in the knowledge base', allowed=names)
+            names = [s for s in names if s in sources]
+        if connection not in CONNECTIONS:
+            raise ConfigError('space_args.connection', f'{connection!r} is not a connection kind', allowed=CONNECTIONS)
+        units = list(head_units)
+        if any(isinstance(u, bool) or not isinstance(u, int) or u < 1 for u in units):
+            raise ConfigError('space_args.head_units', f'expected a list of positive integers, got {head_units!r}')
+        if not isinstance(frozen, bool):
+            raise ConfigError('space_args.frozen', f'expected true or false, got {frozen!r}')
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ConfigError('space_args.dropout', f'expected a number in [0, 1), got {dropout!r}')
+        self.kb_root = str(base.root)
+        self.connection_kind = connection
+        self.frozen = frozen
+        self.codes = [self.choice(f'module_{j}', names) for j in range(base.cells)]
+
+        self.adapter = InputAdapter(in_channels, image_size, base.channels, base.input_size)
+        positions = []
+        c, size = base.channels, base.input_size
+        for j, name in enumerate(self.codes):
+            info = base.module_info(name, j)
+            if (c, size) != (info['in_channels'], info['in_size']):
+                conn: nn.Module = Connection(c, info['in_channels'], size, info['in_size'], kind=connection)
+            else:
+                conn = nn.Identity()
+            module = base.module(name, j)
+            positions.append(Position(conn, FrozenModule(module) if frozen else module, name))
+            c, size = info['out_channels'], info['out_size']
+        self.positions = nn.ModuleList(positions)
+        self.features = c * size * size
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = self.features
+        for u in units:
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            layers += [nn.Linear(width, u), nn.ReLU(inplace=True)]
+            width = u
+        layers.append(nn.Linear(width, num_classes))
+        self.head = nn.Sequential(*layers)
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The knowledge-base part: input adapter, connections and modules (before the head)."""
+        x = self.adapter(x)
+        for p in self.positions:
+            x = p(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
+
+    def trunk_is_fixed(self) -> bool:
+        """True when nothing before the head learns (frozen modules, parameter-free connections)."""
+        return self.frozen and not any(p.requires_grad for p in self.positions.parameters())
+
+    def load_kb_weights(self, verify: bool = True) -> None:
+        """Load every position's module weights from the knowledge base."""
+        from nni_xfer.modulenet.kb import KnowledgeBase
+        base = KnowledgeBase(self.kb_root)
+        for j, p in enumerate(self.positions):
+            p.cell().load_state_dict(base.module_state(p.source, j, verify=verify), strict=True)

@@ -1,0 +1,72 @@
+"""Evaluate a given list of architectures once each (re-training, fine-tuning, comparisons).
+
+ModuleNet's final stage uses it: ``nni-xfer modulenet finetune`` writes an experiment whose
+strategy is ``fixed`` over the searched top-k and every original network of the knowledge base.
+"""
+from __future__ import annotations
+
+from nni_xfer.errors import ConfigError
+from nni_xfer.registry import STRATEGIES
+from nni_xfer.strategy import BaseStrategy, Proposal, SpaceInfo
+from nni_xfer.store import arch_key
+
+
+@STRATEGIES.register('fixed', description='Evaluate a given list of architectures once each (fine-tuning, baselines)')
+class FixedStrategy(BaseStrategy):
+    """Proposes ``architectures`` in order, each once; a failed one is retried up to ``retries`` times.
+
+    Args:
+        architectures: list of samples of the space (each validated against ``space.dims``).
+        init: the ``init`` block of every proposal (default ``{'kind': 'fresh'}``).
+        retries: extra attempts for an architecture whose trial failed.
+    """
+
+    def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize', architectures: list | None = None,
+                 init: dict | None = None, retries: int = 0):
+        super().__init__(space, seed=seed, mode=mode)
+        if not isinstance(architectures, list) or not architectures:
+            raise ConfigError('strategy_args.architectures', 'expected a non-empty list of architectures')
+        for i, arch in enumerate(architectures):
+            if not isinstance(arch, dict):
+                raise ConfigError(f'strategy_args.architectures[{i}]', f'expected a mapping, got {arch!r}')
+            for label, choices in space.dims.items():
+                if label not in arch:
+                    raise ConfigError(f'strategy_args.architectures[{i}].{label}', 'missing', allowed=choices)
+                if arch[label] not in choices:
+                    raise ConfigError(f'strategy_args.architectures[{i}].{label}',
+                                      f'{arch[label]!r} is not a choice', allowed=choices)
+        keys = [arch_key(a) for a in architectures]
+        if len(set(keys)) != len(keys):
+            raise ConfigError('strategy_args.architectures', 'lists an architecture twice')
+        if init is not None and (not isinstance(init, dict) or 'kind' not in init):
+            raise ConfigError('strategy_args.init', "expected a mapping with a 'kind' key")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigError('strategy_args.retries', f'expected an integer >= 0, got {retries!r}')
+        self.architectures = architectures
+        self.init = dict(init or {'kind': 'fresh'})
+        self.retries = retries
+
+    def _status(self, key: str) -> tuple[bool, int]:
+        done = any(h['status'] == 'SUCCEEDED' and arch_key(h['architecture']) == key for h in self.history)
+        failures = sum(h['status'] == 'FAILED' and arch_key(h['architecture']) == key for h in self.history)
+        return done, failures
+
+    def _todo(self) -> list[dict]:
+        out = []
+        for arch in self.architectures:
+            key = arch_key(arch)
+            done, failures = self._status(key)
+            pending = any(arch_key(p['architecture']) == key for p in self.pending.values())
+            if not done and not pending and failures <= self.retries:
+                out.append(arch)
+        return out
+
+    @property
+    def done(self) -> bool:
+        return not self.pending and not self._todo()
+
+    def _propose(self, trial_id: int) -> Proposal | None:
+        todo = self._todo()
+        if not todo:
+            return None
+        return Proposal(dict(todo[0]), init=dict(self.init), meta={'index': self.architectures.index(todo[0])})

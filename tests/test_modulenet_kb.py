@@ -1,0 +1,213 @@
+"""ModuleNet knowledge base, module-chain space, kb_modules initializer and modulenet evaluator (real digits)."""
+import json
+
+import pytest
+import torch
+import yaml
+
+from nni_xfer.datasets import dataset_info
+from nni_xfer.errors import ConfigError
+from nni_xfer.modulenet.kb import KnowledgeBase, build_kb
+from nni_xfer.space import build_space, freeze, space_info
+from nni_xfer.store import KnowledgeStore
+from nni_xfer.trial import Reporter, run_trial
+
+pytestmark = pytest.mark.timeout(300)
+
+DIGITS = {'val_size': 0.2, 'limit_train': 300}
+
+
+class Quiet(Reporter):
+    def intermediate(self, metrics):
+        pass
+
+    def final(self, metrics):
+        pass
+
+
+@pytest.fixture(scope='module')
+def kb(tmp_path_factory):
+    """Two tiny sources trained for one epoch on digits, cut into 5 modules each."""
+    root = tmp_path_factory.mktemp('kb') / 'tiny'
+    store = KnowledgeStore(root.parent / 'store.db')
+    cfg = {'root': str(root), 'dataset': 'digits', 'dataset_args': DIGITS, 'input_size': 32,
+           'train': {'epochs': 1, 'augment': False, 'batch_size': 64},
+           'sources': [{'name': 'r18', 'arch': 'resnet18', 'width': 0.125},
+                       {'name': 'v11', 'arch': 'vgg11_bn', 'width': 0.125}]}
+    lines = []
+    built = build_kb(cfg, store=store, progress=lines.append)
+    return built, cfg, store, lines
+
+
+def _space(kb, **args):
+    return build_space('module_chain', {'kb': str(kb.root), 'head_units': [32], **args},
+                       dataset_info('digits', **DIGITS))
+
+
+def test_manifest_files_and_store(kb):
+    built, _, store, lines = kb
+    assert built.source_names() == ['r18', 'v11']
+    assert len(built.manifest['modules']) == 10
+    for m in built.manifest['modules']:
+        assert (built.root / m['file']).is_file()
+        assert m['params'] > 0 and m['in_size'] >= m['out_size']
+    r18 = [m for m in built.manifest['modules'] if m['source'] == 'r18']
+    assert [(m['in_size'], m['out_size']) for m in r18] == [(32, 16), (16, 16), (16, 8), (8, 4), (4, 2)]
+    rows = store.modules(str(built.root))
+    assert len(rows) == 10 and {r['source'] for r in rows} == {'r18', 'v11'}
+    assert all(0 <= s['val_acc'] <= 1 for s in built.sources)
+    assert any('training 1 epochs' in line for line in lines)
+
+
+def test_rebuild_skips_finished_sources(kb):
+    _, cfg, store, _ = kb
+    lines = []
+    build_kb(cfg, store=store, progress=lines.append)
+    assert sum('already built' in line for line in lines) == 2
+
+
+def test_space_dims_and_validation(kb):
+    built = kb[0]
+    space = _space(built)
+    info = space_info('module_chain', {}, space)
+    assert info.dims == {f'module_{j}': ['r18', 'v11'] for j in range(5)}
+    with pytest.raises(ConfigError, match=r'^space_args.sources:.*allowed: r18, v11'):
+        _space(built, sources=['nope'])
+    with pytest.raises(ConfigError, match=r'^space_args.connection:'):
+        _space(built, connection='mlp')
+    with pytest.raises(ConfigError, match=r'^space_args.kb: no knowledge base'):
+        build_space('module_chain', {'kb': str(built.root.parent / 'missing')}, dataset_info('digits'))
+
+
+def test_original_chain_reproduces_the_source_network(kb):
+    """A chain of one source's modules with kb weights computes that source's features exactly."""
+    built = kb[0]
+    model = freeze(_space(built), {f'module_{j}': 'r18' for j in range(5)})
+    model.load_kb_weights()
+    model.eval()
+    src = built.source_network('r18')
+    src.load_state_dict(torch.load(built.root / 'sources' / 'r18.pt', weights_only=True)['state_dict'])
+    src.eval()
+    x = torch.randn(4, 1, 8, 8)
+    net = src.net
+    with torch.no_grad():
+        h = src.adapter(x)
+        h = net.layer4(net.layer3(net.layer2(net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(h))))))))
+        assert torch.allclose(model.trunk(x), h, atol=1e-5)
+    assert all(isinstance(p.connection, torch.nn.Identity) for p in model.positions)
+
+
+def test_mixed_chain_has_parameter_free_connections(kb):
+    built = kb[0]
+    arch = {'module_0': 'r18', 'module_1': 'v11', 'module_2': 'r18', 'module_3': 'v11', 'module_4': 'v11'}
+    model = freeze(_space(built), arch)
+    # r18 stem 8ch@16 → v11 stage 2 wants 8ch@16: nothing to adapt; v11 16ch@8 → r18 layer2 wants 8ch@16:
+    # ChP + upsample; r18 layer2 16ch@8 → v11 stage 4 wants 32ch@4: ChDP + pool; v11 → v11: nothing
+    kinds = [type(p.connection).__name__ for p in model.positions]
+    assert kinds == ['Identity', 'Identity', 'Connection', 'Connection', 'Identity'], kinds
+    c = model.positions[2].connection
+    assert (c.in_channels, c.out_channels, c.in_size, c.out_size) == (16, 8, 8, 16)
+    assert model.trunk_is_fixed()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith('head.') for n in trainable)
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    conv = freeze(_space(built, connection='conv1x1'), arch)
+    assert not conv.trunk_is_fixed()
+    assert any('connection' in n for n, p in conv.named_parameters() if p.requires_grad)
+
+
+def _spec(kb, arch, **evaluator_args):
+    return {'space': 'module_chain', 'space_args': {'kb': str(kb.root), 'head_units': [32]},
+            'architecture': arch, 'dataset': 'digits', 'dataset_args': DIGITS, 'evaluator': 'modulenet',
+            'evaluator_args': {'epochs': 3, 'alpha': 2.0, 'beta': 3.0, **evaluator_args},
+            'init': {'kind': 'kb_modules'}, 'seed': 1}
+
+
+ARCH = {'module_0': 'v11', 'module_1': 'v11', 'module_2': 'r18', 'module_3': 'r18', 'module_4': 'v11'}
+
+
+def test_search_trial_metrics_and_frozen_modules(kb):
+    built = kb[0]
+    m = run_trial(_spec(built, ARCH), reporter=Quiet())
+    assert m['cached_features'] is True
+    assert m['sim'] == pytest.approx(2 / 5)
+    assert 0 <= m['lrate'] <= 1
+    assert m['err_val'] == pytest.approx(1 - m['val_acc'])
+    assert m['default'] == pytest.approx(m['err_val'] - 2.0 * m['lrate'] + 3.0 * m['sim'])
+    assert m['lrate'] == pytest.approx((m['loss_first'] - m['loss_last']) / m['loss_first'], abs=1e-9) or m['lrate'] == 0
+    assert m['trainable_params'] < m['params']
+    # the checkpoint's module weights are the knowledge base's, bit for bit
+    state = torch.load(m['checkpoint'], weights_only=True)['state_dict']
+    for j, name in enumerate(ARCH[f'module_{j}'] for j in range(5)):
+        kb_state = built.module_state(name, j)
+        for k, v in kb_state.items():
+            assert torch.equal(state[f'positions.{j}.module.module.{k}'], v), k
+
+
+def test_frozen_modules_get_no_gradient_without_feature_cache(kb):
+    """Training through the whole network (no cache): modules unchanged, no .grad, BN statistics kept."""
+    built = kb[0]
+    space = _space(built)
+    torch.manual_seed(0)
+    model = freeze(space, ARCH)
+    m = run_trial(_spec(built, ARCH, cache_features=False), model=model, reporter=Quiet(), space=space)
+    assert m['cached_features'] is False
+    for j, p in enumerate(model.positions):
+        for k, v in built.module_state(p.source, j).items():
+            assert torch.equal(p.cell().state_dict()[k].cpu(), v), (j, k)
+        assert all(q.grad is None for q in p.parameters())
+    torch.manual_seed(0)
+    cached = run_trial(_spec(built, ARCH), model=freeze(space, ARCH), reporter=Quiet(), space=space)
+    assert cached['cached_features'] is True
+    # the same head init and batches: training on cached features is the same computation
+    assert cached['inherited_acc'] == m['inherited_acc']
+    assert cached['val_acc'] == pytest.approx(m['val_acc'], abs=0.01)
+    assert cached['loss_last'] == pytest.approx(m['loss_last'], rel=1e-3)
+
+
+def test_finetune_config_and_report(kb, tmp_path):
+    from nni_xfer.modulenet.finetune import finetune_config
+    from nni_xfer.report import make_report
+    built = kb[0]
+    store = KnowledgeStore(tmp_path / 'store.db')
+    chains = [ARCH, {**ARCH, 'module_0': 'r18'}, {f'module_{j}': 'r18' for j in range(5)}]
+    for i, (arch, score) in enumerate(zip(chains, [0.5, 0.7, 0.1])):
+        store.record_proposal('search', i, architecture=arch, space='module_chain')
+        store.record_result('search', i, {'default': score}, status='SUCCEEDED')
+    search = tmp_path / 'search.yml'
+    search.write_text(yaml.safe_dump({
+        'experimentName': 'x', 'searchSpace': {}, 'trialCommand': 'python -m nni_xfer.trial',
+        'trialCodeDirectory': '.', 'maxTrialNumber': 9,
+        'tuner': {'className': 'nni_xfer.tuner.XferTuner', 'codeDirectory': '.', 'classArgs': {
+            'strategy': 'modulenet', 'space': 'module_chain', 'space_args': {'kb': str(built.root)},
+            'dataset': 'digits', 'evaluator': 'modulenet', 'mode': 'minimize'}},
+        'trainingService': {'platform': 'local'}}))
+    cfg = finetune_config(search, 'search', store=str(store.path), top_k=1, epochs=2)
+    args = cfg['tuner']['classArgs']
+    # top-1 searched (originals excluded from the ranking) + the two originals
+    assert args['strategy_args']['architectures'] == [ARCH, {f'module_{j}': 'r18' for j in range(5)},
+                                                      {f'module_{j}': 'v11' for j in range(5)}]
+    assert args['space_args']['frozen'] is False and args['evaluator_args']['test'] is True
+    assert cfg['maxTrialNumber'] == 3
+    for i, (arch, acc) in enumerate(zip(args['strategy_args']['architectures'], [0.9, 0.8, 0.85])):
+        store.record_proposal('ft', i, architecture=arch, space='module_chain')
+        store.record_result('ft', i, {'default': acc, 'val_acc': acc, 'test_acc': acc, 'params': 1000},
+                            status='SUCCEEDED')
+    table = make_report(store, 'ft', tmp_path / 'report').table
+    assert 'ModuleNet: fine-tuned searched chains vs. the original networks' in table
+    assert 'best searched test error 10.00% vs best original 15.00%' in table
+    assert 'original r18' in table and 'searched' in table
+
+
+def test_kb_config_errors_name_the_field(tmp_path):
+    from nni_xfer.modulenet.kb import KBConfig
+    base = {'root': str(tmp_path / 'k'), 'sources': [{'name': 'a', 'arch': 'resnet18'}]}
+    for bad, field in [({'sources': [{'arch': 'alexnet'}]}, 'kb.sources[0].arch'),
+                       ({'sources': [{'arch': 'resnet18', 'width': 0}]}, 'kb.sources[0].width'),
+                       ({'sources': [{'arch': 'resnet18', 'weights': 'imagenet'}]}, 'kb.sources[0].weights'),
+                       ({'cells': 7}, 'kb.cells'), ({'dataset': 'nope'}, 'kb.dataset'),
+                       ({'train': {'epochz': 1}}, 'kb.train.epochz'), ({'colour': 1}, 'kb.colour')]:
+        with pytest.raises(ConfigError) as e:
+            KBConfig.from_dict({**base, **bad})
+        assert str(e.value).startswith(field + ':'), str(e.value)
+    assert json.dumps(KBConfig.from_dict(base).sources[0].__dict__)
