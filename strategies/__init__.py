@@ -1,2 +1,2 @@
 """Built-in search strategies (installed as ``nni_xfer.strategies``)."""
-from . import eas, fixed, random  # noqa: F401  (registers)
+from . import eas, fixed, modulenet, random  # noqa: F401  (registers)

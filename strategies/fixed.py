@@ -65,6 +65,14 @@ class FixedStrategy(BaseStrategy):
     def done(self) -> bool:
         return not self.pending and not self._todo()
 
+    def _state_dict(self) -> dict:
+        return {'architectures': self.architectures, 'init': self.init, 'retries': self.retries}
+
+    def _load_state_dict(self, state: dict) -> None:
+        self.architectures = state['architectures']
+        self.init = state['init']
+        self.retries = state['retries']
+
     def _propose(self, trial_id: int) -> Proposal | None:
         todo = self._todo()
         if not todo:
