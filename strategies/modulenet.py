@@ -74,12 +74,16 @@ class ModuleNetNSGA2(BaseStrategy):
         crossover_prob: probability that a child mixes two parents (uniform crossover).
         mutation_prob: per-position mutation probability (default 1 / number of positions).
         max_retries: draws tried to avoid an already evaluated string before dropping a child.
+        init: the trials' ``init`` block (default ``{'kind': 'kb_modules'}``: the knowledge base's weights).
     """
 
     def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'minimize', population: int = 40,
                  generations: int = 30, objectives: list[str] = ('default',), crossover_prob: float = 0.9,
-                 mutation_prob: float | None = None, max_retries: int = 100):
+                 mutation_prob: float | None = None, max_retries: int = 100, init: dict | None = None):
         super().__init__(space, seed=seed, mode=mode)
+        if init is not None and (not isinstance(init, dict) or 'kind' not in init):
+            raise ConfigError('strategy_args.init', "expected a mapping with a 'kind' key")
+        self.init = dict(init or {'kind': 'kb_modules'})
         if not space.dims:
             raise ConfigError('space', f'NSGA-II needs categorical choices; space {space.name!r} has none')
         if mode != 'minimize':
@@ -216,7 +220,7 @@ class ModuleNetNSGA2(BaseStrategy):
         if self.finished or not self.queue:
             return None
         arch = self.queue.pop(0)
-        return Proposal(arch, meta={'generation': self.gen})
+        return Proposal(arch, init=dict(self.init), meta={'generation': self.gen})
 
     def _set(self, proposal: dict, objectives: list[float]) -> None:
         key = arch_key(proposal['architecture'])
