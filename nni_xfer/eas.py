@@ -7,7 +7,8 @@ A transformation sequence is a list of operations on a parent's token list (meth
 - ``{'op': 'deeper', 'after': i, 'kernel': k}``: a new identity layer is inserted after layer ``i``:
   ``conv-<C>-<k>`` (C = channels there) inside the conv part, ``fc-<units>`` after the global pool.
 
-:func:`transform_tokens` gives the child's tokens; :func:`transform_network` builds the child
+:func:`transform_tokens` gives the child's tokens (:func:`transform_densenet_arch` the child's
+DenseNet architecture dict); :func:`transform_network` builds the child
 network from the parent's weights so that it computes the same function (noise aside). New BNs are
 calibrated from real training images once all operations are applied (methods.md §1.6).
 """
@@ -75,6 +76,53 @@ def transform_tokens(tokens: list[str], ops: list[dict], in_channels: int = 3) -
                     raise ConfigError(f'{field}.kernel', f'{k!r}', allowed=[1, 3, 5, 7])
                 tokens.insert(i + 1, f'conv-{width}-{k}')
     return tokens
+
+
+def transform_densenet_arch(arch: dict, ops: list[dict]) -> dict:
+    """The child's DenseNet architecture dict after ``ops`` (pure; validated like
+    :func:`transform_densenet`, errors name ``init.ops[k]``).
+
+    ``wider`` sets the layer's growth, ``deeper`` inserts a copy of the chosen layer's growth right
+    after it, ``widen_stem``/``widen_transition`` set that width; transition widths never change
+    otherwise. ``transform_densenet(net, ops).architecture() == transform_densenet_arch(arch, ops)``.
+    """
+    growths = [list(b) for b in arch['growths']]
+    stem, transitions = arch['stem'], list(arch['transitions'])
+
+    def index(field, value, n, what):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < n:
+            raise ConfigError(field, f'{value!r} is not a {what} index (0..{n - 1})')
+        return value
+
+    def width(field, value, old):
+        if not isinstance(value, int) or isinstance(value, bool) or value < old:
+            raise ConfigError(field, f'{value!r} must be an integer >= the current width {old}')
+        return value
+
+    kinds = ['wider', 'deeper', 'widen_stem', 'widen_transition']
+    for k, op in enumerate(ops):
+        field = f'init.ops[{k}]'
+        kind = op.get('op') if isinstance(op, dict) else None
+        if kind not in kinds:
+            raise ConfigError(field, f'unknown DenseNet operation {op!r}', allowed=kinds)
+        needed = {'wider': ('block', 'layer', 'growth'), 'deeper': ('block', 'layer'),
+                  'widen_stem': ('channels',), 'widen_transition': ('index', 'channels')}[kind]
+        for key in needed:
+            if key not in op:
+                raise ConfigError(f'{field}.{key}', 'missing')
+        if kind in ('wider', 'deeper'):
+            b = index(f'{field}.block', op['block'], len(growths), 'block')
+            l = index(f'{field}.layer', op['layer'], len(growths[b]), f'layer (block {b})')
+            if kind == 'wider':
+                growths[b][l] = width(f'{field}.growth', op['growth'], growths[b][l])
+            else:
+                growths[b].insert(l + 1, growths[b][l])
+        elif kind == 'widen_stem':
+            stem = width(f'{field}.channels', op['channels'], stem)
+        else:
+            i = index(f'{field}.index', op['index'], len(transitions), 'transition')
+            transitions[i] = width(f'{field}.channels', op['channels'], transitions[i])
+    return {'growths': growths, 'stem': stem, 'transitions': transitions}
 
 
 def _weighted(layer: nn.Module) -> tuple[nn.Module, nn.Module | None]:

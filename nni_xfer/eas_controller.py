@@ -17,6 +17,18 @@ baseline, and trains with REINFORCE: ``r = tan(acc·π/2)``; ``b ← b + 0.95·(
 the advantage ``A = r − b``; ``A`` divided by the batch size; loss
 ``−Σ mask·log π·A − 1e-5·entropy``.
 
+DenseNet variant (methods.md §1.7; ``kind='densenet'``, picked automatically from a vocabulary of
+:func:`build_densenet_vocab`): a DenseNet-BC architecture ``{'growths', 'stem', 'transitions'}``
+becomes the token list of :func:`densenet_tokens` — ``g<k>`` per dense layer and ``t`` per
+transition, in network order. The stem has **no token**: it is not a controller decision (the
+strategy widens it with a fixed rule at the end of an episode) and its width follows from the
+growths, so a token would carry no information. The wider actor is the same shared sigmoid,
+masked to dense layers whose growth is below the maximum of the growth list (a chosen layer moves
+up one step); the deeper actor makes two decisions — dense block (3, masked to blocks that exist)
+and position (20, masked to the block's layers) — and the new layer is a duplicate of the chosen
+one inserted right after it (no kernel decision). Teacher forcing, REINFORCE and baseline are the
+same as for plain CNNs.
+
 All randomness of sampling goes through an explicit :class:`torch.Generator`; module weights are
 initialised under ``torch.manual_seed(seed)`` (without disturbing the global RNG afterwards).
 No NNI import here.
@@ -36,6 +48,9 @@ __all__ = [
     'PAD', 'EMBED_DIM', 'HIDDEN', 'N_BLOCKS', 'MAX_LAYERS', 'KERNELS',
     'build_vocab', 'encode', 'parse_token', 'block_layout', 'wider_mask', 'reward',
     'apply_wider', 'apply_deeper', 'DeeperDecision',
+    'TRANSITION', 'DENSE_N_BLOCKS', 'DENSE_MAX_LAYERS', 'DENSE_MAX_LEN', 'build_densenet_vocab',
+    'densenet_tokens', 'parse_dense_token', 'densenet_layout', 'densenet_positions', 'densenet_wider_mask',
+    'apply_densenet_wider', 'apply_densenet_deeper',
     'Encoder', 'WiderActor', 'DeeperActor', 'Controller',
 ]
 
@@ -47,8 +62,15 @@ MAX_LAYERS = 10        # layer-index head size
 KERNELS = (1, 3, 5)
 MAX_LEN = 50
 
+# DenseNet variant (methods.md §1.7)
+TRANSITION = 't'
+DENSE_N_BLOCKS = 3     # block head size
+DENSE_MAX_LAYERS = 20  # position head size
+DENSE_MAX_LEN = 64     # 3 blocks x 20 layers + 2 transitions fit; padding only, no weight depends on it
+
 _CONV = re.compile(r'^conv-(\d+)-(\d+)$')
 _FC = re.compile(r'^fc-(\d+)$')
+_DENSE = re.compile(r'^g(\d+)$')
 
 
 # --------------------------------------------------------------------------- tokens
@@ -143,10 +165,11 @@ def reward(acc):
 
 
 class DeeperDecision(NamedTuple):
-    """Block index, layer index inside the block, kernel size (ignored in the fc block)."""
+    """Block index, layer index inside the block, kernel size (ignored in the fc block; ``None``
+    for DenseNet, which has no kernel decision)."""
     block: int
     layer: int
-    kernel: int
+    kernel: int | None = None
 
 
 def _next_width(w: int, widths: Sequence[int], token: str) -> int:
@@ -200,6 +223,117 @@ def apply_deeper(tokens: Sequence[str], decision, n_blocks: int = N_BLOCKS) -> l
     new = f'fc-{w}' if kind == 'fc' else f'conv-{w}-{kernel}'
     out = list(tokens)
     out.insert(pos + 1, new)
+    return out
+
+
+# --------------------------------------------------------------------------- DenseNet tokens
+
+def build_densenet_vocab(growths: Iterable[int]) -> dict[str, int]:
+    """``{'PAD': 0, 'g<k>': … (growth list, ascending), 't': last}`` for the DenseNet variant."""
+    vocab = {PAD: 0}
+    for k in sorted({int(k) for k in growths}):
+        vocab[f'g{k}'] = len(vocab)
+    vocab[TRANSITION] = len(vocab)
+    return vocab
+
+
+def densenet_tokens(arch: dict) -> list[str]:
+    """Token list of a DenseNet architecture dict: ``g<k>`` per dense layer, ``t`` per transition.
+
+    The stem (and the transition widths) are not encoded — see the module docstring.
+
+    >>> densenet_tokens({'growths': [[4, 6], [4]], 'stem': 8, 'transitions': [8]})
+    ['g4', 'g6', 't', 'g4']
+    """
+    tokens: list[str] = []
+    for b, block in enumerate(arch['growths']):
+        if b:
+            tokens.append(TRANSITION)
+        tokens.extend(f'g{int(k)}' for k in block)
+    return tokens
+
+
+def parse_dense_token(token: str) -> tuple[str, int | None]:
+    """``('dense', growth)`` or ``('transition', None)``."""
+    if token == TRANSITION:
+        return 'transition', None
+    m = _DENSE.match(str(token))
+    if m:
+        return 'dense', int(m.group(1))
+    raise ValueError(f'unknown DenseNet token {token!r}')
+
+
+def densenet_layout(tokens: Sequence[str], n_blocks: int = DENSE_N_BLOCKS) -> list[list[int]]:
+    """Token positions of the dense layers of each block (``n_blocks`` lists; missing blocks empty)."""
+    blocks: list[list[int]] = [[]]
+    for i, t in enumerate(tokens):
+        if parse_dense_token(t)[0] == 'transition':
+            blocks.append([])
+        else:
+            blocks[-1].append(i)
+    if len(blocks) > n_blocks:
+        raise ValueError(f'densenet_layout: {len(blocks)} dense blocks, at most {n_blocks} supported')
+    return blocks + [[] for _ in range(n_blocks - len(blocks))]
+
+
+def densenet_positions(tokens: Sequence[str]) -> list[tuple[int, int] | None]:
+    """Per token: ``(block, layer)`` of a dense layer, ``None`` for a transition."""
+    out: list[tuple[int, int] | None] = []
+    b, l = 0, 0
+    for t in tokens:
+        if parse_dense_token(t)[0] == 'transition':
+            out.append(None)
+            b, l = b + 1, 0
+        else:
+            out.append((b, l))
+            l += 1
+    return out
+
+
+def densenet_wider_mask(tokens: Sequence[str], growths: Sequence[int], max_len: int = DENSE_MAX_LEN) -> torch.Tensor:
+    """Float mask (``max_len``): 1 for dense layers whose growth is below the growth list's maximum."""
+    mask = torch.zeros(max_len)
+    gmax = max(growths)
+    for i, t in enumerate(tokens):
+        kind, k = parse_dense_token(t)
+        if kind == 'dense' and k < gmax:
+            mask[i] = 1.0
+    return mask
+
+
+def apply_densenet_wider(tokens: Sequence[str], decisions: Sequence[int], growths: Sequence[int]) -> list[str]:
+    """Each dense layer with decision 1 moves up exactly one step in the growth list.
+
+    ``decisions`` may be padded. A 1 on a transition or on a maximal layer is an error.
+    """
+    decisions = [int(d) for d in list(decisions)[:len(tokens)]]
+    if len(decisions) < len(tokens):
+        raise ValueError('apply_densenet_wider: fewer decisions than tokens')
+    out = []
+    for t, d in zip(tokens, decisions):
+        if not d:
+            out.append(t)
+            continue
+        kind, k = parse_dense_token(t)
+        if kind != 'dense':
+            raise ValueError(f'apply_densenet_wider: cannot widen {t!r}')
+        out.append(f'g{_next_width(k, growths, t)}')
+    return out
+
+
+def apply_densenet_deeper(tokens: Sequence[str], decision, n_blocks: int = DENSE_N_BLOCKS) -> list[str]:
+    """Insert a duplicate of dense layer ``decision.layer`` of block ``decision.block`` right after it.
+
+    ``decision`` is ``(block, layer)`` or a :class:`DeeperDecision` (its kernel is ignored).
+    """
+    block, layer = (int(x) for x in tuple(decision)[:2])
+    blocks = densenet_layout(tokens, n_blocks)
+    if not 0 <= block < n_blocks or not 0 <= layer < len(blocks[block]):
+        raise ValueError(f'apply_densenet_deeper: no layer {layer} in block {block} (block sizes '
+                         f'{[len(b) for b in blocks]})')
+    pos = blocks[block][layer]
+    out = list(tokens)
+    out.insert(pos + 1, out[pos])
     return out
 
 
@@ -270,7 +404,11 @@ class WiderActor(nn.Module):
 
 
 class DeeperActor(nn.Module):
-    """LSTMCell(100) from the encoder's final state; block → layer → kernel softmax decisions."""
+    """LSTMCell(100) from the encoder's final state; block → layer → kernel softmax decisions.
+
+    With ``kernels=()`` (the DenseNet variant) there is no kernel head and only the block and
+    layer decisions are made; decisions are then ``DeeperDecision(block, layer, None)``.
+    """
 
     def __init__(self, hidden: int = 2 * HIDDEN, embed_dim: int = EMBED_DIM, n_blocks: int = N_BLOCKS,
                  max_layers: int = MAX_LAYERS, kernels: Sequence[int] = KERNELS):
@@ -284,7 +422,8 @@ class DeeperActor(nn.Module):
             nn.init.uniform_(e.weight, -math.sqrt(3.0), math.sqrt(3.0))
         self.block_head = nn.Linear(hidden, n_blocks)
         self.layer_head = nn.Linear(hidden, max_layers)
-        self.kernel_head = nn.Linear(hidden, len(self.kernels))
+        self.kernel_head = nn.Linear(hidden, len(self.kernels)) if self.kernels else None
+        self.n_steps = 3 if self.kernels else 2
 
     # masks ---------------------------------------------------------------
     def block_mask(self, layer_counts: Sequence[int]) -> torch.Tensor:
@@ -304,10 +443,11 @@ class DeeperActor(nn.Module):
 
     # core ------------------------------------------------------------------
     def _run(self, state, layer_counts, decisions=None, generator=None):
-        """Run the three steps; sample where ``decisions`` is None, else teacher-force them.
+        """Run the three steps (two without kernels); sample where ``decisions`` is None, else
+        teacher-force them.
 
-        Returns (block, layer, kernel_index), [probs per step], log_prob, entropy (kernel step
-        excluded from log_prob/entropy for the fc block).
+        Returns (block, layer, kernel_index) — (block, layer) without kernels —, [probs per step],
+        log_prob, entropy (kernel step excluded from log_prob/entropy for the fc block).
         """
         layer_counts = list(layer_counts)
         if len(layer_counts) != self.n_blocks:
@@ -315,7 +455,7 @@ class DeeperActor(nn.Module):
         h, c = state[0].unsqueeze(0), state[1].unsqueeze(0)
         x = self.start.unsqueeze(0)
         chosen, probs_list, lps, ents = [], [], [], []
-        for step in range(3):
+        for step in range(self.n_steps):
             h, c = self.cell(x, (h, c))
             if step == 0:
                 logits, mask = self.block_head(h)[0], self.block_mask(layer_counts)
@@ -344,7 +484,10 @@ class DeeperActor(nn.Module):
                 x = self.layer_embed(torch.tensor([a]))
         return tuple(chosen), probs_list, torch.stack(lps).sum(), torch.stack(ents).sum()
 
-    def _to_indices(self, decision) -> tuple[int, int, int]:
+    def _to_indices(self, decision) -> tuple[int, ...]:
+        if not self.kernels:
+            b, l = (int(v) for v in tuple(decision)[:2])
+            return b, l
         b, l, k = (int(v) for v in decision)
         if k not in self.kernels:
             raise ValueError(f'DeeperActor: kernel {k} not in {self.kernels}')
@@ -354,8 +497,9 @@ class DeeperActor(nn.Module):
     def sample(self, state, layer_counts, generator: torch.Generator | None = None, return_log_prob: bool = False):
         """Sample a :class:`DeeperDecision` (kernel given as size) — or ``(decision, log_prob,
         entropy)`` with ``return_log_prob``."""
-        (b, l, k), _, lp, ent = self._run(state, layer_counts, generator=generator)
-        d = DeeperDecision(b, l, self.kernels[k])
+        chosen, _, lp, ent = self._run(state, layer_counts, generator=generator)
+        b, l = chosen[:2]
+        d = DeeperDecision(b, l, self.kernels[chosen[2]] if self.kernels else None)
         return (d, lp, ent) if return_log_prob else d
 
     def log_prob(self, state, layer_counts, decision) -> torch.Tensor:
@@ -367,7 +511,8 @@ class DeeperActor(nn.Module):
         return self._run(state, layer_counts, decisions=self._to_indices(decision))[3]
 
     def distributions(self, state, layer_counts, decision) -> list[torch.Tensor]:
-        """The three (masked, renormalised) probability vectors along a recorded decision."""
+        """The three (two without kernels) masked, renormalised probability vectors along a
+        recorded decision."""
         return self._run(state, layer_counts, decisions=self._to_indices(decision))[1]
 
 
@@ -388,23 +533,46 @@ def _widths_from_vocab(vocab):
 class Controller(nn.Module):
     """Encoder + Net2Wider actor + Net2Deeper actor, Adam optimiser and REINFORCE baseline.
 
-    ``conv_widths``/``fc_units``/``kernels`` default to the ones found in ``vocab``.
+    The network kind follows from ``vocab``: a vocabulary of :func:`build_densenet_vocab`
+    (``g<k>``/``t`` tokens) gives the DenseNet variant (``self.kind == 'densenet'``), otherwise
+    the plain CNN (``'plain'``). Plain: ``conv_widths``/``fc_units``/``kernels`` default to the
+    ones found in ``vocab``; ``max_len``/``n_blocks``/``max_layers`` default to 50/5/10.
+    DenseNet: ``growths`` defaults to the growths of ``vocab``; ``max_len``/``n_blocks``/
+    ``max_layers`` default to 64/3/20; there is no kernel decision.
+
     A trajectory is the list of steps ``(kind, tokens, decisions)`` taken for one network, kind
-    ``'wider'`` (decisions: 0/1 per token) or ``'deeper'`` (decisions: a :class:`DeeperDecision`).
+    ``'wider'`` (decisions: 0/1 per token) or ``'deeper'`` (decisions: a :class:`DeeperDecision`;
+    for DenseNet ``(block, layer)`` or ``DeeperDecision(block, layer)``).
     """
 
     def __init__(self, vocab: dict[str, int], seed: int = 0, *, conv_widths=None, fc_units=None,
-                 kernels=None, max_len: int = MAX_LEN, n_blocks: int = N_BLOCKS,
-                 max_layers: int = MAX_LAYERS, lr: float = 2e-3, baseline_decay: float = 0.95,
+                 kernels=None, growths=None, max_len: int | None = None, n_blocks: int | None = None,
+                 max_layers: int | None = None, lr: float = 2e-3, baseline_decay: float = 0.95,
                  entropy_coef: float = 1e-5):
         super().__init__()
-        vc, vk, vf = _widths_from_vocab(vocab)
         self.vocab = dict(vocab)
-        self.conv_widths = sorted(conv_widths) if conv_widths is not None else vc
-        self.fc_units = sorted(fc_units) if fc_units is not None else vf
-        self.kernels = tuple(kernels) if kernels is not None else tuple(vk or KERNELS)
-        if not self.conv_widths:
-            raise ValueError('Controller: no conv widths (vocab has no conv tokens)')
+        dense = [t for t in vocab if t != PAD and (t == TRANSITION or _DENSE.match(str(t)))]
+        if dense and len(dense) != len(vocab) - (PAD in vocab):
+            raise ValueError('Controller: vocab mixes DenseNet (g<k>, t) and plain CNN tokens')
+        self.kind = 'densenet' if dense else 'plain'
+        if self.kind == 'densenet':
+            vg = sorted(parse_dense_token(t)[1] for t in dense if t != TRANSITION)
+            self.growths = sorted(int(g) for g in growths) if growths is not None else vg
+            if not self.growths:
+                raise ValueError('Controller: no growths (vocab has no g<k> tokens)')
+            self.conv_widths, self.fc_units, self.kernels = [], [], ()
+            defaults = (DENSE_MAX_LEN, DENSE_N_BLOCKS, DENSE_MAX_LAYERS)
+        else:
+            vc, vk, vf = _widths_from_vocab(vocab)
+            self.conv_widths = sorted(conv_widths) if conv_widths is not None else vc
+            self.fc_units = sorted(fc_units) if fc_units is not None else vf
+            self.kernels = tuple(kernels) if kernels is not None else tuple(vk or KERNELS)
+            self.growths = []
+            if not self.conv_widths:
+                raise ValueError('Controller: no conv widths (vocab has no conv tokens)')
+            defaults = (MAX_LEN, N_BLOCKS, MAX_LAYERS)
+        max_len, n_blocks, max_layers = (d if v is None else int(v)
+                                         for v, d in zip((max_len, n_blocks, max_layers), defaults))
         self.max_len, self.n_blocks = max_len, n_blocks
         self.baseline_decay, self.entropy_coef = baseline_decay, entropy_coef
         with torch.random.fork_rng(devices=[]):
@@ -422,10 +590,30 @@ class Controller(nn.Module):
         return self.encoder(ids, length)
 
     def wider_mask(self, tokens) -> torch.Tensor:
+        if self.kind == 'densenet':
+            return densenet_wider_mask(tokens, self.growths, self.max_len)
         return wider_mask(tokens, self.conv_widths, self.fc_units, self.max_len)
 
+    def layout(self, tokens) -> list[list[int]]:
+        """Token positions of the layers of each block (``n_blocks`` lists)."""
+        if self.kind == 'densenet':
+            return densenet_layout(tokens, self.n_blocks)
+        return block_layout(tokens, self.n_blocks)
+
     def layer_counts(self, tokens) -> list[int]:
-        return [len(b) for b in block_layout(tokens, self.n_blocks)]
+        return [len(b) for b in self.layout(tokens)]
+
+    def apply_wider(self, tokens, decisions) -> list[str]:
+        """Tokens after a wider step (:func:`apply_wider` / :func:`apply_densenet_wider`)."""
+        if self.kind == 'densenet':
+            return apply_densenet_wider(tokens, decisions, self.growths)
+        return apply_wider(tokens, decisions, self.conv_widths, self.fc_units)
+
+    def apply_deeper(self, tokens, decision) -> list[str]:
+        """Tokens after a deeper step (:func:`apply_deeper` / :func:`apply_densenet_deeper`)."""
+        if self.kind == 'densenet':
+            return apply_densenet_deeper(tokens, decision, self.n_blocks)
+        return apply_deeper(tokens, decision, self.n_blocks)
 
     # acting ----------------------------------------------------------------------
     @torch.no_grad()
