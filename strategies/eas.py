@@ -10,12 +10,23 @@ A cache keyed by architecture avoids training the same child twice. After
 
 ``eas_random`` draws the actions at random (paper Fig. 5 baseline); ``eas`` draws them from the
 RL meta-controller and updates it with REINFORCE after each episode.
+
+Spaces: ``eas_plain_cnn`` (default 4 wider + 5 deeper steps; ops of
+:func:`nni_xfer.eas.transform_tokens`) and ``eas_densenet`` (methods.md §1.7; default 10 wider +
+5 deeper steps). DenseNet ops are those of :func:`nni_xfer.eas.transform_densenet`: a wider step
+gives ``{'op': 'wider', 'block', 'layer', 'growth'}`` per chosen layer (one step up the growth
+list), a deeper step ``{'op': 'deeper', 'block', 'layer'}`` (duplicate the layer); after the
+steps every DenseNet child gets the episode-end rule of :func:`densenet_finish_ops` (stem to
+``int(2 × mean growth)``, each transition to ``int(0.5 × its input channels)``, only where
+larger) — fixed rules, not controller decisions.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-from nni_xfer.eas import transform_tokens
+from nni_xfer.eas import transform_densenet_arch, transform_tokens
+from nni_xfer.eas_controller import densenet_layout, densenet_positions, densenet_tokens
 from nni_xfer.errors import ConfigError
 from nni_xfer.registry import STRATEGIES
 from nni_xfer.store import arch_key
@@ -55,15 +66,112 @@ def next_width(tok: str, conv_widths: list[int], fc_units: list[int]) -> int:
     return min(c for c in choices if c > w)
 
 
+def next_growth(k: int, growth_rates: list[int]) -> int:
+    return min(g for g in growth_rates if g > k)
+
+
+def densenet_finish_ops(arch: dict) -> list[dict]:
+    """Episode-end widening of a DenseNet child (methods.md §1.7), in application order.
+
+    The stem goes to ``int(2 × mean growth)`` of all dense layers; then, block by block, each
+    transition goes to ``int(0.5 × its input channels)`` (input = the block's input width, already
+    widened, plus the block's growths). Only widths that grow give an op.
+    """
+    flat = [k for block in arch['growths'] for k in block]
+    ops: list[dict] = []
+    c = arch['stem']
+    target = (2 * sum(flat)) // len(flat)
+    if target > c:
+        ops.append({'op': 'widen_stem', 'channels': target})
+        c = target
+    for i, t in enumerate(arch['transitions']):
+        target = (c + sum(arch['growths'][i])) // 2
+        if target > t:
+            ops.append({'op': 'widen_transition', 'index': i, 'channels': target})
+            t = target
+        c = t
+    return ops
+
+
+class _PlainAdapter:
+    """``eas_plain_cnn``: architecture ``{'layers': tokens}``; the controller reads the tokens."""
+
+    kind = 'eas_plain_cnn'
+    default_steps = (4, 5)
+
+    def __init__(self, space: SpaceInfo):
+        self.space = space
+
+    def start(self) -> dict:
+        return {'layers': list(self.space.extra['start']['layers'])}
+
+    def tokens(self, arch: dict) -> list[str]:
+        return list(arch['layers'])
+
+    def apply(self, arch: dict, ops: list[dict]) -> dict:
+        return {'layers': transform_tokens(arch['layers'], ops)}
+
+    def finish(self, arch: dict) -> list[dict]:
+        return []
+
+
+class _DenseNetAdapter:
+    """``eas_densenet``: architecture ``{'growths', 'stem', 'transitions'}``; controller tokens are
+    ``g<k>``/``t`` (:func:`nni_xfer.eas_controller.densenet_tokens`)."""
+
+    kind = 'eas_densenet'
+    default_steps = (10, 5)
+
+    def __init__(self, space: SpaceInfo):
+        self.space = space
+        rates = space.extra.get('growth_rates')
+        if not rates:
+            raise ConfigError('space', 'eas_densenet space info lacks growth_rates')
+        bad = sorted({k for b in space.extra['start']['growths'] for k in b} - set(rates))
+        if bad:
+            raise ConfigError('space_args.start', f'growths {bad} are not in growth_rates', allowed=sorted(rates))
+
+    def start(self) -> dict:
+        return copy.deepcopy(self.space.extra['start'])
+
+    def tokens(self, arch: dict) -> list[str]:
+        return densenet_tokens(arch)
+
+    def apply(self, arch: dict, ops: list[dict]) -> dict:
+        return transform_densenet_arch(arch, ops)
+
+    def finish(self, arch: dict) -> list[dict]:
+        return densenet_finish_ops(arch)
+
+
+ADAPTERS = {a.kind: a for a in (_PlainAdapter, _DenseNetAdapter)}
+
+
 class RandomPolicy:
-    """Uniform random actions (the paper's random-transformation baseline)."""
+    """Uniform random actions (the paper's random-transformation baseline).
+
+    Wider: every widenable layer independently with probability 1/2; deeper: a uniform non-empty
+    block, a uniform layer in it (and a uniform kernel for plain CNNs).
+    """
 
     def __init__(self, space: SpaceInfo, rng):
         self.space, self.rng = space, rng
-        self.conv_widths, self.fc_units = space.extra['conv_widths'], space.extra['fc_units']
-        self.kernels = space.extra['kernels']
+        self.dense = space.extra['kind'] == 'eas_densenet'
+        if self.dense:
+            self.growth_rates = sorted(space.extra['growth_rates'])
+        else:
+            self.conv_widths, self.fc_units = space.extra['conv_widths'], space.extra['fc_units']
+            self.kernels = space.extra['kernels']
 
     def wider(self, tokens: list[str]) -> tuple[list[dict], Any]:
+        if self.dense:
+            ops = []
+            gmax = max(self.growth_rates)
+            for tok, pos in zip(tokens, densenet_positions(tokens)):
+                if pos is not None and int(tok[1:]) < gmax and self.rng.random() < 0.5:
+                    ops.append({'op': 'wider', 'block': pos[0], 'layer': pos[1],
+                                'growth': next_growth(int(tok[1:]), self.growth_rates)})
+            return ops, None
         ops = []
         for i in widenable(tokens, self.conv_widths, self.fc_units):
             if self.rng.random() < 0.5:
@@ -72,6 +180,12 @@ class RandomPolicy:
         return ops, None
 
     def deeper(self, tokens: list[str]) -> tuple[list[dict], Any]:
+        if self.dense:
+            blocks = densenet_layout(tokens, tokens.count('t') + 1)
+            nonempty = [b for b in range(len(blocks)) if blocks[b]]
+            b = nonempty[int(self.rng.integers(len(nonempty)))]
+            layer = int(self.rng.integers(len(blocks[b])))
+            return [{'op': 'deeper', 'block': b, 'layer': layer}], None
         blocks = [b for b in blocks_of(tokens) if b]
         block = blocks[int(self.rng.integers(len(blocks)))]
         after = block[int(self.rng.integers(len(block)))]
@@ -92,17 +206,21 @@ class _EASBase(BaseStrategy):
     policy_cls: type = RandomPolicy
 
     def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize', episodes_per_stage: int = 30,
-                 networks_per_episode: int = 10, wider_steps: int = 4, deeper_steps: int = 5, stages: int = 1,
-                 stage_epochs: int | None = None, noise: bool = True):
+                 networks_per_episode: int = 10, wider_steps: int | None = None, deeper_steps: int | None = None,
+                 stages: int = 1, stage_epochs: int | None = None, noise: bool = True):
         super().__init__(space, seed=seed, mode=mode)
-        if space.extra.get('kind') != 'eas_plain_cnn':
-            raise ConfigError('space', f'EAS needs an EAS space, not {space.name!r}', allowed=['eas_plain_cnn'])
+        kind = space.extra.get('kind')
+        if kind not in ADAPTERS:
+            raise ConfigError('space', f'EAS needs an EAS space, not {space.name!r}', allowed=list(ADAPTERS))
+        self.adapter = ADAPTERS[kind](space)
         if mode != 'maximize':
             raise ConfigError('mode', 'EAS maximises validation accuracy', allowed=['maximize'])
         self.episodes_per_stage = check_int(episodes_per_stage, 'strategy_args.episodes_per_stage', 1)
         self.networks_per_episode = check_int(networks_per_episode, 'strategy_args.networks_per_episode', 1)
-        self.wider_steps = check_int(wider_steps, 'strategy_args.wider_steps', 0)
-        self.deeper_steps = check_int(deeper_steps, 'strategy_args.deeper_steps', 0)
+        # defaults per space: plain CNN 4 + 5, DenseNet 10 + 5 (methods.md §1.7, §1.8)
+        dw, dd = self.adapter.default_steps
+        self.wider_steps = check_int(dw if wider_steps is None else wider_steps, 'strategy_args.wider_steps', 0)
+        self.deeper_steps = check_int(dd if deeper_steps is None else deeper_steps, 'strategy_args.deeper_steps', 0)
         self.stages = check_int(stages, 'strategy_args.stages', 1)
         self.stage_epochs = check_int(stage_epochs, 'strategy_args.stage_epochs', 1, allow_none=True)
         if not isinstance(noise, bool):
@@ -111,10 +229,10 @@ class _EASBase(BaseStrategy):
         self.policy = self._make_policy()
         self.st: dict[str, Any] = {
             'stage': 0, 'episode': 0, 'phase': 'start',   # start | episode | retrain | done
-            'start': {'layers': list(space.extra['start']['layers'])}, 'start_id': None, 'start_ckpt': None,
-            'batch': [],          # children of the current episode: {tokens, ops, id, acc, traj}
+            'start': self.adapter.start(), 'start_id': None, 'start_ckpt': None,
+            'batch': [],          # children of the current episode: {architecture, ops, id, acc, traj}
             'cache': {},          # arch key -> accuracy
-            'stage_best': None,   # {'id', 'layers', 'acc', 'checkpoint', 'sha256'}
+            'stage_best': None,   # {'id', 'architecture', 'acc', 'checkpoint', 'sha256'}
             'log': [],            # per-episode stats
         }
 
@@ -139,17 +257,17 @@ class _EASBase(BaseStrategy):
                 continue  # an episode served wholly from the cache: go on with the next
             child = self._sample_child()
             st['batch'].append(child)
-            key = arch_key({'layers': child['tokens']})
+            key = arch_key(child['architecture'])
             if key in st['cache']:
                 child['acc'] = st['cache'][key]  # trained before: reuse, never train twice
                 continue
-            twin = next((c for c in st['batch'][:-1] if c['tokens'] == child['tokens'] and c['id'] is not None
-                         and c['acc'] is None), None)
+            twin = next((c for c in st['batch'][:-1] if c['architecture'] == child['architecture']
+                         and c['id'] is not None and c['acc'] is None), None)
             if twin is not None:
                 child['same_as'] = twin['id']  # same child twice in one episode: train it once
                 continue
             child['id'] = trial_id
-            return Proposal({'layers': child['tokens']}, parent=st['start_id'],
+            return Proposal(copy.deepcopy(child['architecture']), parent=st['start_id'],
                             init={'kind': 'net2net', 'uri': st['start_ckpt']['checkpoint'],
                                   'sha256': st['start_ckpt']['sha256'], 'ops': child['ops'], 'noise': self.noise},
                             meta={'role': 'child', 'stage': st['stage'], 'episode': st['episode']})
@@ -165,20 +283,26 @@ class _EASBase(BaseStrategy):
         meta: dict = {'role': 'stage_best', 'stage': st['stage']}
         if self.stage_epochs:
             meta['evaluator_args'] = {'epochs': self.stage_epochs}
-        return Proposal({'layers': best['layers']}, parent=best['id'], meta=meta,
+        return Proposal(copy.deepcopy(best['architecture']), parent=best['id'], meta=meta,
                         init={'kind': 'checkpoint', 'uri': best['checkpoint'], 'sha256': best['sha256']})
 
     def _sample_child(self) -> dict:
-        tokens = list(self.st['start']['layers'])
+        """Wider steps, then deeper steps (the policy reads the re-encoded network before each),
+        then the space's episode-end ops (DenseNet stem/transition widening)."""
+        arch = copy.deepcopy(self.st['start'])
         ops: list[dict] = []
         traj: list = []
         for kind, n in (('wider', self.wider_steps), ('deeper', self.deeper_steps)):
             for _ in range(n):
+                tokens = self.adapter.tokens(arch)
                 step_ops, record = getattr(self.policy, kind)(tokens)
                 traj.append((kind, list(tokens), record))
-                tokens = transform_tokens(tokens, step_ops)
+                arch = self.adapter.apply(arch, step_ops)
                 ops.extend(step_ops)
-        return {'tokens': tokens, 'ops': ops, 'id': None, 'acc': None, 'traj': traj}
+        end_ops = self.adapter.finish(arch)
+        arch = self.adapter.apply(arch, end_ops)
+        ops.extend(end_ops)
+        return {'architecture': arch, 'ops': ops, 'id': None, 'acc': None, 'traj': traj}
 
     # ---- observing ----
     def _observe(self, trial_id: int, proposal: dict, metrics: dict) -> None:
@@ -196,25 +320,25 @@ class _EASBase(BaseStrategy):
                 return
             st['start_ckpt'] = {'checkpoint': metrics['checkpoint'], 'sha256': metrics['sha256'], 'acc': acc}
             st['start'] = proposal['architecture']
-            self._consider_best(trial_id, proposal['architecture']['layers'], acc, metrics)
+            self._consider_best(trial_id, proposal['architecture'], acc, metrics)
             st['phase'] = 'episode'
             st['stage_best'] = None if role == 'stage_best' else st['stage_best']
             if role == 'stage_best':
-                self._consider_best(trial_id, proposal['architecture']['layers'], acc, metrics)
+                self._consider_best(trial_id, proposal['architecture'], acc, metrics)
             return
         key = arch_key(proposal['architecture'])
         if metrics is not None:
             st['cache'][key] = acc
-            self._consider_best(trial_id, proposal['architecture']['layers'], acc, metrics)
+            self._consider_best(trial_id, proposal['architecture'], acc, metrics)
         for child in st['batch']:
             if child.get('id') == trial_id or child.get('same_as') == trial_id:
                 child['acc'] = acc
         self._maybe_finish_episode()
 
-    def _consider_best(self, trial_id, layers, acc, metrics) -> None:
+    def _consider_best(self, trial_id, architecture, acc, metrics) -> None:
         best = self.st['stage_best']
         if best is None or acc > best['acc']:
-            self.st['stage_best'] = {'id': trial_id, 'layers': list(layers), 'acc': acc,
+            self.st['stage_best'] = {'id': trial_id, 'architecture': copy.deepcopy(architecture), 'acc': acc,
                                      'checkpoint': metrics['checkpoint'], 'sha256': metrics['sha256']}
 
     def _maybe_finish_episode(self) -> bool:
@@ -246,6 +370,13 @@ class _EASBase(BaseStrategy):
 
     def _load_state_dict(self, state: dict) -> None:
         self.st = state['st']
+        # states saved before DenseNet support kept plain-CNN token lists under 'tokens'/'layers'
+        for child in self.st['batch']:
+            if 'architecture' not in child:
+                child['architecture'] = {'layers': child.pop('tokens')}
+        best = self.st.get('stage_best')
+        if best is not None and 'architecture' not in best:
+            best['architecture'] = {'layers': best.pop('layers')}
         self.policy.load_state_dict(state['policy'])
 
     def episode_log(self) -> list[dict]:
@@ -262,21 +393,40 @@ class EASRandom(_EASBase):
 
 
 class RLPolicy:
-    """The EAS meta-controller (bi-LSTM encoder, wider and deeper actors, REINFORCE)."""
+    """The EAS meta-controller (bi-LSTM encoder, wider and deeper actors, REINFORCE).
 
-    def __init__(self, space: SpaceInfo, rng, seed: int = 0, lr: float = 2e-3):
+    DenseNet: ``g<k>``/``t`` tokens, growth vocabulary, at least 3 blocks in the block head, and
+    the padding length raised to ``max_tokens`` when the search can grow networks beyond 64 tokens.
+    Recorded deeper decisions are ``[block, layer, kernel]`` (plain) or ``[block, layer]``.
+    """
+
+    def __init__(self, space: SpaceInfo, rng, seed: int = 0, lr: float = 2e-3, max_tokens: int = 0):
         import torch
 
-        from nni_xfer.eas_controller import Controller, build_vocab
-        self.conv_widths, self.fc_units = space.extra['conv_widths'], space.extra['fc_units']
-        self.kernels = space.extra['kernels']
-        vocab = build_vocab(self.conv_widths, self.kernels, self.fc_units)
-        self.controller = Controller(vocab, seed=seed, conv_widths=self.conv_widths, fc_units=self.fc_units,
-                                     kernels=self.kernels, lr=lr)
+        from nni_xfer.eas_controller import DENSE_MAX_LEN, DENSE_N_BLOCKS, Controller, build_densenet_vocab, build_vocab
+        self.dense = space.extra['kind'] == 'eas_densenet'
+        if self.dense:
+            self.growth_rates = sorted(space.extra['growth_rates'])
+            n_blocks = max(DENSE_N_BLOCKS, len(space.extra['start']['growths']))
+            self.controller = Controller(build_densenet_vocab(self.growth_rates), seed=seed,
+                                         growths=self.growth_rates, n_blocks=n_blocks,
+                                         max_len=max(DENSE_MAX_LEN, int(max_tokens)), lr=lr)
+        else:
+            self.conv_widths, self.fc_units = space.extra['conv_widths'], space.extra['fc_units']
+            self.kernels = space.extra['kernels']
+            vocab = build_vocab(self.conv_widths, self.kernels, self.fc_units)
+            self.controller = Controller(vocab, seed=seed, conv_widths=self.conv_widths, fc_units=self.fc_units,
+                                         kernels=self.kernels, lr=lr)
         self.generator = torch.Generator().manual_seed(seed)
 
     def wider(self, tokens: list[str]) -> tuple[list[dict], Any]:
         decisions = [int(d) for d in self.controller.wider(tokens, self.generator)]
+        if self.dense:
+            positions = densenet_positions(tokens)
+            ops = [{'op': 'wider', 'block': positions[i][0], 'layer': positions[i][1],
+                    'growth': next_growth(int(tokens[i][1:]), self.growth_rates)}
+                   for i, d in enumerate(decisions[:len(tokens)]) if d]
+            return ops, decisions
         ops = [{'op': 'wider', 'layer': i, 'width': next_width(tokens[i], self.conv_widths, self.fc_units)}
                for i, d in enumerate(decisions[:len(tokens)]) if d]
         return ops, decisions
@@ -284,6 +434,8 @@ class RLPolicy:
     def deeper(self, tokens: list[str]) -> tuple[list[dict], Any]:
         from nni_xfer.eas_controller import block_layout
         d = self.controller.deeper(tokens, self.generator)
+        if self.dense:
+            return [{'op': 'deeper', 'block': int(d.block), 'layer': int(d.layer)}], [int(d.block), int(d.layer)]
         after = block_layout(tokens)[d.block][d.layer]
         return [{'op': 'deeper', 'after': after, 'kernel': int(d.kernel)}], [int(d.block), int(d.layer), int(d.kernel)]
 
@@ -318,8 +470,8 @@ class EAS(_EASBase):
     """EAS with the RL meta-controller; budget knobs as ``eas_random`` plus the controller's ``lr``."""
 
     def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize', episodes_per_stage: int = 30,
-                 networks_per_episode: int = 10, wider_steps: int = 4, deeper_steps: int = 5, stages: int = 1,
-                 stage_epochs: int | None = None, noise: bool = True, lr: float = 2e-3):
+                 networks_per_episode: int = 10, wider_steps: int | None = None, deeper_steps: int | None = None,
+                 stages: int = 1, stage_epochs: int | None = None, noise: bool = True, lr: float = 2e-3):
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
             raise ConfigError('strategy_args.lr', f'expected a positive number, got {lr!r}')
         self.lr = float(lr)
@@ -328,4 +480,6 @@ class EAS(_EASBase):
                          deeper_steps=deeper_steps, stages=stages, stage_epochs=stage_epochs, noise=noise)
 
     def _make_policy(self):
-        return RLPolicy(self.space, self.rng, seed=self.seed, lr=self.lr)
+        # longest token list the search can reach: the start plus deeper_steps layers per stage
+        max_tokens = len(self.adapter.tokens(self.adapter.start())) + self.stages * self.deeper_steps
+        return RLPolicy(self.space, self.rng, seed=self.seed, lr=self.lr, max_tokens=max_tokens)

@@ -5,11 +5,21 @@ import pytest
 import torch
 
 from nni_xfer.eas_controller import (
-    Controller, DeeperActor, DeeperDecision, Encoder, WiderActor, apply_deeper, apply_wider,
-    block_layout, build_vocab, encode, reward, wider_mask,
+    Controller, DeeperActor, DeeperDecision, Encoder, WiderActor, apply_deeper, apply_densenet_deeper,
+    apply_densenet_wider, apply_wider, block_layout, build_densenet_vocab, build_vocab, densenet_layout,
+    densenet_positions, densenet_tokens, densenet_wider_mask, encode, reward, wider_mask,
 )
 
 pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The controller's tensors are tiny: intra-op threads only add contention on a busy 2-core box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 CONV = [16, 32, 64]
 FC = [64, 128]
@@ -361,3 +371,184 @@ def test_apply_deeper_hand_cases():
         apply_deeper(toks, DeeperDecision(2, 0, 3))           # empty block
     with pytest.raises(ValueError):
         apply_deeper(toks, DeeperDecision(1, 1, 3))           # layer index out of range
+
+
+# ------------------------------------------------------------------ DenseNet variant (methods.md §1.7)
+
+GROWTHS = [4, 6, 8]
+DN = {'growths': [[4, 8], [6, 4, 8], [4]], 'stem': 8, 'transitions': [8, 12]}
+DN_TOKENS = ['g4', 'g8', 't', 'g6', 'g4', 'g8', 't', 'g4']
+
+
+def dvocab():
+    return build_densenet_vocab(GROWTHS)
+
+
+@pytest.mark.timeout(60)
+def test_densenet_vocab_and_tokens():
+    v = dvocab()
+    assert v == {'PAD': 0, 'g4': 1, 'g6': 2, 'g8': 3, 't': 4}
+    assert densenet_tokens(DN) == DN_TOKENS            # stem has no token
+    assert densenet_layout(DN_TOKENS) == [[0, 1], [3, 4, 5], [7]]
+    assert densenet_layout(['g4']) == [[0], [], []]
+    with pytest.raises(ValueError):
+        densenet_layout(['g4', 't', 'g4', 't', 'g4', 't', 'g4'])   # 4 blocks > 3
+    assert densenet_positions(DN_TOKENS) == [(0, 0), (0, 1), None, (1, 0), (1, 1), (1, 2), None, (2, 0)]
+    ids, n = encode(DN_TOKENS, v, max_len=64)
+    assert n == 8 and ids[:8].tolist() == [1, 3, 4, 2, 1, 3, 4, 1] and ids[8:].eq(0).all()
+    ctl = Controller(v, seed=0)
+    assert ctl.kind == 'densenet' and ctl.growths == GROWTHS and ctl.max_len == 64 and ctl.n_blocks == 3
+    assert ctl.deeper_actor.kernel_head is None and ctl.deeper_actor.layer_head.out_features == 20
+    assert Controller(vocab(), seed=0).kind == 'plain'
+    with pytest.raises(ValueError):
+        Controller({'PAD': 0, 'g4': 1, 'pool': 2})      # mixed vocabulary
+
+
+@pytest.mark.timeout(60)
+def test_densenet_wider_mask_excludes_max_growth_layers_and_transitions():
+    m = densenet_wider_mask(DN_TOKENS, GROWTHS, max_len=10)
+    assert m.tolist() == [1, 0, 0, 1, 1, 0, 0, 1, 0, 0]
+    ctl = Controller(dvocab(), seed=0)
+    assert torch.equal(ctl.wider_mask(DN_TOKENS), densenet_wider_mask(DN_TOKENS, GROWTHS, 64))
+    g = gen(3)
+    seen = set()
+    for _ in range(30):
+        d = ctl.wider(DN_TOKENS, g)
+        assert len(d) == len(DN_TOKENS)
+        assert all(d[i] == 0 for i in (1, 2, 5, 6))     # g8 (max growth) and transitions
+        seen.update(i for i, x in enumerate(d) if x)
+        ctl.apply_wider(DN_TOKENS, d)                   # always applicable
+    assert seen == {0, 3, 4, 7}
+    # a chosen layer moves up exactly one step of the growth list
+    assert apply_densenet_wider(DN_TOKENS, [1, 0, 0, 1, 1, 0, 0, 0], GROWTHS) == \
+        ['g6', 'g8', 't', 'g8', 'g6', 'g8', 't', 'g4']
+    with pytest.raises(ValueError):
+        apply_densenet_wider(DN_TOKENS, [0, 1, 0, 0, 0, 0, 0, 0], GROWTHS)   # already max
+    with pytest.raises(ValueError):
+        apply_densenet_wider(DN_TOKENS, [0, 0, 1, 0, 0, 0, 0, 0], GROWTHS)   # transition
+
+
+@pytest.mark.timeout(60)
+def test_densenet_deeper_masks_and_duplicate_insert():
+    ctl = Controller(dvocab(), seed=0)
+    toks = ['g4', 'g8', 't', 'g6']                      # two blocks only: block 2 does not exist
+    counts = ctl.layer_counts(toks)
+    assert counts == [2, 1, 0]
+    _, state = ctl.encode(toks)
+    pb, pl = ctl.deeper_actor.distributions(state, counts, (0, 1))
+    assert pb.shape == (3,) and pl.shape == (20,)
+    assert pb[2].item() == 0.0 and (pb[:2] > 0).all()
+    assert (pl[2:] == 0).all() and (pl[:2] > 0).all() and pl.sum().item() == pytest.approx(1.0, abs=1e-6)
+    pb, pl = ctl.deeper_actor.distributions(state, counts, (1, 0))
+    assert (pl[1:] == 0).all() and pl[0].item() == pytest.approx(1.0)
+    g = gen(4)
+    blocks = set()
+    for _ in range(40):
+        d = ctl.deeper(toks, g)
+        assert d.kernel is None and counts[d.block] > 0 and 0 <= d.layer < counts[d.block]
+        blocks.add(d.block)
+    assert blocks == {0, 1}
+    with pytest.raises(ValueError):                     # teacher forcing a masked decision
+        ctl.step_log_prob('deeper', toks, (2, 0))
+    # deeper = duplicate of the chosen layer right after it
+    assert apply_densenet_deeper(DN_TOKENS, DeeperDecision(1, 0)) == \
+        ['g4', 'g8', 't', 'g6', 'g6', 'g4', 'g8', 't', 'g4']
+    assert ctl.apply_deeper(DN_TOKENS, (2, 0)) == DN_TOKENS + ['g4']
+    with pytest.raises(ValueError):
+        apply_densenet_deeper(toks, (2, 0))
+    # positions beyond the head size (20) are never chosen
+    long = ['g4'] * 25
+    pb, pl = ctl.deeper_actor.distributions(ctl.encode(long)[1], ctl.layer_counts(long), (0, 0))
+    assert pl.shape == (20,) and (pl > 0).all()
+
+
+@pytest.mark.timeout(60)
+def test_densenet_teacher_forcing_gives_sampling_log_probs():
+    ctl = Controller(dvocab(), seed=1)
+    toks = list(DN_TOKENS)
+    counts = ctl.layer_counts(toks)
+    for s in range(10):
+        with torch.no_grad():
+            out, state = ctl.encode(toks)
+            mask = ctl.wider_mask(toks)
+            d, lp, ent = ctl.wider_actor.sample(out, mask, gen(s), return_log_prob=True)
+            dd, dlp, dent = ctl.deeper_actor.sample(state, counts, gen(100 + s), return_log_prob=True)
+        decisions = [int(x) for x in d[:len(toks)]]
+        lp2, ent2 = ctl.step_log_prob('wider', toks, decisions)
+        assert lp2.item() == pytest.approx(lp.item(), abs=1e-5) and ent2.item() == pytest.approx(ent.item(), abs=1e-5)
+        for rec in (dd, tuple(dd[:2]), list(dd[:2])):   # DeeperDecision or its JSON form [block, layer]
+            dlp2, dent2 = ctl.step_log_prob('deeper', toks, rec)
+            assert dlp2.item() == pytest.approx(dlp.item(), abs=1e-6)
+            assert dent2.item() == pytest.approx(dent.item(), abs=1e-6)
+        pb, pl = ctl.deeper_actor.distributions(state, counts, dd)
+        assert dlp.item() == pytest.approx(math.log(pb[dd.block].item()) + math.log(pl[dd.layer].item()), abs=1e-5)
+
+
+def _dn_trajectories(ctl, g, n=4):
+    trajs, rs = [], []
+    for i in range(n):
+        toks, traj = list(DN_TOKENS), []
+        for _ in range(2):
+            d = ctl.wider(toks, g)
+            traj.append(('wider', toks, d))
+            toks = ctl.apply_wider(toks, d)
+        dd = ctl.deeper(toks, g)
+        traj.append(('deeper', toks, dd))
+        trajs.append(traj)
+        rs.append(reward(0.5 + 0.1 * i))
+    return trajs, rs
+
+
+def _dn_rollout(ctl, g, n=3):
+    out = []
+    for _ in range(n):
+        toks = list(DN_TOKENS)
+        for _ in range(2):
+            toks = ctl.apply_wider(toks, ctl.wider(toks, g))
+        for _ in range(2):
+            toks = ctl.apply_deeper(toks, ctl.deeper(toks, g))
+        out.append(tuple(toks))
+    return out
+
+
+@pytest.mark.timeout(60)
+def test_densenet_state_dict_round_trip_and_update():
+    a = Controller(dvocab(), seed=0)
+    trajs, rs = _dn_trajectories(a, gen(0))
+    stats = a.update(trajs, rs)
+    assert stats['baseline'] == pytest.approx(0.95 * sum(rs) / len(rs))
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b = Controller(dvocab(), seed=123)
+    assert not torch.allclose(a.wider_probs(DN_TOKENS), b.wider_probs(DN_TOKENS))
+    b.load_state_dict(torch.load(buf, weights_only=False))
+    assert torch.equal(a.wider_probs(DN_TOKENS), b.wider_probs(DN_TOKENS)) and b.baseline == a.baseline
+    assert _dn_rollout(a, gen(5)) == _dn_rollout(b, gen(5))
+    trajs, rs = _dn_trajectories(a, gen(9))
+    sa, sb = a.update(trajs, rs), b.update(trajs, rs)
+    assert sa['loss'] == sb['loss']
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    assert _dn_rollout(a, gen(6)) == _dn_rollout(b, gen(6))
+
+
+@pytest.mark.timeout(60)
+def test_densenet_update_moves_towards_rewarded_block():
+    ctl = Controller(dvocab(), seed=0)
+    toks = list(DN_TOKENS)
+
+    def p_block2():
+        with torch.no_grad():
+            _, st = ctl.encode(toks)
+            return ctl.deeper_actor.distributions(st, ctl.layer_counts(toks), (2, 0))[0][2].item()
+    before = p_block2()
+    g = gen(1)
+    for _ in range(8):
+        trajs, rs = [], []
+        for _ in range(10):
+            d = ctl.deeper(toks, g)
+            trajs.append([('deeper', toks, d)])
+            rs.append(2.0 if d.block == 2 else 0.5)
+        ctl.update(trajs, rs)
+    assert p_block2() > before

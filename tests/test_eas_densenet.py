@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nni_xfer.eas import transform_densenet
+from nni_xfer.eas import transform_densenet, transform_densenet_arch
 from nni_xfer.errors import ConfigError
 from nni_xfer.space import build_space, freeze, space_info
 from nni_xfer.trial import Reporter, run_trial
@@ -75,6 +75,26 @@ def test_random_op_sequences_preserve_function_and_rebuild(seed):
     assert (child(x) - ref).abs().max() / ref.abs().max() <= 1e-5
     rebuilt = freeze(sp, child.architecture())
     rebuilt.load_state_dict(child.state_dict())  # the space rebuilds exactly this network
+    assert transform_densenet_arch(START, ops) == child.architecture()  # the pure arch helper agrees
+
+
+def test_transform_densenet_arch_hand_cases_and_errors():
+    ops = [{'op': 'wider', 'block': 0, 'layer': 1, 'growth': 6}, {'op': 'deeper', 'block': 0, 'layer': 1},
+           {'op': 'deeper', 'block': 2, 'layer': 0}, {'op': 'widen_stem', 'channels': 10},
+           {'op': 'widen_transition', 'index': 1, 'channels': 12}]
+    assert transform_densenet_arch(START, ops) == {'growths': [[4, 6, 6], [4, 4], [4, 4]], 'stem': 10,
+                                                   'transitions': [8, 12]}
+    assert START == {'growths': [[4, 4], [4, 4], [4]], 'stem': 8, 'transitions': [8, 10]}  # untouched
+    for ops, field in [([{'op': 'shuffle'}], r'init\.ops\[0\]:'),
+                       ([{'op': 'wider', 'block': 0, 'layer': 0}], r'init\.ops\[0\]\.growth'),
+                       ([{'op': 'deeper', 'block': 3, 'layer': 0}], r'init\.ops\[0\]\.block'),
+                       ([{'op': 'deeper', 'block': 0, 'layer': 0}, {'op': 'deeper', 'block': 2, 'layer': 1}],
+                        r'init\.ops\[1\]\.layer'),
+                       ([{'op': 'wider', 'block': 0, 'layer': 0, 'growth': 2}], r'init\.ops\[0\]\.growth'),
+                       ([{'op': 'widen_stem', 'channels': 4}], r'init\.ops\[0\]\.channels'),
+                       ([{'op': 'widen_transition', 'index': 2, 'channels': 20}], r'init\.ops\[0\]\.index')]:
+        with pytest.raises(ConfigError, match='^' + field):
+            transform_densenet_arch(START, ops)
 
 
 def test_unknown_op_names_the_field():
