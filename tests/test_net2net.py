@@ -356,6 +356,25 @@ def test_densenet_random_sequences_preserve_function(seed, dtype):
 
 
 @pytest.mark.timeout(60)
+def test_densenet_deeper_growth_wider_than_layer_input():
+    """Regression: a layer whose growth k exceeds its input width (stem 2, growth 6)."""
+    gen = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)
+    net = DenseNetBC([[6, 6], [6]], in_channels=3, num_classes=4, stem_channels=2,
+                     transition_channels=[3])
+    randomize_bns(net, gen)
+    net = net.double().eval()
+    x = torch.randn(3, 3, 8, 8, generator=gen, dtype=torch.float64)
+    new = densenet_deeper(net, 0, 0, generator=gen)
+    new = densenet_deeper(new, 1, 0, growth=9, generator=gen).eval()
+    dup = new.blocks[0].layers[1]
+    assert dup.conv1.weight.shape[1] == 2 + 6 and dup.norm1.num_features == 8
+    assert torch.count_nonzero(dup.conv1.weight[:, 2:]) == 0
+    with torch.no_grad():
+        assert rel_err(net(x), new(x)) <= TOL
+
+
+@pytest.mark.timeout(60)
 def test_densenet_wider_grows_bottleneck_and_noise_stays_small():
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)

@@ -126,8 +126,6 @@ def test_every_proposal_is_a_valid_network_of_the_space(name):
 # ------------------------------------------------------------------ DenseNet space (methods.md §1.7)
 
 DN_GROWTHS = [4, 6, 8]
-# stem and transitions >= the largest growth: densenet_deeper mishandles a layer whose growth
-# exceeds its input width (see the lead's issue list); paper scale (stem 80, growth <= 64) is fine
 DN_START = {'growths': [[4, 4], [4, 4], [4]], 'stem': 8, 'transitions': [8, 10]}
 
 

@@ -247,7 +247,9 @@ def densenet_deeper(net: DenseNetBC, block: int, layer: int, *, growth: int | No
         norm1.running_mean[off:] = 0.0
         norm1.running_var[off:] = 1.0
         conv1 = copy.deepcopy(orig.conv1)
-        w1 = torch.cat([orig.conv1.weight.detach(), torch.zeros_like(orig.conv1.weight[:, :k])], dim=1)
+        w0 = orig.conv1.weight.detach()
+        # zero columns for the k extra inputs; k may exceed the layer's input width
+        w1 = torch.cat([w0, w0.new_zeros(w0.shape[0], k, *w0.shape[2:])], dim=1)
         if noise > 0:
             w1 = w1 + _relative_noise(w1, w1.shape, noise, generator)
         conv1.weight = nn.Parameter(w1)
