@@ -17,9 +17,16 @@ import time
 import traceback
 from typing import Any
 
-import numpy as np
-import torch
-import torch.nn as nn
+# Trials on one CPU machine share its cores. OpenMP's default spin-waiting makes oversubscribed
+# threads burn the cores the other trial needs: with two trials x 2 threads on 2 cores each took
+# 5-15x as long as one trial alone, with passive waiting 1.7x (benchmarks/bench_cpu_threads.py).
+# The policy only takes effect when set before torch loads OpenMP, i.e. in the
+# ``python -m nni_xfer.trial`` process. A value the user exported wins.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
 
 from .checkpoint import save_checkpoint
 from .errors import ConfigError

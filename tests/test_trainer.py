@@ -178,3 +178,27 @@ def test_synthetic_beats_chance():
     s = load_dataset('synthetic', num_samples=256, num_classes=4)
     r = Trainer(TrainConfig(epochs=4, device='cpu', batch_size=32)).fit(tiny_cnn(num_classes=4), s)
     assert r.val_acc > 0.5
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize('exported,expected', [(None, 'PASSIVE'), ('ACTIVE', 'ACTIVE')])
+def test_trial_process_uses_passive_openmp_waiting(exported, expected):
+    """Concurrent CPU trials: the trial entry point sets OMP_WAIT_POLICY before torch loads."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
+    if exported:
+        env['OMP_WAIT_POLICY'] = exported
+    # record the policy at the moment torch is first imported (it is read when OpenMP loads)
+    code = (
+        "import os, sys\n"
+        "class Hook:\n"
+        "    seen = None\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' and Hook.seen is None:\n"
+        "            Hook.seen = os.environ.get('OMP_WAIT_POLICY', 'unset')\n"
+        "sys.meta_path.insert(0, Hook())\n"
+        "import nni_xfer.trial\n"
+        "print(Hook.seen)\n")
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected
