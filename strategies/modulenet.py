@@ -195,8 +195,10 @@ class ModuleNetNSGA2(BaseStrategy):
                      'new_survivors': new, 'best': min(scores) if scores else None,
                      'mean': float(np.mean(scores)) if scores else None}
             self.log.append(entry)
-            log.info('NSGA-II generation %d: %d evaluated, %d failed, %d new survivors, best %s, mean %s',
-                     entry['generation'], entry['evaluated'], entry['failed'], new, entry['best'], entry['mean'])
+            fmt = lambda v: 'n/a' if v is None else f'{v:.4f}'  # noqa: E731
+            log.info('NSGA-II generation %d/%d: %d evaluated, %d failed, %d new survivors, best %s, mean %s',
+                     entry['generation'] + 1, self.generations, entry['evaluated'], entry['failed'], new,
+                     fmt(entry['best']), fmt(entry['mean']))
             self.gen += 1
             if self.gen >= self.generations:
                 self.finished = True
