@@ -10,16 +10,7 @@ from nni_xfer.eas_controller import (
     densenet_positions, densenet_tokens, densenet_wider_mask, encode, reward, wider_mask,
 )
 
-pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The controller's tensors are tiny: intra-op threads only add contention on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures('one_torch_thread')]
 
 CONV = [16, 32, 64]
 FC = [64, 128]
@@ -252,25 +243,29 @@ def test_gradient_sign_increases_preferred_widen_probability():
     assert p1 > p0 + 0.05
 
 
-@pytest.mark.timeout(60)
-def test_deeper_update_moves_towards_rewarded_block():
-    ctl = Controller(vocab(), seed=0)
-    toks = list(START)
-    g = gen(1)
-
-    def p_fc():
+def rewarded_block_prob(ctl, toks, block, probe, seed=1):
+    """P(deeper picks ``block``) before and after 8 REINFORCE updates that reward that block
+    (reward 2.0 vs 0.5, 10 networks each); ``probe`` is any decision for the teacher-forced pass."""
+    def prob():
         with torch.no_grad():
             _, st = ctl.encode(toks)
-            return ctl.deeper_actor.distributions(st, ctl.layer_counts(toks), DeeperDecision(4, 0, 3))[0][4].item()
-    before = p_fc()
+            return ctl.deeper_actor.distributions(st, ctl.layer_counts(toks), probe)[0][block].item()
+    before = prob()
+    g = gen(seed)
     for _ in range(8):
         trajs, rs = [], []
         for _ in range(10):
             d = ctl.deeper(toks, g)
             trajs.append([('deeper', toks, d)])
-            rs.append(2.0 if d.block == 4 else 0.5)
+            rs.append(2.0 if d.block == block else 0.5)
         ctl.update(trajs, rs)
-    assert p_fc() > before
+    return before, prob()
+
+
+@pytest.mark.timeout(60)
+def test_deeper_update_moves_towards_rewarded_block():
+    before, after = rewarded_block_prob(Controller(vocab(), seed=0), list(START), 4, DeeperDecision(4, 0, 3))
+    assert after > before
 
 
 def _rollout(ctl, g, n=3):
@@ -535,20 +530,5 @@ def test_densenet_state_dict_round_trip_and_update():
 
 @pytest.mark.timeout(60)
 def test_densenet_update_moves_towards_rewarded_block():
-    ctl = Controller(dvocab(), seed=0)
-    toks = list(DN_TOKENS)
-
-    def p_block2():
-        with torch.no_grad():
-            _, st = ctl.encode(toks)
-            return ctl.deeper_actor.distributions(st, ctl.layer_counts(toks), (2, 0))[0][2].item()
-    before = p_block2()
-    g = gen(1)
-    for _ in range(8):
-        trajs, rs = [], []
-        for _ in range(10):
-            d = ctl.deeper(toks, g)
-            trajs.append([('deeper', toks, d)])
-            rs.append(2.0 if d.block == 2 else 0.5)
-        ctl.update(trajs, rs)
-    assert p_block2() > before
+    before, after = rewarded_block_prob(Controller(dvocab(), seed=0), list(DN_TOKENS), 2, (2, 0))
+    assert after > before

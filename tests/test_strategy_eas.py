@@ -9,13 +9,8 @@ from nni_xfer.strategy import SpaceInfo
 from nni_xfer.testing.strategy_contract import StrategyContract, drive
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The controller's tensors are tiny: intra-op threads only add contention on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# the controller's tensors are tiny: one intra-op thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 START = ['conv-16-3', 'pool', 'conv-32-3', 'pool', 'conv-64-3', 'pool', 'fc-64']
 
