@@ -67,6 +67,8 @@ class TrialContext:
         out = os.environ.get('NNI_OUTPUT_DIR')
         self.log_dir = os.path.join(out, 'tensorboard') if out else None
         self._t0 = time.time()
+        #: Metrics an initializer adds to the trial's final report (e.g. ``shared_fraction``).
+        self.extra_metrics: dict = {}
 
     def dataset_info(self):
         if self._info is None:
@@ -127,6 +129,7 @@ def run_trial(spec: dict | TrialSpec, model: nn.Module | None = None, reporter: 
     initializer(model, spec.init, ctx)
     t_ready = time.time()
     metrics = evaluator.evaluate(model, ctx)
+    metrics.update({k: v for k, v in ctx.extra_metrics.items() if k not in metrics})
     if 'default' not in metrics:
         raise RuntimeError(f"evaluator {spec.evaluator!r} returned no 'default' metric")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
