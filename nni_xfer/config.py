@@ -5,7 +5,9 @@ The same validation runs in ``nni-xfer check`` and when the tuner starts, before
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
@@ -110,7 +112,8 @@ def validate_class_args(args: Any, fixed_strategy: str | None = None) -> tuple[l
     except ConfigError as exc:
         errors.append(_prefix(exc if exc.field != 'dataset' else ConfigError('dataset_args', exc.message, exc.allowed)))
     try:
-        EVALUATORS.get(cfg.evaluator, field='evaluator')(**cfg.evaluator_args)
+        from .evaluators import make_evaluator  # evaluator_args.fault is the trial runner's, any evaluator
+        make_evaluator(cfg.evaluator, cfg.evaluator_args)
     except ConfigError as exc:
         errors.append(_prefix(exc))
     except TypeError as exc:
@@ -156,3 +159,64 @@ def build(args: Any, fixed_strategy: str | None = None) -> Built:
         raise errors[0]
     assert built is not None
     return built
+
+
+TUNER_CLASS = 'nni_xfer.tuner.XferTuner'
+BUILTIN_PREFIX = 'xfer_'
+
+
+def fixed_strategy_of(tuner: dict) -> tuple[bool, str | None]:
+    """(is this our tuner?, strategy fixed by a registered name)."""
+    cls = tuner.get('className') or tuner.get('class_name')
+    name = tuner.get('name')
+    if isinstance(cls, str):
+        if cls == TUNER_CLASS:
+            return True, None
+        if cls.startswith(TUNER_CLASS + '_'):
+            return True, cls[len(TUNER_CLASS) + 1:]
+    if isinstance(name, str) and name.lower().startswith(BUILTIN_PREFIX):
+        return True, name[len(BUILTIN_PREFIX):]
+    return False, None
+
+
+def check_config(path: str | os.PathLike) -> list[str]:
+    """Problems of an ``exp.yml``: NNI's schema, then our tuner's ``classArgs``; one line each."""
+    import yaml
+    problems: list[str] = []
+    path = Path(path)
+    if not path.is_file():
+        return [f'{path}: no such file']
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        return [f'{path}: not valid YAML: {str(exc).splitlines()[0]}']
+    if not isinstance(raw, dict):
+        return [f'{path}: expected a mapping at the top level']
+    try:
+        from nni.experiment.config import ExperimentConfig
+        config = ExperimentConfig.load(str(path))
+        config.validate()
+    except Exception as exc:  # NNI raises ValueError/AssertionError/TypeError, some without a message
+        msg = ' '.join(str(exc).split())
+        if not msg:
+            import traceback
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            msg = f'{type(exc).__name__} in {Path(frame.filename).name}: {frame.line}'
+        problems.append(f'NNI schema: {msg}')
+    tuner = raw.get('tuner')
+    if not isinstance(tuner, dict):
+        problems.append('tuner: missing (allowed: className: nni_xfer.tuner.XferTuner, or name: xfer_<strategy>)')
+        return problems
+    ours, fixed = fixed_strategy_of(tuner)
+    if not ours:
+        problems.append(f'tuner: not an nni-xfer tuner (allowed: className: {TUNER_CLASS}, '
+                        f'or name: {BUILTIN_PREFIX}<strategy>)')
+        return problems
+    from .registry import STRATEGIES
+    if fixed is not None and fixed not in STRATEGIES:
+        problems.append(str(ConfigError('tuner.name', f'unknown strategy {fixed!r}',
+                                        allowed=[BUILTIN_PREFIX + n for n in STRATEGIES.names()])))
+        return problems
+    errors, _ = validate_class_args(tuner.get('classArgs', {}) or {}, fixed)
+    problems.extend(f'tuner.{e}' for e in errors)
+    return problems

@@ -121,7 +121,7 @@ def final_metrics(trial: dict) -> dict | None:
 def run_experiment(config: Path, port: int = 8080, keep: bool = False, timeout: float = 6 * 3600,
                    store: str | None = None, id_file: str | None = None) -> int:
     """``nni-xfer run``: create the experiment, print progress, report, stop (unless ``keep``)."""
-    from .cli import check_config
+    from .config import check_config
     problems = check_config(config)
     if problems:
         for p in problems:

@@ -100,12 +100,46 @@ class Registry:
         return self._entries[name].obj
 
 
+def import_submodules(package: str, path: list[str]) -> None:
+    """Import every public module and package directly under ``path`` (a package's ``__path__``).
+
+    A package whose plugins register by decorator calls this from its ``__init__`` so that a new
+    plugin is one new file (or folder) and no edit of a list elsewhere."""
+    import pkgutil
+
+    for info in sorted(pkgutil.iter_modules(path), key=lambda i: i.name):
+        if info.name.startswith('_'):
+            continue
+        name = f'{package}.{info.name}'
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # one broken plugin must not take the others down; tests assert none
+            IMPORT_ERRORS[name] = f'{type(exc).__name__}: {exc}'
+            _logger.warning('cannot import plugin module %s: %s', name, IMPORT_ERRORS[name])
+
+
+#: plugin modules that failed to import (module name -> error), filled by :func:`import_submodules`
+IMPORT_ERRORS: dict[str, str] = {}
+
+
+# Method packages under ``strategies/`` register their own evaluators and initializers too, so
+# those tables load the strategies package after the core modules.
 STRATEGIES = Registry('strategy', 'nni_xfer.strategies', ('nni_xfer.strategies',))
 SEARCH_SPACES = Registry('search space', 'nni_xfer.search_spaces', ('nni_xfer.search_spaces',))
 DATASETS = Registry('dataset', 'nni_xfer.datasets', ('nni_xfer.datasets',))
-EVALUATORS = Registry('evaluator', 'nni_xfer.evaluators', ('nni_xfer.evaluators', 'nni_xfer.modulenet.evaluate'))
-INITIALIZERS = Registry('initializer', 'nni_xfer.initializers', ('nni_xfer.initializers', 'nni_xfer.eas',
-                                                                       'nni_xfer.modulenet.evaluate'))
+EVALUATORS = Registry('evaluator', 'nni_xfer.evaluators', ('nni_xfer.evaluators', 'nni_xfer.strategies'))
+INITIALIZERS = Registry('initializer', 'nni_xfer.initializers', ('nni_xfer.initializers', 'nni_xfer.transfer',
+                                                                       'nni_xfer.strategies'))
+
+# Method packages add command-line subcommands and report sections without editing the core:
+#   @COMMANDS.register('modulenet', description='ModuleNet stages')
+#   def add_parser(subparsers): ...  # adds its parser(s); each sets ``func=`` returning an exit code
+#   (or ``def add_parser(subparsers, group)``: ``group(name, help)`` gives the subcommand table of a
+#   top-level command shared with others, e.g. ``group('kb', ...)`` for ``kb build``)
+#   @REPORT_SECTIONS.register('modulenet')
+#   def section(evaluations, experiment_id) -> list[str]: ...  # text lines ([] when not relevant)
+COMMANDS = Registry('command', 'nni_xfer.commands', ('nni_xfer.strategies',))
+REPORT_SECTIONS = Registry('report section', 'nni_xfer.report_sections', ('nni_xfer.strategies',))
 
 ALL = {
     'strategies': STRATEGIES,

@@ -300,35 +300,6 @@ def _plot_pareto(evs: list[Evaluation], path: Path, experiment_id: str) -> str:
     return f'plot: {path.name} ({len(pts)} trials, {len(front)} on the Pareto front)'
 
 
-def modulenet_comparison(evs: list[Evaluation]) -> list[str]:
-    """ModuleNet's final table (paper Tables I–III): searched chains vs. the original networks.
-
-    For ``module_chain`` evaluations that report ``test_acc`` (the fine-tuning stage): a chain
-    whose positions all come from one source is that source's original network; any other chain
-    is a searched one. Sorted by test accuracy.
-    """
-    rows = []
-    for ev in evs:
-        if ev.space != 'module_chain' or _num(ev.metric('test_acc')) is None or not isinstance(ev.architecture, dict):
-            continue
-        codes = [ev.architecture[k] for k in sorted(ev.architecture, key=lambda k: int(str(k).rsplit('_', 1)[-1]))]
-        kind = f'original {codes[0]}' if len(set(codes)) == 1 else 'searched'
-        rows.append((_num(ev.metric('test_acc')), kind, ev, '-'.join(codes)))
-    if not rows:
-        return []
-    rows.sort(key=lambda r: (-r[0], r[2].parameter_id))
-    best_orig = max((r[0] for r in rows if r[1] != 'searched'), default=None)
-    best_search = max((r[0] for r in rows if r[1] == 'searched'), default=None)
-    header = 'ModuleNet: fine-tuned searched chains vs. the original networks (test split)'
-    if best_orig is not None and best_search is not None:
-        header += (f'; best searched test error {100 * (1 - best_search):.2f}% vs best original '
-                   f'{100 * (1 - best_orig):.2f}%')
-    table = [[kind, _trial_name(ev), _fixed(100 * (1 - acc), 2), _fixed(ev.metric('val_acc')), _fixed(acc),
-              _si(ev.metric('params')), code] for acc, kind, ev, code in rows]
-    return _format_table(header, table, ['network', 'trial', 'test_err%', 'val_acc', 'test_acc', 'params', 'modules'],
-                         {'test_err%', 'val_acc', 'test_acc', 'params'})
-
-
 def make_report(store: KnowledgeStore, experiment_id: str, out_dir: str | Path, k: int = 10) -> ReportResult:
     """Top-k table (also ``out_dir/report.txt``) and the plots of one experiment.
 
@@ -385,12 +356,18 @@ def make_report(store: KnowledgeStore, experiment_id: str, out_dir: str | Path, 
             if path.exists():          # do not leave a stale plot of an earlier report next to this one
                 path.unlink()
             notes.append(f'plot skipped: {name} ({missing})')
-    comparison = modulenet_comparison(succeeded)
-    if comparison:
-        lines.append('')
-        lines += comparison
+    from .registry import REPORT_SECTIONS
+    for entry in REPORT_SECTIONS.entries():   # method sections (e.g. ModuleNet's comparison table)
+        section = entry.obj(succeeded, experiment_id)
+        if section:
+            lines.append('')
+            lines += section
     lines.append('')
     lines += notes
     table = '\n'.join(lines) + '\n'
     (out_dir / REPORT_TEXT).write_text(table, encoding='utf-8')
     return ReportResult(table=table, plots=plots, best=best)
+
+
+# helpers for the report sections of method packages
+num, fixed, si, trial_name, format_table = _num, _fixed, _si, _trial_name, _format_table

@@ -5,16 +5,28 @@ An architecture is ``{'layers': [tokens]}`` with tokens ``conv-<filters>-<kernel
 the global average pool and only ``fc`` tokens may follow it. Every conv/FC layer is followed by
 BN + ReLU; convs have stride 1 and 'same' padding; the other pools are 2×2 max pools. One module
 per token (``net.layers[i]`` is token ``i``), so transforms can address layers by position.
+
+The module owns the space's grammar: :func:`parse_token` / :func:`parse_layers` (the one parser
+and validator of the token format), :func:`block_layout` (layers per block, as the controller
+and the strategies see them), the pure architecture operators (:func:`transform_tokens`;
+:func:`wider_ops` / :func:`deeper_ops` turn controller decisions into operations) and
+:class:`PlainEASOps`, the space's EAS operators that strategies look up through the space class
+(``EASPlainCNN.eas_operators``). :meth:`EASPlainCNN.net2net_transform` builds a child network
+from its parent's weights with :mod:`nni_xfer.transfer.net2net`.
 """
 from __future__ import annotations
 
+import copy
 import re
+from typing import Sequence
 
+import torch
 import torch.nn as nn
 
 from nni_xfer.errors import ConfigError
 from nni_xfer.registry import SEARCH_SPACES
 from nni_xfer.space import XferSpace
+from nni_xfer.transfer.net2net import net2deeper_conv, net2deeper_linear, net2wider_conv, net2wider_linear
 
 CONV_WIDTHS = [16, 32, 64, 96, 128, 192, 256, 320, 384, 448, 512]
 KERNELS = [1, 3, 5]
@@ -24,6 +36,23 @@ PAPER_START = ['conv-16-3', 'pool', 'conv-32-3', 'pool', 'conv-64-3', 'pool', 'c
 
 _CONV = re.compile(r'^conv-(\d+)-(\d+)$')
 _FC = re.compile(r'^fc-(\d+)$')
+N_BLOCKS = 5  # the controller's block head: 4 conv blocks + the fc block
+WIDER_NOISE = 1e-2
+DEEPER_NOISE = 1e-3
+
+# --------------------------------------------------------------------------- grammar
+
+def parse_token(token: str) -> tuple[str, int | None, int | None]:
+    """``('conv', filters, kernel)``, ``('fc', units, None)`` or ``('pool', None, None)``."""
+    if token == 'pool':
+        return 'pool', None, None
+    m = _CONV.match(str(token))
+    if m:
+        return 'conv', int(m.group(1)), int(m.group(2))
+    m = _FC.match(str(token))
+    if m:
+        return 'fc', int(m.group(1)), None
+    raise ValueError(f'unknown layer token {token!r}')
 
 
 def parse_layers(tokens, conv_widths=None, kernels=None, fc_units=None, field: str = 'architecture.layers'):
@@ -66,6 +95,195 @@ def parse_layers(tokens, conv_widths=None, kernels=None, fc_units=None, field: s
     return out
 
 
+def _width(tokens: Sequence[str], i: int, in_channels: int) -> int:
+    """Channels/units of the output of layer ``i``."""
+    for tok in reversed(list(tokens)[:i + 1]):
+        kind, w, _ = parse_token(tok)
+        if kind != 'pool':
+            return w
+    return in_channels
+
+
+def _gpool(tokens: Sequence[str]) -> int:
+    return max(i for i, t in enumerate(tokens) if t == 'pool')
+
+
+def block_layout(tokens: Sequence[str], n_blocks: int = N_BLOCKS) -> list[list[int]]:
+    """Token positions of the layers of each block; ``n_blocks`` lists, the last is the fc block.
+
+    Conv block ``j`` holds the conv layers between pool ``j-1`` and pool ``j``; the fc block holds
+    the fc layers after the last (global) pool. Unused conv blocks are empty lists.
+    """
+    pools = [i for i, t in enumerate(tokens) if t == 'pool']
+    if not pools:
+        raise ValueError("block_layout: token list needs a final 'pool' (global pool)")
+    if len(pools) > n_blocks - 1:
+        raise ValueError(f'block_layout: {len(pools)} conv blocks, at most {n_blocks - 1} supported')
+    blocks: list[list[int]] = [[] for _ in range(n_blocks)]
+    b = 0
+    for i, t in enumerate(tokens):
+        kind = parse_token(t)[0]
+        if kind == 'pool':
+            b += 1
+        elif kind == 'conv':
+            if i > pools[-1]:
+                raise ValueError(f'block_layout: conv token {t!r} after the global pool')
+            blocks[b].append(i)
+        else:
+            if i < pools[-1]:
+                raise ValueError(f'block_layout: fc token {t!r} before the global pool')
+            blocks[-1].append(i)
+    return blocks
+
+
+def transform_tokens(tokens: list[str], ops: list[dict], in_channels: int = 3) -> list[str]:
+    """The child's token list after ``ops`` (validated; errors name ``init.ops[k]``)."""
+    tokens = list(tokens)
+    for k, op in enumerate(ops):
+        field = f'init.ops[{k}]'
+        if not isinstance(op, dict) or op.get('op') not in ('wider', 'deeper'):
+            raise ConfigError(field, f'expected a wider/deeper operation, got {op!r}', allowed=['wider', 'deeper'])
+        if op['op'] == 'wider':
+            i, w = op.get('layer'), op.get('width')
+            if not isinstance(i, int) or not 0 <= i < len(tokens) or parse_token(tokens[i])[0] == 'pool':
+                raise ConfigError(f'{field}.layer', f'{i!r} is not a conv/fc layer of {tokens}')
+            old = int(tokens[i].split('-')[1])
+            if not isinstance(w, int) or w < old:
+                raise ConfigError(f'{field}.width', f'{w!r} must be an integer >= the current width {old}')
+            parts = tokens[i].split('-')
+            parts[1] = str(w)
+            tokens[i] = '-'.join(parts)
+        else:
+            i = op.get('after')
+            if not isinstance(i, int) or not 0 <= i < len(tokens):
+                raise ConfigError(f'{field}.after', f'{i!r} is not a layer index of {tokens}')
+            width = _width(tokens, i, in_channels)
+            if i >= _gpool(tokens):
+                tokens.insert(i + 1, f'fc-{width}')
+            else:
+                k = op.get('kernel', 3)
+                if k not in (1, 3, 5, 7):
+                    raise ConfigError(f'{field}.kernel', f'{k!r}', allowed=[1, 3, 5, 7])
+                tokens.insert(i + 1, f'conv-{width}-{k}')
+    return tokens
+
+
+def next_width(tok: str, conv_widths: list[int], fc_units: list[int]) -> int:
+    w = int(tok.split('-')[1])
+    choices = conv_widths if tok.startswith('conv-') else fc_units
+    return min(c for c in choices if c > w)
+
+
+def widenable(tokens: Sequence[str], conv_widths: Sequence[int], fc_units: Sequence[int]) -> list[int]:
+    """Positions of conv/fc layers below the maximum of their width list."""
+    cmax, fmax = max(conv_widths), (max(fc_units) if len(fc_units) else -1)
+    out = []
+    for i, tok in enumerate(tokens):
+        kind, w, _ = parse_token(tok)
+        if (kind == 'conv' and w < cmax) or (kind == 'fc' and w < fmax):
+            out.append(i)
+    return out
+
+
+def wider_ops(tokens: Sequence[str], decisions: Sequence[int], conv_widths: Sequence[int],
+              fc_units: Sequence[int]) -> list[dict]:
+    """``wider`` ops of one wider step: each layer with decision 1 moves one step up its width list
+    (``decisions`` may be padded; a 1 on a pool or on a maximal layer is an error)."""
+    decisions = [int(d) for d in list(decisions)[:len(tokens)]]
+    if len(decisions) < len(tokens):
+        raise ValueError('wider_ops: fewer decisions than tokens')
+    ok = set(widenable(tokens, conv_widths, fc_units))
+    ops = []
+    for i, (tok, d) in enumerate(zip(tokens, decisions)):
+        if not d:
+            continue
+        if i not in ok:
+            raise ValueError(f'wider_ops: cannot widen {tok!r} (a pool, or already at its maximum width)')
+        kind, w, _ = parse_token(tok)
+        if w not in (conv_widths if kind == 'conv' else fc_units):
+            raise ValueError(f'wider_ops: width of {tok!r} is not in its width list')
+        ops.append({'op': 'wider', 'layer': i, 'width': next_width(tok, list(conv_widths), list(fc_units))})
+    return ops
+
+
+def deeper_ops(tokens: Sequence[str], decision, n_blocks: int = N_BLOCKS) -> list[dict]:
+    """The ``deeper`` op of a (block, layer, kernel) decision: a new layer right after that layer
+    (``conv-<C>-<kernel>`` in a conv block, ``fc-<units>`` in the fc block)."""
+    block, layer, kernel = (int(x) if x is not None else 3 for x in tuple(decision)[:3])
+    blocks = block_layout(tokens, n_blocks)
+    if not 0 <= block < n_blocks or not 0 <= layer < len(blocks[block]):
+        raise ValueError(f'deeper_ops: no layer {layer} in block {block} (block sizes {[len(b) for b in blocks]})')
+    return [{'op': 'deeper', 'after': blocks[block][layer], 'kernel': kernel}]
+
+
+def apply_wider(tokens: Sequence[str], decisions: Sequence[int], conv_widths: Sequence[int],
+                fc_units: Sequence[int]) -> list[str]:
+    """Tokens after a wider step (:func:`wider_ops` then :func:`transform_tokens`)."""
+    return transform_tokens(list(tokens), wider_ops(tokens, decisions, conv_widths, fc_units))
+
+
+def apply_deeper(tokens: Sequence[str], decision, n_blocks: int = N_BLOCKS) -> list[str]:
+    """Tokens after a deeper step (:func:`deeper_ops` then :func:`transform_tokens`)."""
+    return transform_tokens(list(tokens), deeper_ops(tokens, decision, n_blocks))
+
+
+class PlainEASOps:
+    """EAS operators of this space: start point, controller tokens, decisions -> ops, ops -> child.
+
+    Plain data in, plain data out; the ``eas``/``eas_random`` strategies call these without
+    knowing which space they search.
+    """
+
+    default_steps = (4, 5)  # wider, deeper steps per network (methods.md §1.8)
+    controller_kind = 'plain'
+
+    def __init__(self, info):
+        self.info = info
+        self.conv_widths, self.fc_units = list(info.extra['conv_widths']), list(info.extra['fc_units'])
+        self.kernels = list(info.extra['kernels'])
+
+    def start(self) -> dict:
+        return {'layers': list(self.info.extra['start']['layers'])}
+
+    def tokens(self, arch: dict) -> list[str]:
+        return list(arch['layers'])
+
+    def apply(self, arch: dict, ops: list[dict]) -> dict:
+        return {'layers': transform_tokens(arch['layers'], ops)}
+
+    def finish(self, arch: dict) -> list[dict]:
+        return []
+
+    def widenable(self, tokens: Sequence[str]) -> list[int]:
+        return widenable(tokens, self.conv_widths, self.fc_units)
+
+    def wider_ops(self, tokens: Sequence[str], decisions: Sequence[int]) -> list[dict]:
+        return wider_ops(tokens, decisions, self.conv_widths, self.fc_units)
+
+    def layout(self, tokens: Sequence[str]) -> list[list[int]]:
+        return block_layout(tokens)
+
+    def deeper_ops(self, tokens: Sequence[str], decision) -> list[dict]:
+        return deeper_ops(tokens, decision)
+
+    def random_deeper(self, tokens: Sequence[str], rng) -> tuple[list[dict], None]:
+        """A uniform non-empty block (the fc block only when it has a layer: a new FC copies the
+        width of the FC before it), a uniform layer in it, a uniform kernel."""
+        blocks = [b for b in block_layout(tokens) if b]
+        block = blocks[int(rng.integers(len(blocks)))]
+        after = block[int(rng.integers(len(block)))]
+        kernel = self.kernels[int(rng.integers(len(self.kernels)))]
+        return [{'op': 'deeper', 'after': after, 'kernel': kernel}], None
+
+    def controller_args(self, max_tokens: int) -> dict:
+        """Arguments of :class:`nni_xfer.strategies.eas.controller.Controller` for this space."""
+        from nni_xfer.strategies.eas.controller import build_vocab
+        return {'vocab': build_vocab(self.conv_widths, self.kernels, self.fc_units), 'conv_widths': self.conv_widths,
+                'fc_units': self.fc_units, 'kernels': self.kernels}
+
+
+# --------------------------------------------------------------------------- network
+
 class PlainCNNNet(nn.Module):
     """The network of one token list."""
 
@@ -96,6 +314,52 @@ class PlainCNNNet(nn.Module):
         return self.classifier(x)
 
 
+# --------------------------------------------------------------------------- Net2Net on the network
+
+def _weighted(layer: nn.Module) -> tuple[nn.Module, nn.Module | None]:
+    """(conv or linear, its BN) of a token module."""
+    return layer[0], layer[1]
+
+
+def transform_network(net: nn.Module, ops: list[dict], *, noise: bool = True,
+                      generator: torch.Generator | None = None) -> nn.Module:
+    """Apply ``ops`` to a :class:`PlainCNNNet` (a new network).
+
+    Inserted BNs are eval-mode identities flagged ``needs_calibration``; call
+    :func:`nni_xfer.transfer.net2net.calibrate_inserted` with real images afterwards.
+    """
+    net = copy.deepcopy(net)
+    in_channels = net.layers[0][0].in_channels if parse_token(net.tokens[0])[0] == 'conv' else None
+    for op in ops:
+        tokens = net.tokens
+        new_tokens = transform_tokens(tokens, [op], in_channels or 3)
+        layers = list(net.layers)
+        if op['op'] == 'wider':
+            i = op['layer']
+            j = next((j for j in range(i + 1, len(tokens)) if parse_token(tokens[j])[0] != 'pool'), None)
+            layer, bn = _weighted(layers[i])
+            nxt = layers[j][0] if j is not None else net.classifier
+            fn = net2wider_conv if isinstance(layer, nn.Conv2d) else net2wider_linear
+            res = fn(layer, bn, nxt, op['width'], noise=WIDER_NOISE if noise else 0.0, generator=generator)
+            layers[i] = nn.Sequential(res.layer, res.bn, nn.ReLU(inplace=True))
+            if j is not None:
+                layers[j] = nn.Sequential(res.next_layer, *list(layers[j])[1:])
+            else:
+                net.classifier = res.next_layer
+        else:
+            i = op['after']
+            width = _width(tokens, i, in_channels or 3)
+            if i >= _gpool(tokens):
+                block = net2deeper_linear(width, noise=DEEPER_NOISE if noise else 0.0, generator=generator)
+            else:
+                block = net2deeper_conv(width, op.get('kernel', 3), noise=DEEPER_NOISE if noise else 0.0,
+                                        generator=generator)
+            layers.insert(i + 1, block)
+        net.layers = nn.ModuleList(layers)
+        net.tokens = new_tokens
+    return net
+
+
 @SEARCH_SPACES.register('eas_plain_cnn', description='EAS plain CNN: variable conv/pool/FC chains (paper Table 1 start)')
 class EASPlainCNN(XferSpace):
     """Space of EAS plain CNNs; samples are ``{'layers': [...]}``, the start point is ``start``."""
@@ -113,6 +377,17 @@ class EASPlainCNN(XferSpace):
         if not isinstance(sample, dict) or 'layers' not in sample:
             raise ConfigError('architecture', "expected {'layers': [tokens]}")
         return PlainCNNNet(sample['layers'], self.in_channels, self.num_classes, **self.limits)
+
+    eas_operators = PlainEASOps
+
+    @staticmethod
+    def net2net_transform(net: nn.Module, ops: list[dict], *, noise: bool = True,
+                          generator: torch.Generator | None = None) -> nn.Module:
+        return transform_network(net, ops, noise=noise, generator=generator)
+
+    @staticmethod
+    def architecture_of(net: nn.Module) -> dict:
+        return {'layers': list(net.tokens)}
 
     def xfer_space_info(self, info):
         info.extra.update(kind='eas_plain_cnn', start={'layers': self.start}, **self.limits)

@@ -3,7 +3,7 @@
 An architecture is ``{'module_0': source, ..., 'module_{c-1}': source}``: position ``j`` takes cell
 ``j`` of the named source network, with that network's trained weights (loaded by the ``kb_modules``
 initializer). Each module keeps its original position and its original input resolution; between
-neighbours a parameter-free :class:`~nni_xfer.modulenet.connections.Connection` (Channel Pool /
+neighbours a parameter-free :class:`~nni_xfer.strategies.modulenet.connections.Connection` (Channel Pool /
 DePool with the gcd generalisation, and a parameter-free resize where resolutions differ) joins
 them, or a trainable 1×1 conv for the paper's Fig. 10 ablation (``connection: conv1x1``). With
 ``frozen: true`` (search) modules get no gradient and their BatchNorms stay in eval mode; the
@@ -74,8 +74,8 @@ class ModuleChain(XferSpace):
                  sources: list[str] | None = None, head_units: list[int] = (4096, 4096), connection: str = 'pool',
                  frozen: bool = True, dropout: float = 0.0):
         super().__init__()
-        from nni_xfer.modulenet.connections import Connection
-        from nni_xfer.modulenet.kb import InputAdapter, KnowledgeBase
+        from nni_xfer.strategies.modulenet.connections import Connection
+        from nni_xfer.strategies.modulenet.kb import InputAdapter, KnowledgeBase
         base = KnowledgeBase(kb, field='space_args.kb')
         names = base.source_names()
         if sources is not None:
@@ -140,7 +140,7 @@ class ModuleChain(XferSpace):
 
     def load_kb_weights(self, verify: bool = True) -> None:
         """Load every position's module weights from the knowledge base."""
-        from nni_xfer.modulenet.kb import KnowledgeBase
+        from nni_xfer.strategies.modulenet.kb import KnowledgeBase
         base = KnowledgeBase(self.kb_root)
         for j, p in enumerate(self.positions):
             p.cell().load_state_dict(base.module_state(p.source, j, verify=verify), strict=True)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from nni_xfer.eas_controller import (
+from nni_xfer.strategies.eas.controller import (
     Controller, DeeperActor, DeeperDecision, Encoder, WiderActor, apply_deeper, apply_densenet_deeper,
     apply_densenet_wider, apply_wider, block_layout, build_densenet_vocab, build_vocab, densenet_layout,
     densenet_positions, densenet_tokens, densenet_wider_mask, encode, reward, wider_mask,

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nni_xfer.eas import transform_densenet, transform_densenet_arch
+from nni_xfer.search_spaces.eas_densenet import transform_densenet, transform_densenet_arch
 from nni_xfer.errors import ConfigError
 from nni_xfer.space import build_space, freeze, space_info
 from nni_xfer.trial import Reporter, run_trial

@@ -5,11 +5,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nni_xfer.eas import transform_network, transform_tokens
+from nni_xfer.search_spaces.eas_plain_cnn import transform_network, transform_tokens
 from nni_xfer.errors import ConfigError
 from nni_xfer.space import build_space, freeze
 from nni_xfer.trial import Reporter, run_trial
-from nni_xfer.transforms.net2net import calibrate_inserted
+from nni_xfer.transfer.net2net import calibrate_inserted
 
 pytestmark = pytest.mark.timeout(120)
 DIGITS = SimpleNamespace(in_channels=1, num_classes=10, image_size=8)

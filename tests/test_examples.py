@@ -20,7 +20,7 @@ def _stand_in_kb(kb_name: str) -> None:
     ``nni-xfer check`` builds the space, which reads the knowledge base; the real ones are built by
     ``nni-xfer kb build`` (minutes to days), so the check runs against same-named stand-ins.
     """
-    from nni_xfer.modulenet.kb import build_kb
+    from nni_xfer.strategies.modulenet.kb import build_kb
     for path in KB_CONFIGS:
         raw = yaml.safe_load(path.read_text())
         if raw['root'] == kb_name:
@@ -43,7 +43,7 @@ def test_example_configs_pass_check(path):
 
 @pytest.mark.parametrize('path', KB_CONFIGS, ids=[str(p.relative_to(ROOT)) for p in KB_CONFIGS])
 def test_example_kb_configs_are_valid(path):
-    from nni_xfer.modulenet.kb import KBConfig
+    from nni_xfer.strategies.modulenet.kb import KBConfig
     cfg = KBConfig.from_dict(yaml.safe_load(path.read_text()))
     assert len(cfg.sources) >= 4
 

@@ -7,7 +7,7 @@ import yaml
 
 from nni_xfer.datasets import dataset_info
 from nni_xfer.errors import ConfigError
-from nni_xfer.modulenet.kb import KnowledgeBase, build_kb
+from nni_xfer.strategies.modulenet.kb import KnowledgeBase, build_kb
 from nni_xfer.space import build_space, freeze, space_info
 from nni_xfer.store import KnowledgeStore
 from nni_xfer.trial import Reporter, run_trial
@@ -166,7 +166,7 @@ def test_frozen_modules_get_no_gradient_without_feature_cache(kb):
 
 
 def test_finetune_config_and_report(kb, tmp_path):
-    from nni_xfer.modulenet.finetune import finetune_config
+    from nni_xfer.strategies.modulenet.finetune import finetune_config
     from nni_xfer.report import make_report
     built = kb[0]
     store = KnowledgeStore(tmp_path / 'store.db')
@@ -200,7 +200,7 @@ def test_finetune_config_and_report(kb, tmp_path):
 
 
 def test_kb_config_errors_name_the_field(tmp_path):
-    from nni_xfer.modulenet.kb import KBConfig
+    from nni_xfer.strategies.modulenet.kb import KBConfig
     base = {'root': str(tmp_path / 'k'), 'sources': [{'name': 'a', 'arch': 'resnet18'}]}
     for bad, field in [({'sources': [{'arch': 'alexnet'}]}, 'kb.sources[0].arch'),
                        ({'sources': [{'arch': 'resnet18', 'width': 0}]}, 'kb.sources[0].width'),

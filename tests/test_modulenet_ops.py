@@ -6,9 +6,9 @@ import torch
 import torchvision
 
 from nni_xfer.errors import ConfigError
-from nni_xfer.modulenet.connections import Connection, channel_depool, channel_pool, resize_spatial
-from nni_xfer.modulenet.decompose import SOURCES, build_source, cell_shapes, decompose, head_of, reassemble
-from nni_xfer.modulenet.score import lrate, score, sim
+from nni_xfer.strategies.modulenet.connections import Connection, channel_depool, channel_pool, resize_spatial
+from nni_xfer.strategies.modulenet.decompose import SOURCES, build_source, cell_shapes, decompose, head_of, reassemble
+from nni_xfer.strategies.modulenet.score import lrate, score, sim
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -399,10 +399,10 @@ def test_densenet_wider_grows_bottleneck_and_noise_stays_small():
 def test_docstring_examples_run():
     import doctest
 
-    import nni_xfer.transforms
-    import nni_xfer.transforms.densenet_ops
-    import nni_xfer.transforms.net2net
+    import nni_xfer.transfer
+    import nni_xfer.transfer.densenet
+    import nni_xfer.transfer.net2net
 
-    for module in (nni_xfer.transforms, nni_xfer.transforms.net2net, nni_xfer.transforms.densenet_ops):
+    for module in (nni_xfer.transfer, nni_xfer.transfer.net2net, nni_xfer.transfer.densenet):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from nni_xfer.errors import ConfigError
-from nni_xfer.strategies.eas import EASRandom, blocks_of, densenet_finish_ops
+from nni_xfer.search_spaces.eas_densenet import densenet_finish_ops
+from nni_xfer.search_spaces.eas_plain_cnn import block_layout
+from nni_xfer.strategies.eas import EASRandom
 from nni_xfer.strategy import SpaceInfo
 from nni_xfer.testing.strategy_contract import StrategyContract, drive
 
@@ -45,8 +47,8 @@ class TestEASRandomContract(StrategyContract):
 
 
 @pytest.mark.timeout(60)
-def test_blocks_of():
-    assert blocks_of(START) == [[0], [2], [4], [6]]
+def test_block_layout():
+    assert block_layout(START) == [[0], [2], [4], [], [6]]
 
 
 @pytest.mark.timeout(60)
@@ -197,9 +199,7 @@ def test_densenet_finish_ops_hand_cases():
 def _check_densenet_proposals(props, growth_rates, in_channels=1):
     """Every proposal is a valid architecture, and every child is its parent transformed by its
     init ops (same architecture, same function with noise off)."""
-    from nni_xfer.eas import transform_densenet
-    from nni_xfer.transforms.densenet_ops import DenseNetBC
-    from nni_xfer.search_spaces.eas_densenet import check_architecture
+    from nni_xfer.search_spaces.eas_densenet import DenseNetBC, check_architecture, transform_densenet
 
     def build(a):
         return DenseNetBC(a['growths'], in_channels=in_channels, num_classes=10, stem_channels=a['stem'],

@@ -3,8 +3,8 @@ import pytest
 import torch
 import yaml
 
-from nni_xfer.modulenet.finetune import finetune_config, write_finetune_config
-from nni_xfer.modulenet.kb import KnowledgeBase, build_kb
+from nni_xfer.strategies.modulenet.finetune import finetune_config, write_finetune_config
+from nni_xfer.strategies.modulenet.kb import KnowledgeBase, build_kb
 from nni_xfer.nnictl import create, finished, free_port, nnictl, wait, write_config
 from nni_xfer.report import make_report
 from nni_xfer.store import KnowledgeStore

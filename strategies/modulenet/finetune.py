@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
-from ..store import KnowledgeStore, arch_key
+from nni_xfer.errors import ConfigError
+from nni_xfer.store import KnowledgeStore, arch_key
 
 
 def _positions(arch: dict) -> list[str]:

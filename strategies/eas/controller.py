@@ -37,12 +37,18 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from typing import Iterable, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+# the token grammar is the spaces' (one parser each); the controller only reads it
+from nni_xfer.search_spaces.eas_densenet import (DENSE_N_BLOCKS, TRANSITION, apply_densenet_deeper,
+                                                 apply_densenet_wider, densenet_layout, densenet_positions,
+                                                 densenet_tokens, parse_dense_token)
+from nni_xfer.search_spaces.eas_plain_cnn import (N_BLOCKS, apply_deeper, apply_wider, block_layout, parse_token,
+                                                  widenable)
 
 __all__ = [
     'PAD', 'EMBED_DIM', 'HIDDEN', 'N_BLOCKS', 'MAX_LAYERS', 'KERNELS',
@@ -57,20 +63,14 @@ __all__ = [
 PAD = 'PAD'
 EMBED_DIM = 16
 HIDDEN = 50            # per direction; per-position encoder output is 2 * HIDDEN
-N_BLOCKS = 5           # 4 conv blocks + the fc block
 MAX_LAYERS = 10        # layer-index head size
 KERNELS = (1, 3, 5)
 MAX_LEN = 50
 
 # DenseNet variant (methods.md §1.7)
-TRANSITION = 't'
-DENSE_N_BLOCKS = 3     # block head size
 DENSE_MAX_LAYERS = 20  # position head size
 DENSE_MAX_LEN = 64     # 3 blocks x 20 layers + 2 transitions fit; padding only, no weight depends on it
 
-_CONV = re.compile(r'^conv-(\d+)-(\d+)$')
-_FC = re.compile(r'^fc-(\d+)$')
-_DENSE = re.compile(r'^g(\d+)$')
 
 
 # --------------------------------------------------------------------------- tokens
@@ -104,56 +104,11 @@ def encode(tokens: Sequence[str], vocab: dict[str, int], max_len: int = MAX_LEN)
     return ids, len(tokens)
 
 
-def parse_token(token: str) -> tuple[str, int | None, int | None]:
-    """``('conv', filters, kernel)``, ``('fc', units, None)`` or ``('pool', None, None)``."""
-    if token == 'pool':
-        return 'pool', None, None
-    m = _CONV.match(str(token))
-    if m:
-        return 'conv', int(m.group(1)), int(m.group(2))
-    m = _FC.match(str(token))
-    if m:
-        return 'fc', int(m.group(1)), None
-    raise ValueError(f'unknown layer token {token!r}')
-
-
-def block_layout(tokens: Sequence[str], n_blocks: int = N_BLOCKS) -> list[list[int]]:
-    """Token positions of the layers of each block; ``n_blocks`` lists, the last is the fc block.
-
-    Conv block ``j`` holds the conv layers between pool ``j-1`` and pool ``j``; the fc block holds
-    the fc layers after the last (global) pool. Unused conv blocks are empty lists.
-    """
-    pools = [i for i, t in enumerate(tokens) if t == 'pool']
-    if not pools:
-        raise ValueError("block_layout: token list needs a final 'pool' (global pool)")
-    if len(pools) > n_blocks - 1:
-        raise ValueError(f'block_layout: {len(pools)} conv blocks, at most {n_blocks - 1} supported')
-    blocks: list[list[int]] = [[] for _ in range(n_blocks)]
-    b = 0
-    for i, t in enumerate(tokens):
-        kind = parse_token(t)[0]
-        if kind == 'pool':
-            b += 1
-        elif kind == 'conv':
-            if i > pools[-1]:
-                raise ValueError(f'block_layout: conv token {t!r} after the global pool')
-            blocks[b].append(i)
-        else:
-            if i < pools[-1]:
-                raise ValueError(f'block_layout: fc token {t!r} before the global pool')
-            blocks[-1].append(i)
-    return blocks
-
-
 def wider_mask(tokens: Sequence[str], conv_widths: Sequence[int], fc_units: Sequence[int],
                max_len: int = MAX_LEN) -> torch.Tensor:
     """Float mask (``max_len``): 1 for conv/fc layers below the maximum of their width list."""
     mask = torch.zeros(max_len)
-    cmax, fmax = max(conv_widths), (max(fc_units) if len(fc_units) else -1)
-    for i, t in enumerate(tokens):
-        kind, w, _ = parse_token(t)
-        if (kind == 'conv' and w < cmax) or (kind == 'fc' and w < fmax):
-            mask[i] = 1.0
+    mask[widenable(tokens, conv_widths, fc_units)] = 1.0
     return mask
 
 
@@ -172,60 +127,6 @@ class DeeperDecision(NamedTuple):
     kernel: int | None = None
 
 
-def _next_width(w: int, widths: Sequence[int], token: str) -> int:
-    widths = sorted(int(x) for x in widths)
-    if w not in widths:
-        raise ValueError(f'apply_wider: width of {token!r} is not in its width list {widths}')
-    j = widths.index(w)
-    if j + 1 >= len(widths):
-        raise ValueError(f'apply_wider: {token!r} is already at the maximum width')
-    return widths[j + 1]
-
-
-def apply_wider(tokens: Sequence[str], decisions: Sequence[int], conv_widths: Sequence[int],
-                fc_units: Sequence[int]) -> list[str]:
-    """Each layer with decision 1 moves up exactly one step in its width list.
-
-    ``decisions`` may be padded (only the first ``len(tokens)`` entries are read). A 1 on a pool
-    or on an already-maximal layer is an error (the actor's mask never produces one).
-    """
-    decisions = [int(d) for d in list(decisions)[:len(tokens)]]
-    if len(decisions) < len(tokens):
-        raise ValueError('apply_wider: fewer decisions than tokens')
-    out = []
-    for t, d in zip(tokens, decisions):
-        if not d:
-            out.append(t)
-            continue
-        kind, w, k = parse_token(t)
-        if kind == 'conv':
-            out.append(f'conv-{_next_width(w, conv_widths, t)}-{k}')
-        elif kind == 'fc':
-            out.append(f'fc-{_next_width(w, fc_units, t)}')
-        else:
-            raise ValueError(f'apply_wider: cannot widen {t!r}')
-    return out
-
-
-def apply_deeper(tokens: Sequence[str], decision, n_blocks: int = N_BLOCKS) -> list[str]:
-    """Insert a new layer directly after layer ``decision.layer`` of block ``decision.block``.
-
-    Conv block: ``conv-<width of that layer>-<decision.kernel>`` (stride 1); fc block
-    (index ``n_blocks-1``): ``fc-<units of that layer>``.
-    """
-    block, layer, kernel = (int(x) for x in decision)
-    blocks = block_layout(tokens, n_blocks)
-    if not 0 <= block < n_blocks or not 0 <= layer < len(blocks[block]):
-        raise ValueError(f'apply_deeper: no layer {layer} in block {block} (block sizes '
-                         f'{[len(b) for b in blocks]})')
-    pos = blocks[block][layer]
-    kind, w, _ = parse_token(tokens[pos])
-    new = f'fc-{w}' if kind == 'fc' else f'conv-{w}-{kernel}'
-    out = list(tokens)
-    out.insert(pos + 1, new)
-    return out
-
-
 # --------------------------------------------------------------------------- DenseNet tokens
 
 def build_densenet_vocab(growths: Iterable[int]) -> dict[str, int]:
@@ -237,59 +138,6 @@ def build_densenet_vocab(growths: Iterable[int]) -> dict[str, int]:
     return vocab
 
 
-def densenet_tokens(arch: dict) -> list[str]:
-    """Token list of a DenseNet architecture dict: ``g<k>`` per dense layer, ``t`` per transition.
-
-    The stem (and the transition widths) are not encoded — see the module docstring.
-
-    >>> densenet_tokens({'growths': [[4, 6], [4]], 'stem': 8, 'transitions': [8]})
-    ['g4', 'g6', 't', 'g4']
-    """
-    tokens: list[str] = []
-    for b, block in enumerate(arch['growths']):
-        if b:
-            tokens.append(TRANSITION)
-        tokens.extend(f'g{int(k)}' for k in block)
-    return tokens
-
-
-def parse_dense_token(token: str) -> tuple[str, int | None]:
-    """``('dense', growth)`` or ``('transition', None)``."""
-    if token == TRANSITION:
-        return 'transition', None
-    m = _DENSE.match(str(token))
-    if m:
-        return 'dense', int(m.group(1))
-    raise ValueError(f'unknown DenseNet token {token!r}')
-
-
-def densenet_layout(tokens: Sequence[str], n_blocks: int = DENSE_N_BLOCKS) -> list[list[int]]:
-    """Token positions of the dense layers of each block (``n_blocks`` lists; missing blocks empty)."""
-    blocks: list[list[int]] = [[]]
-    for i, t in enumerate(tokens):
-        if parse_dense_token(t)[0] == 'transition':
-            blocks.append([])
-        else:
-            blocks[-1].append(i)
-    if len(blocks) > n_blocks:
-        raise ValueError(f'densenet_layout: {len(blocks)} dense blocks, at most {n_blocks} supported')
-    return blocks + [[] for _ in range(n_blocks - len(blocks))]
-
-
-def densenet_positions(tokens: Sequence[str]) -> list[tuple[int, int] | None]:
-    """Per token: ``(block, layer)`` of a dense layer, ``None`` for a transition."""
-    out: list[tuple[int, int] | None] = []
-    b, l = 0, 0
-    for t in tokens:
-        if parse_dense_token(t)[0] == 'transition':
-            out.append(None)
-            b, l = b + 1, 0
-        else:
-            out.append((b, l))
-            l += 1
-    return out
-
-
 def densenet_wider_mask(tokens: Sequence[str], growths: Sequence[int], max_len: int = DENSE_MAX_LEN) -> torch.Tensor:
     """Float mask (``max_len``): 1 for dense layers whose growth is below the growth list's maximum."""
     mask = torch.zeros(max_len)
@@ -299,42 +147,6 @@ def densenet_wider_mask(tokens: Sequence[str], growths: Sequence[int], max_len: 
         if kind == 'dense' and k < gmax:
             mask[i] = 1.0
     return mask
-
-
-def apply_densenet_wider(tokens: Sequence[str], decisions: Sequence[int], growths: Sequence[int]) -> list[str]:
-    """Each dense layer with decision 1 moves up exactly one step in the growth list.
-
-    ``decisions`` may be padded. A 1 on a transition or on a maximal layer is an error.
-    """
-    decisions = [int(d) for d in list(decisions)[:len(tokens)]]
-    if len(decisions) < len(tokens):
-        raise ValueError('apply_densenet_wider: fewer decisions than tokens')
-    out = []
-    for t, d in zip(tokens, decisions):
-        if not d:
-            out.append(t)
-            continue
-        kind, k = parse_dense_token(t)
-        if kind != 'dense':
-            raise ValueError(f'apply_densenet_wider: cannot widen {t!r}')
-        out.append(f'g{_next_width(k, growths, t)}')
-    return out
-
-
-def apply_densenet_deeper(tokens: Sequence[str], decision, n_blocks: int = DENSE_N_BLOCKS) -> list[str]:
-    """Insert a duplicate of dense layer ``decision.layer`` of block ``decision.block`` right after it.
-
-    ``decision`` is ``(block, layer)`` or a :class:`DeeperDecision` (its kernel is ignored).
-    """
-    block, layer = (int(x) for x in tuple(decision)[:2])
-    blocks = densenet_layout(tokens, n_blocks)
-    if not 0 <= block < n_blocks or not 0 <= layer < len(blocks[block]):
-        raise ValueError(f'apply_densenet_deeper: no layer {layer} in block {block} (block sizes '
-                         f'{[len(b) for b in blocks]})')
-    pos = blocks[block][layer]
-    out = list(tokens)
-    out.insert(pos + 1, out[pos])
-    return out
 
 
 # --------------------------------------------------------------------------- modules
@@ -516,6 +328,14 @@ class DeeperActor(nn.Module):
         return self._run(state, layer_counts, decisions=self._to_indices(decision))[1]
 
 
+def _is_dense_token(token) -> bool:
+    try:
+        parse_dense_token(token)
+    except ValueError:
+        return False
+    return True
+
+
 def _widths_from_vocab(vocab):
     convs, kernels, fcs = set(), set(), set()
     for tok in vocab:
@@ -551,7 +371,7 @@ class Controller(nn.Module):
                  entropy_coef: float = 1e-5):
         super().__init__()
         self.vocab = dict(vocab)
-        dense = [t for t in vocab if t != PAD and (t == TRANSITION or _DENSE.match(str(t)))]
+        dense = [t for t in vocab if t != PAD and _is_dense_token(t)]
         if dense and len(dense) != len(vocab) - (PAD in vocab):
             raise ValueError('Controller: vocab mixes DenseNet (g<k>, t) and plain CNN tokens')
         self.kind = 'densenet' if dense else 'plain'

@@ -21,7 +21,7 @@ and device of the layer they were derived from.
 
 Example:
     >>> import torch, torch.nn as nn
-    >>> from nni_xfer.transforms import net2wider_conv, net2deeper_conv, calibrate_identity_bn
+    >>> from nni_xfer.transfer.net2net import net2wider_conv, net2deeper_conv, calibrate_identity_bn
     >>> _ = torch.manual_seed(0)
     >>> conv, bn, head = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Linear(4, 2)
     >>> net = nn.Sequential(conv, bn, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), head).eval()
@@ -40,12 +40,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Iterator, Sequence, Union
+from typing import Any, Iterator, Sequence, Union
 
 import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
+from ..registry import INITIALIZERS
 
 __all__ = [
     'WiderResult',
@@ -525,3 +526,54 @@ def deepen_sequential(seq: nn.Sequential, after: int, *, kernel_size: int = 3, n
     mods = list(seq)
     mods[after + 1:after + 1] = list(block)
     return nn.Sequential(*mods)
+
+
+# --------------------------------------------------------------------------- the initializer
+
+@INITIALIZERS.register('net2net', description="the parent's trained weights through function-preserving transforms (EAS)")
+def net2net(model: nn.Module, init: dict, ctx: Any) -> None:
+    """Start ``model`` as a function-preserving transform of the parent checkpoint.
+
+    ``init``: ``uri`` (+ optional ``sha256``) of the parent checkpoint, ``ops`` (the transform
+    sequence, in the space's operation format), ``noise`` (default true: 1e-2 on widened copies,
+    1e-3 on new layers), ``calibration_images`` (default 64 training images for the new BNs).
+    Works for any space whose class has ``net2net_transform(net, ops, noise=, generator=)`` and
+    ``architecture_of(net)`` (``eas_plain_cnn``, ``eas_densenet``).
+    """
+    from ..checkpoint import load_checkpoint
+    from ..errors import CheckpointError
+
+    allowed = ['kind', 'uri', 'sha256', 'ops', 'noise', 'calibration_images']
+    for key in init:
+        if key not in allowed:
+            raise ConfigError(f'init.{key}', "unknown key for init kind 'net2net'", allowed=allowed)
+    if 'uri' not in init:
+        raise ConfigError('init.uri', "required for init kind 'net2net'")
+    space = ctx.space()
+    transform = getattr(space, 'net2net_transform', None)
+    if transform is None:
+        raise ConfigError('init.kind', f"space {ctx.spec.space!r} has no net2net transforms")
+    ckpt = load_checkpoint(init['uri'], init.get('sha256'))
+    parent_arch = ckpt.get('architecture')
+    try:
+        parent = space.freeze(parent_arch)
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint's architecture is not one of space {ctx.spec.space!r} "
+                              f"({exc}): {init['uri']}") from exc
+    try:
+        parent.load_state_dict(ckpt['state_dict'])
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint does not fit its architecture ({str(exc).splitlines()[0]}): "
+                              f"{init['uri']}") from exc
+    gen = torch.Generator().manual_seed(int(ctx.spec.seed))
+    ops, noise = list(init.get('ops', [])), bool(init.get('noise', True))
+    child = transform(parent, ops, noise=noise, generator=gen)
+    got, want = space.architecture_of(child), space.architecture_of(model)
+    if got != want:
+        raise ConfigError('init.ops', f'transforming the parent gives {got}, not the trial architecture {want}')
+    n = int(init.get('calibration_images', 64))
+    if any(getattr(m, 'needs_calibration', False) for m in child.modules()):
+        batch = ctx.splits().train_x[:n].cpu()
+        child.eval()
+        calibrate_inserted(child, batch)
+    model.load_state_dict(child.state_dict())

@@ -1,4 +1,5 @@
-"""A small pre-activation DenseNet-BC and its function-preserving wider/deeper transforms.
+"""Function-preserving wider/deeper transforms of the EAS DenseNet-BC (the network itself lives in
+:mod:`nni_xfer.search_spaces.eas_densenet`).
 
 Structure (Huang et al., 2017, BC variant; methods.md §1.7): a 3×3 stem conv, dense blocks of
 layers ``BN-ReLU-Conv1x1(b·k)-BN-ReLU-Conv3x3(k)`` whose outputs are concatenated to their
@@ -25,7 +26,8 @@ Transforms (each returns a transformed deep copy and leaves the input untouched)
 
 Example:
     >>> import torch
-    >>> from nni_xfer.transforms import DenseNetBC, densenet_wider, densenet_deeper
+    >>> from nni_xfer.search_spaces.eas_densenet import DenseNetBC
+    >>> from nni_xfer.transfer.densenet import densenet_wider, densenet_deeper
     >>> _ = torch.manual_seed(0)
     >>> net = DenseNetBC([[4, 4], [4]], in_channels=3, num_classes=5).eval()
     >>> g = torch.Generator().manual_seed(0)
@@ -39,126 +41,20 @@ Example:
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..errors import ConfigError
 from .net2net import (_relative_noise, gather_bn, insert_mapping, net2wider_conv, widen_inputs, widen_outputs,
                       wider_mapping)
 
-__all__ = ['DenseLayer', 'DenseBlock', 'Transition', 'DenseNetBC', 'densenet_wider', 'densenet_deeper',
-           'densenet_widen_stem', 'densenet_widen_transition']
+if TYPE_CHECKING:  # the network is the space's; the transforms only read and rewrite its modules
+    from nni_xfer.search_spaces.eas_densenet import DenseLayer, DenseNetBC
 
+__all__ = ['densenet_wider', 'densenet_deeper', 'densenet_widen_stem', 'densenet_widen_transition']
 
-class DenseLayer(nn.Module):
-    """``BN-ReLU-Conv1x1(bottleneck)-BN-ReLU-Conv3x3(growth)``; returns only the new features."""
-
-    def __init__(self, in_channels: int, growth: int, bottleneck_width: int):
-        super().__init__()
-        self.norm1 = nn.BatchNorm2d(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, bottleneck_width, 1, bias=False)
-        self.norm2 = nn.BatchNorm2d(bottleneck_width)
-        self.conv2 = nn.Conv2d(bottleneck_width, growth, 3, padding=1, bias=False)
-
-    @property
-    def growth(self) -> int:
-        return self.conv2.out_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(F.relu(self.norm2(self.conv1(F.relu(self.norm1(x))))))
-
-
-class DenseBlock(nn.Module):
-    """Dense layers whose outputs are concatenated onto the running feature map."""
-
-    def __init__(self, in_channels: int, growths: Sequence[int], bottleneck: int = 4):
-        super().__init__()
-        layers, c = [], in_channels
-        for k in growths:
-            layers.append(DenseLayer(c, k, bottleneck * k))
-            c += k
-        self.layers = nn.ModuleList(layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = torch.cat([x, layer(x)], dim=1)
-        return x
-
-
-class Transition(nn.Module):
-    """``BN-ReLU-Conv1x1-AvgPool2`` between dense blocks."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.norm = nn.BatchNorm2d(in_channels)
-        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
-        self.pool = nn.AvgPool2d(2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.conv(F.relu(self.norm(x))))
-
-
-class DenseNetBC(nn.Module):
-    """Pre-activation DenseNet-BC with per-layer growth.
-
-    Args:
-        growths: growth rate of every dense layer, one list per block.
-        in_channels: image channels.
-        num_classes: classifier outputs.
-        stem_channels: stem conv filters (default ``2 × growths[0][0]``, as in DenseNet-BC).
-        compression: transition output = ``int(compression × input channels)``.
-        transition_channels: explicit transition outputs (one per transition); overrides
-            ``compression`` — a widened network keeps its transitions, so rebuilding it needs them.
-        bottleneck: bottleneck width factor ``b`` (1×1 conv has ``b·k`` filters).
-    """
-
-    def __init__(self, growths: Sequence[Sequence[int]], *, in_channels: int = 3, num_classes: int = 10,
-                 stem_channels: int | None = None, compression: float = 0.5, bottleneck: int = 4,
-                 transition_channels: Sequence[int] | None = None):
-        super().__init__()
-        if not growths or any(not g for g in growths):
-            raise ConfigError('growths', 'needs at least one block with at least one layer')
-        if transition_channels is not None and len(transition_channels) != len(growths) - 1:
-            raise ConfigError('transition_channels', f'expected {len(growths) - 1} values, got {transition_channels!r}')
-        self.bottleneck = bottleneck
-        c = stem_channels or 2 * growths[0][0]
-        self.stem = nn.Conv2d(in_channels, c, 3, padding=1, bias=False)
-        blocks, transitions = [], []
-        for b, g in enumerate(growths):
-            blocks.append(DenseBlock(c, g, bottleneck))
-            c += sum(g)
-            if b < len(growths) - 1:
-                out = transition_channels[b] if transition_channels is not None else max(1, int(compression * c))
-                transitions.append(Transition(c, out))
-                c = out
-        self.blocks = nn.ModuleList(blocks)
-        self.transitions = nn.ModuleList(transitions)
-        self.norm = nn.BatchNorm2d(c)
-        self.fc = nn.Linear(c, num_classes)
-
-    def architecture(self) -> dict:
-        """Everything needed to rebuild this network: growths, stem and transition widths."""
-        return {'growths': self.growths(), 'stem': self.stem.out_channels,
-                'transitions': [t.conv.out_channels for t in self.transitions]}
-
-    def growths(self) -> list[list[int]]:
-        """Current growth of every dense layer, per block."""
-        return [[layer.growth for layer in block.layers] for block in self.blocks]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for b, block in enumerate(self.blocks):
-            x = block(x)
-            if b < len(self.transitions):
-                x = self.transitions[b](x)
-        x = F.adaptive_avg_pool2d(F.relu(self.norm(x)), 1).flatten(1)
-        return self.fc(x)
-
-
-# --------------------------------------------------------------------------- transforms
 
 def _check_layer(net: DenseNetBC, block: int, layer: int) -> DenseLayer:
     if not 0 <= block < len(net.blocks):

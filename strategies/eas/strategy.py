@@ -11,9 +11,11 @@ A cache keyed by architecture avoids training the same child twice. After
 ``eas_random`` draws the actions at random (paper Fig. 5 baseline); ``eas`` draws them from the
 RL meta-controller and updates it with REINFORCE after each episode.
 
-Spaces: ``eas_plain_cnn`` (default 4 wider + 5 deeper steps; ops of
-:func:`nni_xfer.eas.transform_tokens`) and ``eas_densenet`` (methods.md §1.7; default 10 wider +
-5 deeper steps). DenseNet ops are those of :func:`nni_xfer.eas.transform_densenet`: a wider step
+Spaces: any space whose class has ``eas_operators`` (the space's own grammar: start point, tokens,
+decisions -> ops, ops -> child): ``eas_plain_cnn`` (default 4 wider + 5 deeper steps; ops of
+:func:`nni_xfer.search_spaces.eas_plain_cnn.transform_tokens`) and ``eas_densenet`` (methods.md
+§1.7; default 10 wider + 5 deeper steps). DenseNet ops are those of
+:func:`nni_xfer.search_spaces.eas_densenet.transform_densenet_arch`: a wider step
 gives ``{'op': 'wider', 'block', 'layer', 'growth'}`` per chosen layer (one step up the growth
 list), a deeper step ``{'op': 'deeper', 'block', 'layer'}`` (duplicate the layer); after the
 steps every DenseNet child gets the episode-end rule of :func:`densenet_finish_ops` (stem to
@@ -25,172 +27,44 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from nni_xfer.eas import transform_densenet_arch, transform_tokens
-from nni_xfer.eas_controller import densenet_layout, densenet_positions, densenet_tokens
 from nni_xfer.errors import ConfigError
 from nni_xfer.registry import STRATEGIES
 from nni_xfer.store import arch_key
 from nni_xfer.strategy import BaseStrategy, Proposal, SpaceInfo, check_int
 
 
-def blocks_of(tokens: list[str]) -> list[list[int]]:
-    """Insertion points per block: conv layers of each conv block, then the fc layers.
-
-    A new FC layer copies the width of the layer before it, so it goes after an existing FC layer
-    (right after the global pool its width would be a conv width, not an FC width).
-    """
-    gpool = max(i for i, t in enumerate(tokens) if t == 'pool')
-    blocks: list[list[int]] = [[]]
-    for i, tok in enumerate(tokens[:gpool]):
-        if tok == 'pool':
-            blocks.append([])
-        else:
-            blocks[-1].append(i)
-    blocks.append([i for i in range(gpool + 1, len(tokens))])
-    return blocks
-
-
-def widenable(tokens: list[str], conv_widths: list[int], fc_units: list[int]) -> list[int]:
-    out = []
-    for i, tok in enumerate(tokens):
-        if tok.startswith('conv-') and int(tok.split('-')[1]) < max(conv_widths):
-            out.append(i)
-        elif tok.startswith('fc-') and int(tok.split('-')[1]) < max(fc_units):
-            out.append(i)
-    return out
-
-
-def next_width(tok: str, conv_widths: list[int], fc_units: list[int]) -> int:
-    w = int(tok.split('-')[1])
-    choices = conv_widths if tok.startswith('conv-') else fc_units
-    return min(c for c in choices if c > w)
-
-
-def next_growth(k: int, growth_rates: list[int]) -> int:
-    return min(g for g in growth_rates if g > k)
-
-
-def densenet_finish_ops(arch: dict) -> list[dict]:
-    """Episode-end widening of a DenseNet child (methods.md §1.7), in application order.
-
-    The stem goes to ``int(2 × mean growth)`` of all dense layers; then, block by block, each
-    transition goes to ``int(0.5 × its input channels)`` (input = the block's input width, already
-    widened, plus the block's growths). Only widths that grow give an op.
-    """
-    flat = [k for block in arch['growths'] for k in block]
-    ops: list[dict] = []
-    c = arch['stem']
-    target = (2 * sum(flat)) // len(flat)
-    if target > c:
-        ops.append({'op': 'widen_stem', 'channels': target})
-        c = target
-    for i, t in enumerate(arch['transitions']):
-        target = (c + sum(arch['growths'][i])) // 2
-        if target > t:
-            ops.append({'op': 'widen_transition', 'index': i, 'channels': target})
-            t = target
-        c = t
-    return ops
-
-
-class _PlainAdapter:
-    """``eas_plain_cnn``: architecture ``{'layers': tokens}``; the controller reads the tokens."""
-
-    kind = 'eas_plain_cnn'
-    default_steps = (4, 5)
-
-    def __init__(self, space: SpaceInfo):
-        self.space = space
-
-    def start(self) -> dict:
-        return {'layers': list(self.space.extra['start']['layers'])}
-
-    def tokens(self, arch: dict) -> list[str]:
-        return list(arch['layers'])
-
-    def apply(self, arch: dict, ops: list[dict]) -> dict:
-        return {'layers': transform_tokens(arch['layers'], ops)}
-
-    def finish(self, arch: dict) -> list[dict]:
-        return []
-
-
-class _DenseNetAdapter:
-    """``eas_densenet``: architecture ``{'growths', 'stem', 'transitions'}``; controller tokens are
-    ``g<k>``/``t`` (:func:`nni_xfer.eas_controller.densenet_tokens`)."""
-
-    kind = 'eas_densenet'
-    default_steps = (10, 5)
-
-    def __init__(self, space: SpaceInfo):
-        self.space = space
-        rates = space.extra.get('growth_rates')
-        if not rates:
-            raise ConfigError('space', 'eas_densenet space info lacks growth_rates')
-        bad = sorted({k for b in space.extra['start']['growths'] for k in b} - set(rates))
-        if bad:
-            raise ConfigError('space_args.start', f'growths {bad} are not in growth_rates', allowed=sorted(rates))
-
-    def start(self) -> dict:
-        return copy.deepcopy(self.space.extra['start'])
-
-    def tokens(self, arch: dict) -> list[str]:
-        return densenet_tokens(arch)
-
-    def apply(self, arch: dict, ops: list[dict]) -> dict:
-        return transform_densenet_arch(arch, ops)
-
-    def finish(self, arch: dict) -> list[dict]:
-        return densenet_finish_ops(arch)
-
-
-ADAPTERS = {a.kind: a for a in (_PlainAdapter, _DenseNetAdapter)}
+def eas_operators(space: SpaceInfo):
+    """The space's EAS operators (its class attribute ``eas_operators``), bound to ``space``."""
+    from nni_xfer.registry import SEARCH_SPACES
+    cls = SEARCH_SPACES.get(space.name, field='space') if space.name in SEARCH_SPACES else None
+    ops = getattr(cls, 'eas_operators', None)
+    if ops is None:
+        allowed = [e.name for e in SEARCH_SPACES.entries() if getattr(e.obj, 'eas_operators', None)]
+        raise ConfigError('space', f'EAS needs a space with EAS operators, not {space.name!r}', allowed=allowed)
+    return ops(space)
 
 
 class RandomPolicy:
     """Uniform random actions (the paper's random-transformation baseline).
 
-    Wider: every widenable layer independently with probability 1/2; deeper: a uniform non-empty
-    block, a uniform layer in it (and a uniform kernel for plain CNNs).
+    Wider: every widenable layer independently with probability 1/2; deeper: the space's uniform
+    random deeper action (a uniform non-empty block, a uniform layer in it, and for plain CNNs a
+    uniform kernel).
     """
 
-    def __init__(self, space: SpaceInfo, rng):
-        self.space, self.rng = space, rng
-        self.dense = space.extra['kind'] == 'eas_densenet'
-        if self.dense:
-            self.growth_rates = sorted(space.extra['growth_rates'])
-        else:
-            self.conv_widths, self.fc_units = space.extra['conv_widths'], space.extra['fc_units']
-            self.kernels = space.extra['kernels']
+    def __init__(self, ops, rng):
+        self.ops, self.rng = ops, rng
 
     def wider(self, tokens: list[str]) -> tuple[list[dict], Any]:
-        if self.dense:
-            ops = []
-            gmax = max(self.growth_rates)
-            for tok, pos in zip(tokens, densenet_positions(tokens)):
-                if pos is not None and int(tok[1:]) < gmax and self.rng.random() < 0.5:
-                    ops.append({'op': 'wider', 'block': pos[0], 'layer': pos[1],
-                                'growth': next_growth(int(tok[1:]), self.growth_rates)})
-            return ops, None
-        ops = []
-        for i in widenable(tokens, self.conv_widths, self.fc_units):
+        decisions = [0] * len(tokens)
+        for i in self.ops.widenable(tokens):
             if self.rng.random() < 0.5:
-                ops.append({'op': 'wider', 'layer': i, 'width': next_width(tokens[i], self.conv_widths,
-                                                                           self.fc_units)})
-        return ops, None
+                decisions[i] = 1
+        return self.ops.wider_ops(tokens, decisions), None
 
     def deeper(self, tokens: list[str]) -> tuple[list[dict], Any]:
-        if self.dense:
-            blocks = densenet_layout(tokens, tokens.count('t') + 1)
-            nonempty = [b for b in range(len(blocks)) if blocks[b]]
-            b = nonempty[int(self.rng.integers(len(nonempty)))]
-            layer = int(self.rng.integers(len(blocks[b])))
-            return [{'op': 'deeper', 'block': b, 'layer': layer}], None
-        blocks = [b for b in blocks_of(tokens) if b]
-        block = blocks[int(self.rng.integers(len(blocks)))]
-        after = block[int(self.rng.integers(len(block)))]
-        kernel = self.kernels[int(self.rng.integers(len(self.kernels)))]
-        return [{'op': 'deeper', 'after': after, 'kernel': kernel}], None
+        ops, _ = self.ops.random_deeper(tokens, self.rng)
+        return ops, None
 
     def update(self, trajectories: list, accuracies: list[float]) -> dict:
         return {}
@@ -209,10 +83,7 @@ class _EASBase(BaseStrategy):
                  networks_per_episode: int = 10, wider_steps: int | None = None, deeper_steps: int | None = None,
                  stages: int = 1, stage_epochs: int | None = None, noise: bool = True):
         super().__init__(space, seed=seed, mode=mode)
-        kind = space.extra.get('kind')
-        if kind not in ADAPTERS:
-            raise ConfigError('space', f'EAS needs an EAS space, not {space.name!r}', allowed=list(ADAPTERS))
-        self.adapter = ADAPTERS[kind](space)
+        self.adapter = eas_operators(space)
         if mode != 'maximize':
             raise ConfigError('mode', 'EAS maximises validation accuracy', allowed=['maximize'])
         self.episodes_per_stage = check_int(episodes_per_stage, 'strategy_args.episodes_per_stage', 1)
@@ -237,7 +108,7 @@ class _EASBase(BaseStrategy):
         }
 
     def _make_policy(self):
-        return self.policy_cls(self.space, self.rng)
+        return self.policy_cls(self.adapter, self.rng)
 
     @property
     def done(self) -> bool:
@@ -400,47 +271,26 @@ class RLPolicy:
     Recorded deeper decisions are ``[block, layer, kernel]`` (plain) or ``[block, layer]``.
     """
 
-    def __init__(self, space: SpaceInfo, rng, seed: int = 0, lr: float = 2e-3, max_tokens: int = 0):
+    def __init__(self, ops, rng, seed: int = 0, lr: float = 2e-3, max_tokens: int = 0):
         import torch
 
-        from nni_xfer.eas_controller import DENSE_MAX_LEN, DENSE_N_BLOCKS, Controller, build_densenet_vocab, build_vocab
-        self.dense = space.extra['kind'] == 'eas_densenet'
-        if self.dense:
-            self.growth_rates = sorted(space.extra['growth_rates'])
-            n_blocks = max(DENSE_N_BLOCKS, len(space.extra['start']['growths']))
-            self.controller = Controller(build_densenet_vocab(self.growth_rates), seed=seed,
-                                         growths=self.growth_rates, n_blocks=n_blocks,
-                                         max_len=max(DENSE_MAX_LEN, int(max_tokens)), lr=lr)
-        else:
-            self.conv_widths, self.fc_units = space.extra['conv_widths'], space.extra['fc_units']
-            self.kernels = space.extra['kernels']
-            vocab = build_vocab(self.conv_widths, self.kernels, self.fc_units)
-            self.controller = Controller(vocab, seed=seed, conv_widths=self.conv_widths, fc_units=self.fc_units,
-                                         kernels=self.kernels, lr=lr)
+        from nni_xfer.strategies.eas.controller import Controller
+        self.ops = ops
+        args = ops.controller_args(max_tokens)
+        self.controller = Controller(args.pop('vocab'), seed=seed, lr=lr, **args)
         self.generator = torch.Generator().manual_seed(seed)
 
     def wider(self, tokens: list[str]) -> tuple[list[dict], Any]:
         decisions = [int(d) for d in self.controller.wider(tokens, self.generator)]
-        if self.dense:
-            positions = densenet_positions(tokens)
-            ops = [{'op': 'wider', 'block': positions[i][0], 'layer': positions[i][1],
-                    'growth': next_growth(int(tokens[i][1:]), self.growth_rates)}
-                   for i, d in enumerate(decisions[:len(tokens)]) if d]
-            return ops, decisions
-        ops = [{'op': 'wider', 'layer': i, 'width': next_width(tokens[i], self.conv_widths, self.fc_units)}
-               for i, d in enumerate(decisions[:len(tokens)]) if d]
-        return ops, decisions
+        return self.ops.wider_ops(tokens, decisions), decisions
 
     def deeper(self, tokens: list[str]) -> tuple[list[dict], Any]:
-        from nni_xfer.eas_controller import block_layout
         d = self.controller.deeper(tokens, self.generator)
-        if self.dense:
-            return [{'op': 'deeper', 'block': int(d.block), 'layer': int(d.layer)}], [int(d.block), int(d.layer)]
-        after = block_layout(tokens)[d.block][d.layer]
-        return [{'op': 'deeper', 'after': after, 'kernel': int(d.kernel)}], [int(d.block), int(d.layer), int(d.kernel)]
+        record = [int(x) for x in d if x is not None]
+        return self.ops.deeper_ops(tokens, record), record
 
     def update(self, trajectories: list, accuracies: list[float]) -> dict:
-        from nni_xfer.eas_controller import DeeperDecision
+        from nni_xfer.strategies.eas.controller import DeeperDecision
         trajs = [[(kind, list(tokens), DeeperDecision(*rec) if kind == 'deeper' else list(rec))
                   for kind, tokens, rec in traj] for traj in trajectories]
         stats = self.controller.update(trajs, accuracies=list(accuracies))
@@ -482,4 +332,4 @@ class EAS(_EASBase):
     def _make_policy(self):
         # longest token list the search can reach: the start plus deeper_steps layers per stage
         max_tokens = len(self.adapter.tokens(self.adapter.start())) + self.stages * self.deeper_steps
-        return RLPolicy(self.space, self.rng, seed=self.seed, lr=self.lr, max_tokens=max_tokens)
+        return RLPolicy(self.adapter, self.rng, seed=self.seed, lr=self.lr, max_tokens=max_tokens)

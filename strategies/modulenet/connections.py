@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from nni_xfer.errors import ConfigError
 
 KINDS = ('pool', 'conv1x1')
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..errors import ConfigError
+from nni_xfer.errors import ConfigError
 
 RESNETS = {'resnet18': ('BasicBlock', [2, 2, 2, 2]), 'resnet34': ('BasicBlock', [3, 4, 6, 3]),
            'resnet50': ('Bottleneck', [3, 4, 6, 3]), 'resnet101': ('Bottleneck', [3, 4, 23, 3])}

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..errors import ConfigError
-from ..evaluators import Evaluator, count_flops, count_params
-from ..registry import EVALUATORS, INITIALIZERS
+from nni_xfer.errors import ConfigError
+from nni_xfer.evaluators import Evaluator, count_flops, count_params
+from nni_xfer.registry import EVALUATORS, INITIALIZERS
 
 
 @INITIALIZERS.register('kb_modules', description='ModuleNet: load every module from the knowledge base (sha256-checked)')
@@ -55,7 +55,7 @@ class ModuleNetEvaluator(Evaluator):
 
     def __init__(self, alpha: float = 25.0, beta: float = 25.0, cache_features: bool = True, test: bool = False,
                  **train_args: Any):
-        from ..trainer import TrainConfig
+        from nni_xfer.trainer import TrainConfig
         for name, v in (('alpha', alpha), ('beta', beta)):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ConfigError(f'evaluator_args.{name}', f'expected a number, got {v!r}')
@@ -67,8 +67,8 @@ class ModuleNetEvaluator(Evaluator):
         self.config = TrainConfig.from_dict({'epochs': 20, 'augment': False, **train_args}, field='evaluator_args')
 
     def evaluate(self, model: nn.Module, ctx: Any) -> dict:
-        from ..datasets import Splits
-        from ..trainer import Trainer
+        from nni_xfer.datasets import Splits
+        from nni_xfer.trainer import Trainer
         from .score import lrate as loss_rate
         from .score import score as paper_score
         from .score import sim as similarity
