@@ -7,7 +7,8 @@ in closed form without training, for fast deterministic strategy tests. Both are
 from __future__ import annotations
 
 import time
-from dataclasses import fields
+import zlib
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -36,6 +37,71 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())
+
+
+FAULT_POINTS = ('start', 'mid_train', 'checkpoint_write')
+
+
+class InjectedFault(RuntimeError):
+    """A failure injected on purpose (``evaluator_args.fault``)."""
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """``evaluator_args.fault: {rate: 0.2, where: [start, mid_train, checkpoint_write], seed: 0}``.
+
+    Works with every evaluator and space: the trial runner strips the key before the evaluator is
+    built. Whether a trial fails, and where, is a pure function of ``seed`` and the proposal id, so a
+    rerun (or a resumed search) fails the same trials. Points: ``start`` (before the initializer),
+    ``mid_train`` (at the evaluator's first per-epoch report; evaluators that report no epochs fail
+    right after evaluating), ``checkpoint_write`` (while the checkpoint file is being written: the
+    partial temp file is removed and no checkpoint appears).
+    """
+
+    rate: float = 0.0
+    where: tuple[str, ...] = FAULT_POINTS
+    seed: int = 0
+
+    @classmethod
+    def from_arg(cls, value: Any, field: str = 'evaluator_args.fault') -> 'FaultConfig':
+        if not isinstance(value, dict):
+            raise ConfigError(field, f'expected a mapping {{rate, where, seed}}, got {value!r}')
+        for key in value:
+            if key not in ('rate', 'where', 'seed'):
+                raise ConfigError(f'{field}.{key}', 'unknown key', allowed=['rate', 'where', 'seed'])
+        rate = value.get('rate', 0.0)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+            raise ConfigError(f'{field}.rate', f'expected a probability in [0, 1], got {rate!r}')
+        where = value.get('where', list(FAULT_POINTS))
+        if isinstance(where, str):
+            where = [where]
+        if not isinstance(where, (list, tuple)) or not where:
+            raise ConfigError(f'{field}.where', f'expected a non-empty list, got {where!r}', allowed=FAULT_POINTS)
+        for w in where:
+            if w not in FAULT_POINTS:
+                raise ConfigError(f'{field}.where', f'unknown point {w!r}', allowed=FAULT_POINTS)
+        seed = value.get('seed', 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f'{field}.seed', f'expected an integer, got {seed!r}')
+        return cls(float(rate), tuple(where), seed)
+
+    def draw(self, proposal_id: int) -> str | None:
+        """The point where this proposal's trial fails, or ``None``."""
+        if self.rate <= 0.0:
+            return None
+        h = zlib.crc32(f'nni-xfer-fault:{self.seed}:{int(proposal_id)}'.encode())
+        u = (h & 0xFFFFFF) / float(1 << 24)
+        if u >= self.rate:
+            return None
+        return self.where[(h >> 24) % len(self.where)]
+
+
+def make_evaluator(name: str, args: dict | None, field: str = 'evaluator') -> tuple['Evaluator', FaultConfig]:
+    """The registered evaluator ``name`` built from ``evaluator_args`` (less ``fault``) and the fault setting."""
+    args = dict(args or {})
+    fault = FaultConfig.from_arg(args.pop('fault')) if 'fault' in args else FaultConfig()
+    evaluator = EVALUATORS.get(name, field=field)(**args)
+    return evaluator, fault
 
 
 class Evaluator:

@@ -15,6 +15,7 @@ and every evaluation lands in the knowledge store.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from typing import Any
 
@@ -30,7 +31,7 @@ from .space import DATASET_ARGS, space_info
 from .spec import TrialSpec
 from .store import KnowledgeStore
 from .strategy import BaseStrategy
-from .trial import nas_evaluate
+from .trial import nas_evaluate, trial_failure
 
 _logger = logging.getLogger('nni_xfer.nas')
 
@@ -48,7 +49,8 @@ class XferEvaluator(FunctionalEvaluator):
     def __init__(self, dataset: str = 'digits', evaluator: str = 'train', dataset_args: dict | None = None,
                  evaluator_args: dict | None = None, checkpoint_root: str | None = None):
         DATASETS.get(dataset, field='dataset')
-        EVALUATORS.get(evaluator, field='evaluator')(**(evaluator_args or {}))  # validates the args now
+        from .evaluators import make_evaluator
+        make_evaluator(evaluator, evaluator_args)  # validates the args (and evaluator_args.fault) now
         super().__init__(nas_evaluate, spec=None)
         self.dataset = dataset
         self.evaluator_name = evaluator
@@ -90,6 +92,10 @@ class XferStrategy(Strategy):
         self.core: BaseStrategy | None = strategy if isinstance(strategy, BaseStrategy) else None
         self._running: dict[int, int] = {}  # id(model) -> proposal id
         self._next_id = 0
+        # NNI calls _on_training_end from the engine's threads while _run proposes: one lock for the
+        # core strategy and the store. A strategy exception stops the search (_run raises it).
+        self._lock = threading.RLock()
+        self._error: str | None = None
 
     def extra_repr(self) -> str:
         return f'strategy={self._strategy_spec!r}, seed={self.seed}'
@@ -121,45 +127,78 @@ class XferStrategy(Strategy):
     def _run(self) -> None:
         assert self.core is not None
         while self.wait_for_resource():
-            pid = self._next_id
-            proposal = self.core.propose(pid)
+            with self._lock:
+                self._raise_if_failed()
+                pid = self._next_id
+                try:
+                    proposal = self.core.propose(pid)
+                except Exception as exc:
+                    self._fatal('propose', exc)
+                    raise
+                pending = bool(self.core.pending)
             if proposal is None:
-                if self.core.pending:
+                if pending:
                     self.engine.wait_models()
-                    if not self.core.pending:
-                        continue
+                    with self._lock:
+                        self._raise_if_failed()
+                        if not self.core.pending:
+                            continue
                 break
-            self._next_id += 1
-            ev = self._evaluator
-            spec = TrialSpec.from_proposal(
-                proposal, pid, experiment_id=self.experiment_id, strategy=self._strategy_name,
-                space=self._space_name, dataset=ev.dataset, evaluator=ev.evaluator_name, seed=self.seed,
-                space_args=self._space_args, dataset_args=ev.dataset_args, evaluator_args=ev.evaluator_args,
-                mode=self.mode, checkpoint_root=ev.checkpoint_root).to_dict()
-            parent = None if proposal.parent is None else {'experiment_id': self.experiment_id,
-                                                            'parameter_id': proposal.parent}
-            self.store.record_proposal(self.experiment_id, pid, architecture=proposal.architecture,
-                                       strategy=self._strategy_name, space=self._space_name, dataset=ev.dataset,
-                                       parent=parent, init=proposal.init, spec=spec)
-            model = self.model_space.freeze(proposal.architecture)
-            model.evaluator = FunctionalEvaluator(nas_evaluate, spec=spec)
-            self._running[id(model)] = pid
+            with self._lock:
+                self._next_id += 1
+                ev = self._evaluator
+                spec = TrialSpec.from_proposal(
+                    proposal, pid, experiment_id=self.experiment_id, strategy=self._strategy_name,
+                    space=self._space_name, dataset=ev.dataset, evaluator=ev.evaluator_name, seed=self.seed,
+                    space_args=self._space_args, dataset_args=ev.dataset_args, evaluator_args=ev.evaluator_args,
+                    mode=self.mode, checkpoint_root=ev.checkpoint_root).to_dict()
+                parent = None if proposal.parent is None else {'experiment_id': self.experiment_id,
+                                                                'parameter_id': proposal.parent}
+                self.store.record_proposal(self.experiment_id, pid, architecture=proposal.architecture,
+                                           strategy=self._strategy_name, space=self._space_name,
+                                           dataset=ev.dataset, parent=parent, init=proposal.init, spec=spec)
+                model = self.model_space.freeze(proposal.architecture)
+                model.evaluator = FunctionalEvaluator(nas_evaluate, spec=spec)
+                self._running[id(model)] = pid
             self.engine.submit_models(model)
         self.engine.wait_models()
+        with self._lock:
+            self._raise_if_failed()
 
     def _on_training_end(self, event) -> None:
-        pid = self._running.pop(id(event.model), None)
-        if pid is None or self.core is None or not self.core.is_pending(pid):
-            return
-        final = event.model.metrics.final
-        if event.status == ModelStatus.Trained and final is not None:
-            metrics = final if isinstance(final, dict) else {'default': final}
-            self.core.observe(pid, metrics)
-            self.store.record_result(self.experiment_id, pid, metrics, status='SUCCEEDED')
-        else:
-            self.core.fail(pid, f'model status {event.status}')
-            self.store.record_result(self.experiment_id, pid, None, status='FAILED', error=str(event.status))
-        self.store.save_strategy_state(self.experiment_id, self.core.state_dict())
+        with self._lock:
+            pid = self._running.pop(id(event.model), None)
+            if pid is None or self.core is None or not self.core.is_pending(pid) or self._error is not None:
+                return
+            final = event.model.metrics.final
+            error = trial_failure(final)
+            try:
+                if event.status == ModelStatus.Trained and final is not None and error is None:
+                    metrics = final if isinstance(final, dict) else {'default': final}
+                    self.core.observe(pid, metrics)
+                    self.store.record_result(self.experiment_id, pid, metrics, status='SUCCEEDED')
+                else:
+                    reason = error or f'model status {event.status}'
+                    self.core.fail(pid, reason)
+                    self.store.record_result(self.experiment_id, pid, None, status='FAILED', error=reason)
+                self.store.save_strategy_state(self.experiment_id, self.core.state_dict())
+            except Exception as exc:  # noqa: BLE001 - recorded; _run raises it in the strategy thread
+                self._fatal('observe', exc)
+
+    def _fatal(self, where: str, exc: BaseException) -> None:
+        msg = ' '.join(f'nni-xfer: strategy {self._strategy_name!r} failed in {where}: '
+                       f'{type(exc).__name__}: {exc}'.split())
+        if self._error is None:
+            self._error = msg
+            _logger.error(msg, exc_info=exc)
+            try:
+                self.store.record_experiment_error(self.experiment_id, msg)
+            except Exception as store_exc:  # noqa: BLE001
+                _logger.error('cannot record the error in the knowledge store: %s', store_exc)
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(self._error)
 
     def state_dict(self) -> dict:
         return {'core': self.core.state_dict() if self.core else None, 'next_id': self._next_id,

@@ -68,6 +68,11 @@ CREATE TABLE IF NOT EXISTS strategy_state (
     state TEXT NOT NULL,           -- JSON state_dict of the strategy
     updated REAL
 );
+CREATE TABLE IF NOT EXISTS experiment_errors (
+    experiment_id TEXT NOT NULL,
+    message TEXT NOT NULL,         -- one line: why the search stopped (a strategy or store exception)
+    created REAL
+);
 """
 
 
@@ -193,6 +198,32 @@ class KnowledgeStore:
         with self._lock, self._conn:
             self._conn.execute('INSERT OR REPLACE INTO strategy_state VALUES (?,?,?)',
                                (experiment_id, json.dumps(state), time.time()))
+
+    def set_trial_id(self, experiment_id: str, parameter_id: int, trial_id: str | None) -> None:
+        """Record which NNI trial runs a proposal (a re-issued or resumed proposal gets a new one)."""
+        if not trial_id:
+            return
+        with self._lock, self._conn:
+            self._conn.execute('UPDATE evaluations SET trial_id=?, updated=? WHERE experiment_id=? AND parameter_id=?',
+                               (str(trial_id), time.time(), experiment_id, int(parameter_id)))
+
+    def delete_evaluation(self, experiment_id: str, parameter_id: int) -> None:
+        """Remove a proposal that never reached a trial (written just before its dispatcher died)."""
+        with self._lock, self._conn:
+            self._conn.execute('DELETE FROM evaluations WHERE experiment_id=? AND parameter_id=?',
+                               (experiment_id, int(parameter_id)))
+
+    def record_experiment_error(self, experiment_id: str, message: str) -> None:
+        """Why a search stopped: one line, shown by ``nni-xfer run`` and ``report``."""
+        with self._lock, self._conn:
+            self._conn.execute('INSERT INTO experiment_errors VALUES (?,?,?)',
+                               (experiment_id, ' '.join(str(message).split()), time.time()))
+
+    def experiment_errors(self, experiment_id: str) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute('SELECT message FROM experiment_errors WHERE experiment_id=? ORDER BY created',
+                                      (experiment_id,)).fetchall()
+        return [r['message'] for r in rows]
 
     def record_module(self, kb: str, source: str, position: int, *, file: str, arch: str | None = None,
                       in_channels: int | None = None, out_channels: int | None = None, in_size: int | None = None,

@@ -30,8 +30,49 @@ import torch.nn as nn  # noqa: E402
 
 from .checkpoint import save_checkpoint
 from .errors import ConfigError
-from .registry import EVALUATORS, INITIALIZERS
+from .registry import INITIALIZERS
 from .spec import TrialSpec
+
+
+def error_line(exc: BaseException, limit: int = 500) -> str:
+    """One line saying why a trial failed: the exception type and its message."""
+    text = str(exc) if isinstance(exc, ConfigError) else f'{type(exc).__name__}: {exc}'
+    line = ' '.join(text.split())
+    return line if len(line) <= limit else line[:limit - 3] + '...'
+
+
+def failure_report(error: str, proposal_id: int | None = None) -> dict:
+    """The final result a failing trial reports before it exits non-zero.
+
+    It has no ``default`` key, so the web portal shows no value for the trial. NNI carries final
+    results from every training service (local, remote, Kubernetes...) to the tuner, which records
+    the line and the trial id in the failed store row.
+    """
+    report = {'status': 'FAILED', 'error': error}
+    if proposal_id is not None:
+        report['proposal_id'] = proposal_id
+    trial_id = os.environ.get('NNI_TRIAL_JOB_ID')
+    if trial_id:
+        report['trial_id'] = trial_id
+    return report
+
+
+def trial_failure(metrics: Any) -> str | None:
+    """The error line of a :func:`failure_report`, or ``None`` for real metrics."""
+    if isinstance(metrics, dict) and metrics.get('status') == 'FAILED' and 'default' not in metrics:
+        return str(metrics.get('error') or 'trial failed')
+    return None
+
+
+class _FaultOnPickle:
+    """Raises while ``torch.save`` serialises it: a crash in the middle of writing a checkpoint."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+    def __reduce__(self):
+        from .evaluators import InjectedFault
+        raise InjectedFault(self.message)
 
 
 class Reporter:
@@ -120,7 +161,16 @@ def run_trial(spec: dict | TrialSpec, model: nn.Module | None = None, reporter: 
     reporter = reporter or Reporter()
     ctx = TrialContext(spec, reporter, space=space)
     initializer = INITIALIZERS.get(spec.init['kind'], field='init.kind')
-    evaluator = EVALUATORS.get(spec.evaluator, field='evaluator')(**spec.evaluator_args)
+    from .evaluators import InjectedFault, make_evaluator
+    evaluator, fault = make_evaluator(spec.evaluator, spec.evaluator_args)
+    fault_at = fault.draw(spec.proposal_id)
+
+    def injected(point: str) -> InjectedFault:
+        return InjectedFault(f'injected fault at {point} (evaluator_args.fault, seed {fault.seed}, '
+                             f'proposal {spec.proposal_id})')
+
+    if fault_at == 'start':
+        raise injected('start')
     seed_everything(spec.seed)
     if model is None:
         from .space import freeze
@@ -128,11 +178,20 @@ def run_trial(spec: dict | TrialSpec, model: nn.Module | None = None, reporter: 
     ctx.progress(f'architecture {json.dumps(spec.architecture)}; init {spec.init["kind"]}')
     initializer(model, spec.init, ctx)
     t_ready = time.time()
+    if fault_at == 'mid_train':
+        def report_then_fail(metrics: dict) -> None:
+            reporter.intermediate(metrics)
+            raise injected('mid_train')
+        ctx.report_intermediate = report_then_fail
     metrics = evaluator.evaluate(model, ctx)
+    if fault_at == 'mid_train':  # the evaluator reports no epochs: fail once it is done
+        raise injected('mid_train')
     metrics.update({k: v for k, v in ctx.extra_metrics.items() if k not in metrics})
     if 'default' not in metrics:
         raise RuntimeError(f"evaluator {spec.evaluator!r} returned no 'default' metric")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if fault_at == 'checkpoint_write':
+        state['~fault'] = _FaultOnPickle(str(injected('checkpoint_write')))
     # Metadata as plain JSON types so the file loads with torch.load(weights_only=True).
     meta = json.loads(json.dumps({
         'space': spec.space,
@@ -158,14 +217,24 @@ def run_trial(spec: dict | TrialSpec, model: nn.Module | None = None, reporter: 
 
 
 def nas_evaluate(model: nn.Module, spec: dict) -> None:
-    """FunctionalEvaluator entry for ``NasExperiment``: the model is built by NNI from the sample."""
-    run_trial(spec, model=model, reporter=NNIReporter())
+    """FunctionalEvaluator entry for ``NasExperiment``: the model is built by NNI from the sample.
+
+    A failure reports :func:`failure_report` (the strategy adapter records its line) and re-raises.
+    """
+    reporter = NNIReporter()
+    try:
+        run_trial(spec, model=model, reporter=reporter)
+    except Exception as exc:
+        pid = spec.get('proposal_id') if isinstance(spec, dict) else None
+        reporter.final(failure_report(error_line(exc), pid))
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m nni_xfer.trial', description=__doc__.splitlines()[0])
     parser.add_argument('--spec', help='run a spec from a JSON file instead of asking NNI')
     args = parser.parse_args(argv)
+    params = None
     try:
         if args.spec:
             with open(args.spec) as f:
@@ -176,13 +245,18 @@ def main(argv: list[str] | None = None) -> int:
             if params is None:
                 raise ConfigError('trial', 'NNI gave no parameters (is this running under nnictl?)')
             run_trial(params, reporter=NNIReporter())
-    except ConfigError as exc:
-        print(f'nni-xfer trial failed: {exc}', file=sys.stderr, flush=True)
-        return 2
-    except Exception:
-        traceback.print_exc()
-        print('nni-xfer trial failed (see the traceback above)', file=sys.stderr, flush=True)
-        return 1
+    except Exception as exc:
+        if not isinstance(exc, ConfigError):
+            traceback.print_exc()
+        line = error_line(exc)
+        if params is not None:  # under NNI: the tuner records this line and the trial id
+            try:
+                pid = params.get('proposal_id') if isinstance(params, dict) else None
+                NNIReporter().final(failure_report(line, pid))
+            except Exception as report_exc:  # noqa: BLE001 - the exit code still says FAILED
+                print(f'nni-xfer: could not report the failure to NNI: {report_exc}', file=sys.stderr)
+        print(f'nni-xfer trial failed: {line}', file=sys.stderr, flush=True)
+        return 2 if isinstance(exc, ConfigError) else 1
     return 0
 
 

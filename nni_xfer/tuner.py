@@ -13,8 +13,12 @@ continues without proposing an evaluated architecture again.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import signal
+import threading
+import urllib.request
 from typing import Any
 
 from nni import NoMoreTrialError
@@ -24,6 +28,7 @@ from .config import build, validate_class_args
 from .errors import ConfigError
 from .spec import TrialSpec
 from .store import KnowledgeStore
+from .trial import trial_failure
 
 _logger = logging.getLogger('nni_xfer.tuner')
 
@@ -41,8 +46,77 @@ def _experiment_id() -> str:
     return 'standalone'
 
 
+def _one_line(text: Any, limit: int = 500) -> str:
+    line = ' '.join(str(text).split())
+    return line if len(line) <= limit else line[:limit - 3] + '...'
+
+
+def _rest_base() -> str | None:
+    """The NNI manager's REST API as seen from the dispatcher (always on the manager's machine).
+
+    NNI gives the dispatcher ``NNI_TUNER_COMMAND_CHANNEL=ws://localhost:<port>[/<url prefix>]/tuner``.
+    """
+    url = os.environ.get('NNI_TUNER_COMMAND_CHANNEL') or ''
+    if not url.startswith('ws://') or not url.endswith('/tuner'):
+        return None
+    return 'http://' + url[len('ws://'):-len('/tuner')] + '/api/v1/nni'
+
+
+def nni_trial_jobs(timeout: float = 10.0) -> list[dict] | None:
+    """The experiment's trials from the NNI manager's REST API; ``None`` if it cannot be reached."""
+    base = _rest_base()
+    if base is None:
+        return None
+    try:
+        with urllib.request.urlopen(f'{base}/trial-jobs', timeout=timeout) as r:
+            return json.loads(r.read().decode())
+    except (OSError, ValueError) as exc:
+        _logger.warning('cannot list trials from the NNI manager at %s: %s', base, exc)
+        return None
+
+
+def _proposal_of(trial: dict, experiment_id: str) -> int | None:
+    """Proposal id carried in an NNI trial's hyper-parameters (our trial spec)."""
+    for hp in trial.get('hyperParameters') or []:
+        try:
+            packed = json.loads(hp) if isinstance(hp, str) else hp
+        except ValueError:
+            continue
+        params = (packed or {}).get('parameters')
+        if isinstance(params, str):
+            try:
+                params = json.loads(params)
+            except ValueError:
+                continue
+        if isinstance(params, dict) and 'proposal_id' in params and \
+                params.get('experiment_id', experiment_id) == experiment_id:
+            return int(params['proposal_id'])
+    return None
+
+
+def _crash_point() -> tuple[str, int] | None:
+    """``NNI_XFER_CRASH_AT=proposal:<id>|result:<id>``: SIGKILL this dispatcher right after writing that
+    proposal (before NNI receives it) or that result to the store. For kill/resume tests only."""
+    value = os.environ.get('NNI_XFER_CRASH_AT', '')
+    kind, _, num = value.partition(':')
+    if kind in ('proposal', 'result') and num.strip().isdigit():
+        return kind, int(num)
+    return None
+
+
 class XferTuner(Tuner):
-    """Drives a :class:`~nni_xfer.strategy.BaseStrategy` from NNI's dispatcher."""
+    """Drives a :class:`~nni_xfer.strategy.BaseStrategy` from NNI's dispatcher.
+
+    NNI 3.0 calls ``trial_end`` on its assessor thread and the other callbacks on its default thread:
+    every callback runs under one lock, so the strategy and the store are used by one thread at a
+    time. An exception of the strategy (or the store) stops the search: its one-line cause goes to
+    ``dispatcher.log``, to the knowledge store (``nni-xfer run`` prints it) and to the NNI manager,
+    which puts the experiment in ERROR; no further trial is proposed.
+
+    A trial that fails reports ``{'status': 'FAILED', 'error': <one line>, 'trial_id': ...}`` as its
+    final result before it exits (NNI carries final results from every training service); the
+    failed store row gets that line and the trial id.
+    """
 
     fixed_strategy: str | None = None
 
@@ -53,6 +127,9 @@ class XferTuner(Tuner):
         self.strategy = built.strategy
         self.experiment_id = _experiment_id()
         self.store = KnowledgeStore.resolve(self.config.store)
+        self._lock = threading.RLock()
+        self._error: str | None = None
+        self._error_reported = False
         state = self.store.strategy_state(self.experiment_id)
         self.resumed = state is not None
         if state is not None:
@@ -68,40 +145,105 @@ class XferTuner(Tuner):
         # answered through NNI's send-later callback as soon as the strategy can propose again.
         self._owed: list[int] = []
         self._send_later = None
+        # After a resume: pending proposals NNI has no trial for (the dispatcher died before NNI got
+        # them, or `nnictl stop` cancelled their trial) are sent again, same id and spec.
+        self._reconciled = not self.resumed
+        self._reissue: list[int] = []
+        self.trial_lister = nni_trial_jobs  # replaceable in tests
+        self._crash_at = None if self.resumed else _crash_point()
         self.store.record_experiment(self.experiment_id, strategy=self.config.strategy, space=self.config.space,
                                      dataset=self.config.dataset, config=dict(class_args))
 
-    # ---- NNI Tuner interface ----
+    # ---- NNI Tuner interface (each under the lock) ----
     def update_search_space(self, search_space: Any) -> None:
         """The space comes from ``classArgs.space``; NNI's ``searchSpace`` is not used."""
 
     def generate_multiple_parameters(self, parameter_id_list: list[int], **kwargs: Any) -> list[dict]:
-        self._send_later = kwargs.get('st_callback') or self._send_later
-        result = []
-        for i, parameter_id in enumerate(parameter_id_list):
-            try:
-                result.append(self.generate_parameters(parameter_id, **kwargs))
-            except NoMoreTrialError:
-                if self.strategy.pending and not self.strategy.done and self._send_later is not None:
-                    self._owed.extend(parameter_id_list[i:])
-                break
-        return result
-
-    def _pay_owed(self) -> None:
-        while self._owed and self._send_later is not None:
-            try:
-                params = self.generate_parameters(self._owed[0])
-            except NoMoreTrialError:
-                if not self.strategy.pending:  # nothing will unblock it: give the slots up
-                    self._owed.clear()
-                return
-            self._send_later(self._owed.pop(0), params)
+        with self._lock:
+            self._send_later = kwargs.get('st_callback') or self._send_later
+            if self._error is not None:
+                self._report_error()
+                return []
+            result = []
+            for i, parameter_id in enumerate(parameter_id_list):
+                try:
+                    result.append(self._generate(parameter_id, kwargs.get('trial_job_id')))
+                except NoMoreTrialError:
+                    if self._error is None and self.strategy.pending and not self.strategy.done \
+                            and self._send_later is not None:
+                        self._owed.extend(parameter_id_list[i:])
+                    break
+            return result
 
     def generate_parameters(self, parameter_id: int, **kwargs: Any) -> dict:
+        with self._lock:
+            return self._generate(parameter_id, kwargs.get('trial_job_id'))
+
+    def receive_trial_result(self, parameter_id: int, parameters: dict, value: Any, **kwargs: Any) -> None:
+        with self._lock:
+            pid = self._proposal_id(parameter_id, parameters)
+            self._result(pid, value, kwargs.get('trial_job_id'), 'receive_trial_result')
+
+    def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
+        # NNI may deliver a successful trial's end before its final metric: only failures end a
+        # proposal here; a success is completed by receive_trial_result. A failed trial normally
+        # reported its own error first (see run_trial); this is for trials killed before they could.
+        if success:
+            return
+        with self._lock:
+            pid = self._param_to_proposal.pop(int(parameter_id), None)
+            if pid is None or not self.strategy.is_pending(pid) or self._error is not None:
+                return
+            trial_id = self._trial_id_of(pid)
+            reason = ('trial ended FAILED without reporting an error (killed, out of memory, or died '
+                      'outside Python); see its stderr in the web portal or trial log')
+            self._guard('trial_end', self._fail, pid, reason, trial_id)
+
+    def import_data(self, data: list[dict]) -> None:
+        """On ``nnictl resume``: results that arrived while the dispatcher was down, and results of
+        trials NNI re-runs after a resume (NNI sends those here, not to ``receive_trial_result``)."""
+        with self._lock:
+            for item in data or []:
+                params = item.get('parameter') or {}
+                if isinstance(params, str):
+                    try:
+                        params = json.loads(params)
+                    except ValueError:
+                        continue
+                pid = params.get('proposal_id') if isinstance(params, dict) else None
+                if pid is None:
+                    continue
+                self._result(int(pid), item.get('value'), item.get('trialJobId'), 'import_data')
+
+    def save_checkpoint(self) -> None:
+        with self._lock:
+            if self._error is None:
+                self._guard('save_checkpoint', self._save_state)
+
+    # ---- work (called with the lock held) ----
+    def _generate(self, parameter_id: int, trial_id: str | None) -> dict:
+        if self._error is not None:
+            raise NoMoreTrialError(f'search stopped: {self._error}')
+        if not self._reconciled:
+            self._guard('resume', self._reconcile)
+        if self._reissue:
+            pid = self._reissue.pop(0)
+            ev = self.store.get(self.experiment_id, pid)
+            if ev is not None and ev.spec and self.strategy.is_pending(pid):
+                self._param_to_proposal[int(parameter_id)] = pid
+                _logger.info('proposal %d sent again (NNI had no trial for it after the resume)', pid)
+                return ev.spec
+        d = self._guard('generate_parameters', self._propose, parameter_id, trial_id)
+        if d is None:
+            raise NoMoreTrialError('strategy has nothing to propose now' if self._error is None
+                                   else f'search stopped: {self._error}')
+        return d
+
+    def _propose(self, parameter_id: int, trial_id: str | None) -> dict | None:
         pid = self._next_id
         proposal = self.strategy.propose(pid)
         if proposal is None:
-            raise NoMoreTrialError('strategy has nothing to propose now')
+            return None
         self._next_id += 1
         self._param_to_proposal[int(parameter_id)] = pid
         cfg = self.config
@@ -115,57 +257,140 @@ class XferTuner(Tuner):
                                                         'parameter_id': proposal.parent}
         self.store.record_proposal(self.experiment_id, pid, architecture=proposal.architecture,
                                    strategy=cfg.strategy, space=cfg.space, dataset=cfg.dataset, parent=parent,
-                                   init=proposal.init, spec=d, trial_id=kwargs.get('trial_job_id'))
+                                   init=proposal.init, spec=d, trial_id=trial_id)
         self._save_state()
+        self._maybe_crash('proposal', pid)
         return d
 
-    def receive_trial_result(self, parameter_id: int, parameters: dict, value: Any, **kwargs: Any) -> None:
-        pid = self._proposal_id(parameter_id, parameters)
+    def _result(self, pid: int | None, value: Any, trial_id: str | None, where: str) -> None:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
         metrics = value if isinstance(value, dict) else {'default': value}
-        if pid is None or not self.strategy.is_pending(pid):
-            _logger.warning('result for unknown or finished proposal %s ignored', pid)
+        trial_id = trial_id or metrics.get('trial_id')
+        error = trial_failure(metrics)
+        if pid is None:
+            _logger.warning('result without a proposal id ignored: %s', _one_line(metrics, 200))
             return
+        if not self.strategy.is_pending(pid) or self._error is not None:
+            if error is not None and self.store.get(self.experiment_id, pid) is not None:
+                # the trial's end arrived first (other NNI thread): add its own reason and id
+                self.store.record_result(self.experiment_id, pid, None, status='FAILED', error=error,
+                                         trial_id=trial_id)
+            elif self._error is not None and error is None and self.store.get(self.experiment_id, pid) is not None:
+                self.store.record_result(self.experiment_id, pid, metrics, status='SUCCEEDED', trial_id=trial_id)
+            else:
+                _logger.info('result for finished proposal %s ignored', pid)
+            return
+        if error is not None:
+            self._guard(where, self._fail, pid, error, trial_id)
+            return
+        self._guard(where, self._observe, pid, metrics, trial_id)
+
+    def _observe(self, pid: int, metrics: dict, trial_id: str | None) -> None:
         self.strategy.observe(pid, metrics)
-        self.store.record_result(self.experiment_id, pid, metrics, status='SUCCEEDED',
-                                 trial_id=kwargs.get('trial_job_id') or metrics.get('trial_id'))
+        self.store.record_result(self.experiment_id, pid, metrics, status='SUCCEEDED', trial_id=trial_id)
         self._save_state()
+        self._maybe_crash('result', pid)
         self._pay_owed()
 
-    def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
-        # NNI may deliver a successful trial's end before its final metric: only failures end a
-        # proposal here; a success is completed by receive_trial_result.
-        if success:
-            return
-        pid = self._param_to_proposal.pop(int(parameter_id), None)
-        if pid is None or not self.strategy.is_pending(pid):
-            return
-        reason = 'trial failed (see its stderr in the web portal or trial log)'
+    def _fail(self, pid: int, reason: str, trial_id: str | None) -> None:
         self.strategy.fail(pid, reason)
-        self.store.record_result(self.experiment_id, pid, None, status='FAILED', error=reason)
+        self.store.record_result(self.experiment_id, pid, None, status='FAILED', error=reason, trial_id=trial_id)
         self._save_state()
         self._pay_owed()
 
-    def import_data(self, data: list[dict]) -> None:
-        """On ``nnictl resume``: results that arrived while the dispatcher was down."""
-        for item in data or []:
-            params = item.get('parameter') or {}
-            pid = params.get('proposal_id')
-            if pid is None or not self.strategy.is_pending(pid):
-                continue
-            value = item.get('value')
-            if isinstance(value, str):
-                import json
-                try:
-                    value = json.loads(value)
-                except ValueError:
-                    continue
-            metrics = value if isinstance(value, dict) else {'default': value}
-            self.strategy.observe(pid, metrics)
-            self.store.record_result(self.experiment_id, pid, metrics, status='SUCCEEDED')
-        self._save_state()
+    def _pay_owed(self) -> None:
+        while self._owed and self._send_later is not None and self._error is None:
+            try:
+                params = self._generate(self._owed[0], None)
+            except NoMoreTrialError:
+                if not self.strategy.pending or self._error is not None:  # nothing will unblock it
+                    self._owed.clear()
+                return
+            self._send_later(self._owed.pop(0), params)
 
-    def save_checkpoint(self) -> None:
-        self._save_state()
+    def _reconcile(self) -> None:
+        """First request after ``nnictl resume``: find pending proposals NNI will never report on."""
+        self._reconciled = True
+        # A proposal written to the store but not to the strategy's state (killed in between) was
+        # never sent to NNI: drop the row, the strategy proposes again from its saved state.
+        known = set(self.strategy.pending) | {h['id'] for h in self.strategy.history}
+        for ev in self.store.evaluations(experiment_id=self.experiment_id, status=('WAITING', 'RUNNING')):
+            if ev.parameter_id not in known:
+                self.store.delete_evaluation(self.experiment_id, ev.parameter_id)
+                _logger.info('dropped proposal %d: written before the dispatcher died, never sent', ev.parameter_id)
+        if not self.strategy.pending:
+            return
+        trials = self.trial_lister()
+        if trials is None:
+            _logger.warning('cannot see NNI trials after the resume; %d pending proposals wait for their results',
+                            len(self.strategy.pending))
+            return
+        by_pid: dict[int, list[dict]] = {}
+        for t in trials:
+            pid = _proposal_of(t, self.experiment_id)
+            if pid is not None:
+                by_pid.setdefault(pid, []).append(t)
+        for pid in sorted(self.strategy.pending):
+            ts = by_pid.get(pid, [])
+            live = [t for t in ts if t.get('status') in ('WAITING', 'RUNNING', 'UNKNOWN')]
+            failed = [t for t in ts if t.get('status') == 'FAILED']
+            if live:  # NNI runs it again under the same trial id; its result comes via import_data
+                self.store.set_trial_id(self.experiment_id, pid, live[-1].get('trialJobId'))
+            elif failed:
+                self._fail(pid, 'trial failed while the dispatcher was down (see its stderr)',
+                           failed[-1].get('trialJobId'))
+            else:  # never reached NNI, or its trial was cancelled by the stop: evaluate it (again)
+                self._reissue.append(pid)
+        if self._reissue:
+            _logger.info('after the resume, proposals %s have no NNI trial and are sent again', self._reissue)
+
+    def _trial_id_of(self, pid: int) -> str | None:
+        trials = self.trial_lister()
+        for t in trials or []:
+            if _proposal_of(t, self.experiment_id) == pid:
+                return t.get('trialJobId')
+        return None
+
+    def _guard(self, where: str, fn, *args):
+        """Run strategy/store work; an exception stops the search with a one-line cause."""
+        try:
+            return fn(*args)
+        except NoMoreTrialError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of the search is fatal for it
+            self._fatal(where, exc)
+            return None
+
+    def _fatal(self, where: str, exc: BaseException) -> None:
+        msg = _one_line(f'nni-xfer: strategy {self.config.strategy!r} failed in {where}: '
+                        f'{type(exc).__name__}: {exc}')
+        self._error = msg
+        self._owed.clear()
+        _logger.error(msg, exc_info=exc)
+        try:
+            self.store.record_experiment_error(self.experiment_id, msg)
+        except Exception as store_exc:  # noqa: BLE001
+            _logger.error('cannot record the error in the knowledge store: %s', store_exc)
+        self._report_error()
+
+    def _report_error(self) -> None:
+        """Tell the NNI manager (experiment -> ERROR; the cause is in nnimanager.log and dispatcher.log)."""
+        if self._error_reported or self._error is None:
+            return
+        dispatcher = getattr(self._send_later, '__self__', None)
+        if dispatcher is not None and hasattr(dispatcher, 'report_error'):
+            dispatcher.report_error(self._error)
+            self._error_reported = True
+
+    def _maybe_crash(self, kind: str, pid: int) -> None:
+        if self._crash_at == (kind, pid):
+            _logger.warning('NNI_XFER_CRASH_AT=%s:%d: killing the dispatcher (test hook)', kind, pid)
+            logging.shutdown()
+            os.kill(os.getpid(), signal.SIGKILL)
 
     # ---- helpers ----
     def _proposal_id(self, parameter_id: int, parameters: Any) -> int | None:
