@@ -5,3 +5,4 @@ the continuous architecture space, over the ``nasnet_cells`` space.
 the ``nao`` search strategy plugin.
 """
 from .model import MLPPredictor, NAOConfig, NAOController, minmax  # noqa: F401
+from .strategy import NAOStrategy, rank_correlations  # noqa: F401,E402
