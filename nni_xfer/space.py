@@ -36,6 +36,16 @@ class XferSpace(ModelSpace):
         with model_context(dict(sample)):
             return self.__class__(*self.trace_args, **self.trace_kwargs)
 
+    def example(self) -> dict:
+        """A valid sample (the first choice of every categorical label); spaces whose samples are
+        not plain choices override it. The registry tests freeze it and run it forward."""
+        return example_sample(self)
+
+
+def example_sample(space: nn.Module) -> dict:
+    """The first choice of every categorical label of an NNI model space."""
+    return {str(label): m.values[0] for label, m in space.simplify().items() if isinstance(m, Categorical)}
+
 
 def space_arg_names(cls: type) -> list[str]:
     sig = inspect.signature(getattr(cls, '_init_wrapped', cls.__init__))

@@ -474,6 +474,9 @@ class EASDenseNet(XferSpace):
 
     eas_operators = DenseNetEASOps
 
+    def example(self) -> dict:
+        return copy.deepcopy(self.start)
+
     @staticmethod
     def net2net_transform(net: nn.Module, ops: list[dict], *, noise: bool = True,
                           generator: torch.Generator | None = None) -> nn.Module:

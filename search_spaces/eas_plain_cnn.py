@@ -380,6 +380,9 @@ class EASPlainCNN(XferSpace):
 
     eas_operators = PlainEASOps
 
+    def example(self) -> dict:
+        return {'layers': list(self.start)}
+
     @staticmethod
     def net2net_transform(net: nn.Module, ops: list[dict], *, noise: bool = True,
                           generator: torch.Generator | None = None) -> nn.Module:

@@ -70,6 +70,21 @@ class ModuleChain(XferSpace):
         dropout: dropout before each hidden layer of the head.
     """
 
+    contract_image_size = 32  # the knowledge base of contract_space_args is built for 32x32 inputs
+
+    @staticmethod
+    def contract_space_args(tmp_path) -> dict:
+        """For the registry tests: a one-source knowledge base (ResNet-18 at width 1/8, one epoch on
+        300 digits images) built under ``tmp_path``."""
+        from nni_xfer.store import KnowledgeStore
+        from nni_xfer.strategies.modulenet.kb import build_kb
+        root = tmp_path / 'kb'
+        cfg = {'root': str(root), 'dataset': 'digits', 'dataset_args': {'limit_train': 300}, 'input_size': 32,
+               'train': {'epochs': 1, 'augment': False, 'batch_size': 64},
+               'sources': [{'name': 'r18', 'arch': 'resnet18', 'width': 0.125}]}
+        build_kb(cfg, store=KnowledgeStore(tmp_path / 'store.db'))
+        return {'kb': str(root), 'head_units': [16]}
+
     def __init__(self, kb: str, in_channels: int = 3, num_classes: int = 10, image_size: int = 32,
                  sources: list[str] | None = None, head_units: list[int] = (4096, 4096), connection: str = 'pool',
                  frozen: bool = True, dropout: float = 0.0):

@@ -21,6 +21,22 @@ class FixedStrategy(BaseStrategy):
         retries: extra attempts for an architecture whose trial failed.
     """
 
+    @classmethod
+    def contract_case(cls):
+        """Quick mock case: 12 distinct architectures of the toy space, in an order drawn from the seed."""
+        import itertools
+
+        import numpy as np
+
+        from nni_xfer.testing.strategy_contract import ContractCase, toy_space
+        space = toy_space()
+        archs = [dict(zip(space.dims, values)) for values in itertools.product(*space.dims.values())]
+
+        def kwargs(seed):
+            order = np.random.default_rng(seed).permutation(len(archs))[:12]
+            return {'architectures': [archs[int(i)] for i in order]}
+        return ContractCase(space, kwargs)
+
     def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize', architectures: list | None = None,
                  init: dict | None = None, retries: int = 0):
         super().__init__(space, seed=seed, mode=mode)

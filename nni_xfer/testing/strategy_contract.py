@@ -10,10 +10,22 @@ fixture (and ``space`` if it needs its own)::
 
 Every test drives the strategy in milliseconds with :func:`mock_metrics` (the closed-form score
 of :class:`~nni_xfer.evaluators.MockEvaluator`).
+
+Every *registered* strategy also runs this suite without a test of its own
+(``tests/test_registries.py``): a strategy class whose default case (the toy categorical space,
+no ``strategy_args``, :func:`mock_metrics`) does not fit declares its quick case::
+
+    @classmethod
+    def contract_case(cls) -> ContractCase:
+        return ContractCase(space=SpaceInfo(...), kwargs={'population': 4}, metrics=my_metrics, budget=12)
+
+:func:`contract_case` reads it; tools that drive every strategy (the tuner thread test, the
+fault-injection runs) use the same case.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Callable
 
 import pytest
@@ -30,6 +42,32 @@ def toy_space() -> SpaceInfo:
 def mock_metrics(strategy: BaseStrategy, architecture: dict) -> dict:
     s = MockEvaluator.score(architecture, strategy.space.dims)
     return {'default': s, 'val_acc': s}
+
+
+@dataclass
+class ContractCase:
+    """A quick, mock-scored configuration of one strategy: its space, ``strategy_args``, metrics."""
+
+    space: SpaceInfo = field(default_factory=lambda: toy_space())
+    kwargs: dict | Callable[[int], dict] = field(default_factory=dict)  # or seed -> kwargs
+    metrics: Callable[[BaseStrategy, dict], dict] | None = None
+    budget: int = 12
+
+    def make(self, cls: type, seed: int = 0) -> BaseStrategy:
+        kwargs = self.kwargs(seed) if callable(self.kwargs) else self.kwargs
+        return cls(self.space, seed=seed, **kwargs)
+
+
+def contract_case(name_or_cls) -> ContractCase:
+    """The strategy's declared :class:`ContractCase` (``contract_case`` classmethod), else the default."""
+    cls = name_or_cls
+    if isinstance(name_or_cls, str):
+        from nni_xfer.registry import STRATEGIES
+        cls = STRATEGIES.get(name_or_cls)
+    case = cls.contract_case() if hasattr(cls, 'contract_case') else ContractCase()
+    if case.metrics is None:
+        case.metrics = mock_metrics
+    return case
 
 
 def drive(strategy: BaseStrategy, n: int, fail: Callable[[int], bool] = lambda i: False,

@@ -110,6 +110,24 @@ class _EASBase(BaseStrategy):
     def _make_policy(self):
         return self.policy_cls(self.adapter, self.rng)
 
+    @classmethod
+    def contract_case(cls):
+        """Quick mock case for the shared contract suite (plain-CNN space, small episodes)."""
+        import math
+
+        from nni_xfer.testing.strategy_contract import ContractCase
+        start = ['conv-16-3', 'pool', 'conv-32-3', 'pool', 'conv-64-3', 'pool', 'fc-64']
+        space = SpaceInfo('eas_plain_cnn', {}, {}, extra={
+            'kind': 'eas_plain_cnn', 'start': {'layers': start}, 'conv_widths': [16, 32, 64, 96, 128],
+            'kernels': [1, 3, 5], 'fc_units': [64, 128, 256]})
+
+        def metrics(strategy, architecture):  # more capacity scores higher, saturating below 1
+            cap = sum(int(t.split('-')[1]) for t in architecture['layers'] if t != 'pool')
+            acc = 1 - math.exp(-cap / 400)
+            return {'default': acc, 'val_acc': acc, 'checkpoint': f'/ckpt/{cap}.pt', 'sha256': '0' * 64}
+        return ContractCase(space, {'networks_per_episode': 4, 'wider_steps': 2, 'deeper_steps': 2,
+                                    'episodes_per_stage': 50}, metrics, budget=14)
+
     @property
     def done(self) -> bool:
         return self.st['phase'] == 'done'

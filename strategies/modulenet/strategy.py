@@ -77,6 +77,17 @@ class ModuleNetNSGA2(BaseStrategy):
         init: the trials' ``init`` block (default ``{'kind': 'kb_modules'}``: the knowledge base's weights).
     """
 
+    @classmethod
+    def contract_case(cls):
+        """Quick mock case for the shared contract suite (population 4, 3 generations, 2 objectives)."""
+        import json
+
+        from nni_xfer.testing.strategy_contract import ContractCase, mock_metrics
+
+        def metrics(strategy, architecture):
+            return {**mock_metrics(strategy, architecture), 'params': float(len(json.dumps(architecture)))}
+        return ContractCase(kwargs={'population': 4, 'generations': 3}, metrics=metrics)
+
     def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'minimize', population: int = 40,
                  generations: int = 30, objectives: list[str] = ('default',), crossover_prob: float = 0.9,
                  mutation_prob: float | None = None, max_retries: int = 100, init: dict | None = None):
