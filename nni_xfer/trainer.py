@@ -5,7 +5,10 @@ permutation and augmented on the device in one vectorised step (random crop afte
 padding plus random horizontal flip, both with per-sample random draws). The optimiser is
 SGD with Nesterov momentum and a per-step cosine learning-rate schedule; mixed precision
 (``torch.autocast``, bf16 where supported, otherwise fp16 with a gradient scaler) is used
-on CUDA only.
+on CUDA only. Options the NASNet-cell children need: ``cutout``, a linear drop-path ramp
+(``drop_path``), the auxiliary head's loss (``aux_weight``, for models that return
+``(logits, aux_logits)`` in training mode), ``lr_schedule`` (``cosine`` | ``constant``) and
+``grad_clip``; their defaults keep the plain behaviour.
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ import torch.nn.functional as F
 from .datasets import Splits
 from .errors import ConfigError
 
-__all__ = ['TrainConfig', 'EpochResult', 'TrainResult', 'Trainer', 'augment_batch', 'resolve_device']
+__all__ = ['TrainConfig', 'EpochResult', 'TrainResult', 'Trainer', 'augment_batch', 'cutout_batch', 'set_drop_path',
+           'resolve_device']
 
 
 # --------------------------------------------------------------------------- configuration
@@ -32,7 +36,9 @@ _FIELD_KINDS = {
     'epochs': 'int', 'batch_size': 'int', 'lr': 'float', 'momentum': 'float', 'nesterov': 'bool',
     'weight_decay': 'float', 'label_smoothing': 'float', 'augment': 'bool', 'amp': 'bool?',
     'device': 'str', 'eval_batch_size': 'int', 'seed': 'int', 'num_threads': 'int?',
+    'cutout': 'int', 'drop_path': 'float?', 'aux_weight': 'float', 'lr_schedule': 'str', 'grad_clip': 'float?',
 }
+LR_SCHEDULES = ('cosine', 'constant')
 
 
 @dataclass
@@ -50,6 +56,11 @@ class TrainConfig:
     eval_batch_size: int = 1024
     seed: int = 0
     num_threads: int | None = None  # torch.set_num_threads during fit (CPU)
+    cutout: int = 0  # side of the square zeroed at a random centre of each training image (0: off; paper 16)
+    drop_path: float | None = None  # ramp the model's drop-path layers linearly 0 -> this over training
+    aux_weight: float = 0.4  # weight of the auxiliary head's loss (models returning (logits, aux))
+    lr_schedule: str = 'cosine'  # per-step cosine to 0, or 'constant'
+    grad_clip: float | None = None  # clip the gradient's global norm (NAO: 5)
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -99,6 +110,16 @@ class TrainConfig:
             raise bad('label_smoothing', 'must be in [0, 1)')
         if self.num_threads is not None and self.num_threads < 1:
             raise bad('num_threads', 'must be >= 1 or null')
+        if self.cutout < 0:
+            raise bad('cutout', 'must be >= 0')
+        if self.drop_path is not None and not 0 <= self.drop_path < 1:
+            raise bad('drop_path', 'must be in [0, 1) or null')
+        if not (self.aux_weight >= 0 and math.isfinite(self.aux_weight)):
+            raise bad('aux_weight', 'must be a finite number >= 0')
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f'{field}.lr_schedule', f'unknown schedule {self.lr_schedule!r}', allowed=LR_SCHEDULES)
+        if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
+            raise bad('grad_clip', 'must be > 0 or null')
         if self.device != 'auto':
             try:
                 torch.device(self.device)
@@ -204,6 +225,34 @@ def augment_batch(x: torch.Tensor, pad: int, flip: bool, generator: torch.Genera
     return torch.gather(out, 3, cols.view(b, 1, 1, w).expand(b, c, h, w))
 
 
+def cutout_batch(x: torch.Tensor, length: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Cutout (DeVries & Taylor 2017): zero a ``length``² square (clipped at the border) at a random
+    centre of every image, vectorised over the batch."""
+    if length <= 0:
+        return x
+    b, _, h, w = x.shape
+    dev = x.device
+    cy = torch.randint(0, h, (b, 1, 1), device=dev, generator=generator)
+    cx = torch.randint(0, w, (b, 1, 1), device=dev, generator=generator)
+    rows = torch.arange(h, device=dev).view(1, h, 1)
+    cols = torch.arange(w, device=dev).view(1, 1, w)
+    half = length // 2
+    inside = (rows >= cy - half) & (rows < cy - half + length) & (cols >= cx - half) & (cols < cx - half + length)
+    return x * (~inside).unsqueeze(1).to(x.dtype)
+
+
+def set_drop_path(model: nn.Module, p: float) -> int:
+    """Set the model's drop-path probability: ``model.set_drop_path_prob(p)`` when it has one, else
+    ``drop_prob`` of every module exposing it. Returns the number of drop-path layers found."""
+    layers = [m for m in model.modules() if hasattr(m, 'drop_prob')]
+    if hasattr(model, 'set_drop_path_prob'):
+        model.set_drop_path_prob(p)
+    else:
+        for m in layers:
+            m.drop_prob = p
+    return len(layers)
+
+
 # --------------------------------------------------------------------------- trainer
 
 
@@ -287,8 +336,15 @@ class Trainer:
             momentum = cfg.momentum
             opt = torch.optim.SGD(params, lr=cfg.lr, momentum=momentum, weight_decay=cfg.weight_decay,
                                   nesterov=cfg.nesterov and momentum > 0)
-            sched = torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+            if cfg.lr_schedule == 'constant':
+                sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+            else:
+                sched = torch.optim.lr_scheduler.LambdaLR(
+                    opt, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+            if cfg.drop_path is not None and cfg.drop_path > 0 and set_drop_path(model, 0.0) == 0:
+                raise ValueError('evaluator_args.drop_path is set but the model has no drop-path layers '
+                                 '(e.g. space_args.drop_path of nasnet_cells)')
+            step = 0
             use_scaler = self.amp and self._amp_dtype() == torch.float16
             scaler = torch.amp.GradScaler('cuda', enabled=use_scaler)
 
@@ -320,16 +376,31 @@ class Trainer:
                     yb = y_train.index_select(0, idx)
                     if augment:
                         xb = augment_batch(xb, info.pad, info.flip, aug_gen)
+                    if cfg.cutout > 0:
+                        xb = cutout_batch(xb, cfg.cutout, aug_gen)
+                    if cfg.drop_path is not None:  # linear ramp over training (NASNet/NAO)
+                        set_drop_path(model, cfg.drop_path * step / total_steps)
+                    step += 1
                     with self._autocast():
                         out = model(xb)
+                        aux = None
+                        if isinstance(out, (tuple, list)):  # (logits, auxiliary logits) in training mode
+                            out, aux = out
                         loss = F.cross_entropy(out, yb, label_smoothing=cfg.label_smoothing)
+                        if aux is not None and cfg.aux_weight > 0:
+                            loss = loss + cfg.aux_weight * F.cross_entropy(aux, yb, label_smoothing=cfg.label_smoothing)
                     opt.zero_grad(set_to_none=True)
                     if use_scaler:
                         scaler.scale(loss).backward()
+                        if cfg.grad_clip is not None:
+                            scaler.unscale_(opt)
+                            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                         scaler.step(opt)
                         scaler.update()
                     else:
                         loss.backward()
+                        if cfg.grad_clip is not None:
+                            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                         opt.step()
                     sched.step()
                     loss_sum += loss.detach().float() * size
