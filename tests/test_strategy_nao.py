@@ -117,3 +117,15 @@ def test_predictor_learns_a_held_out_ranking():
     c.fit(seqs[:120], minmax(y[:120]), seed=0)
     tau = kendalltau(c.predict(seqs[120:]), y[120:])[0]
     assert tau > 0.3, (before, tau)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('ops', ['xfernas', 'naonet', 'nao_ws'])
+def test_decoding_random_codes_always_gives_valid_cells(ops):
+    g = CellGrammar(5, ops)
+    c = NAOController(g, seed=0, **TINY)
+    gen = torch.Generator().manual_seed(0)
+    enc = torch.randn(200, g.seq_len // 3, TINY['hidden_size'], generator=gen) * 5
+    seqs = c.decode_outputs(enc)
+    assert all(g.is_valid_tokens(s) for s in seqs)
+    assert len({tuple(s) for s in seqs}) > 1
