@@ -161,3 +161,21 @@ def test_config_check_names_the_key(tmp_path):
     args['strategy_args'] = {'target': 'digits', 'eta': 0}
     errors, _ = validate_class_args(args)
     assert [e.field for e in errors] == ['classArgs.strategy_args.eta']
+
+
+def test_report_section_marks_phases(tmp_path):
+    from nni_xfer.strategies.xfernas.report import xfernas_phases
+    store_path = fill_store(tmp_path / 'store.db')
+    s = xfer(nasnet_info(), 0, store_path)
+    props = drive(s, 100, batch=3)
+    db = KnowledgeStore(store_path)
+    for p in props:
+        db.record_proposal('target', p['id'], architecture=p['architecture'], strategy='xfernas',
+                           space='nasnet_cells', dataset='fashion_mnist')
+        db.record_result('target', p['id'], mock_metrics(s, p['architecture']), status='SUCCEEDED')
+    db.save_strategy_state('target', s.state_dict())
+    lines = xfernas_phases(db.evaluations(experiment_id='target'), 'target', store=db)
+    text = '\n'.join(lines)
+    assert 'phase 1 (source seeds): 3 trials' in text and 'phase 2 (target seeds): 6 trials' in text
+    assert len(lines) == 1 + 2 + 1 + 9
+    assert xfernas_phases(db.evaluations(experiment_id='src_0'), 'src_0', store=db) == []

@@ -189,3 +189,25 @@ def test_import_nasnet_cells_formats(tmp_path):
     assert parse(example()) == example()
     with pytest.raises(ConfigError, match=r'^architecture'):
         parse({'conv_dag': {}, 'reduc_dag': {}})
+
+
+@pytest.mark.parametrize('name', ['sources_quick.yaml', 'sources_paper.yaml'])
+def test_example_sources_configs_write_checked_exp_ymls(tmp_path, name):
+    from pathlib import Path
+
+    import yaml
+
+    from nni_xfer.config import check_config
+    from nni_xfer.strategies.xfernas.build_sources import SourcesConfig, write_source_configs
+    cfg = SourcesConfig.load(Path(__file__).resolve().parents[1] / 'examples' / 'xfernas' / name)
+    paths = write_source_configs(cfg, tmp_path)
+    assert len(paths) == len(cfg.tasks) >= 2
+    for p in paths:
+        assert check_config(p) == []
+        args = yaml.safe_load(p.read_text())['tuner']['classArgs']
+        assert args['strategy'] == 'random' and args['strategy_args'] == {'max_trials': cfg.per_source}
+    with pytest.raises(ConfigError, match=r'^sources\.per_source'):
+        SourcesConfig.from_dict({'space': 'nasnet_cells', 'tasks': ['digits'], 'per_source': 0})
+    with pytest.raises(ConfigError, match=r'^sources\.tasks\[1\]: task .digits. is listed twice'):
+        SourcesConfig.from_dict({'space': 'nasnet_cells', 'tasks': ['digits', {'dataset': 'digits',
+                                                                             'dataset_args': {'val_size': 0.3}}]})

@@ -9,8 +9,9 @@ search loop unchanged; only the performance predictor is replaced by the transfe
 - :mod:`.sources` — tasks, source knowledge read from the knowledge store, CSV/JSON import.
 - :mod:`.build_sources` — sources configs → one random-search exp.yml per source task.
 - :mod:`.strategy` — the ``xfernas`` strategy (phases 1 and 2 on NAO's search loop).
+- :mod:`.report` — report section marking phase 1 / phase 2 proposals.
 - :mod:`.cli` — ``nni-xfer xfernas import FILE`` / ``nni-xfer xfernas sources CONFIG``.
 """
-from . import cli  # noqa: F401  (registers the ``xfernas`` subcommands)
+from . import cli, report  # noqa: F401  (register the ``xfernas`` subcommands and report section)
 from .strategy import XferController, XferNASStrategy  # noqa: F401
 from .transfer import TransferPredictor  # noqa: F401
