@@ -8,4 +8,4 @@ operators (their ``eas_operators``); the weights move through the ``net2net`` in
 :mod:`nni_xfer.transfer.net2net`.
 """
 from . import strategy  # noqa: F401  (registers)
-from .strategy import EAS, EASRandom  # noqa: F401
+from .strategy import EAS, EASRandom, EASRandomStrategy, EASStrategy  # noqa: F401

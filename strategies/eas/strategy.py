@@ -277,7 +277,7 @@ def _jsonable(traj: list) -> list:
 
 
 @STRATEGIES.register('eas_random', description='EAS random-transformation baseline (paper Fig. 5)')
-class EASRandom(_EASBase):
+class EASRandomStrategy(_EASBase):
     """EAS with uniformly random Net2Wider/Net2Deeper actions; same budget knobs as ``eas``."""
 
 
@@ -334,7 +334,7 @@ class RLPolicy:
 
 
 @STRATEGIES.register('eas', description='EAS: RL meta-controller over Net2Wider/Net2Deeper (Cai et al. 2018)')
-class EAS(_EASBase):
+class EASStrategy(_EASBase):
     """EAS with the RL meta-controller; budget knobs as ``eas_random`` plus the controller's ``lr``."""
 
     def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize', episodes_per_stage: int = 30,
@@ -351,3 +351,7 @@ class EAS(_EASBase):
         # longest token list the search can reach: the start plus deeper_steps layers per stage
         max_tokens = len(self.adapter.tokens(self.adapter.start())) + self.stages * self.deeper_steps
         return RLPolicy(self.adapter, self.rng, seed=self.seed, lr=self.lr, max_tokens=max_tokens)
+
+
+# names before the strategy classes were named <Method>Strategy (kept for one release)
+EAS, EASRandom = EASStrategy, EASRandomStrategy

@@ -64,7 +64,7 @@ def _survive(F: np.ndarray, n: int) -> list[int]:
 
 
 @STRATEGIES.register('modulenet', description='ModuleNet NSGA-II over module strings (single or multi-objective)')
-class ModuleNetNSGA2(BaseStrategy):
+class ModuleNetStrategy(BaseStrategy):
     """NSGA-II over categorical strings (see the module docstring).
 
     Args:
@@ -277,3 +277,7 @@ class ModuleNetNSGA2(BaseStrategy):
     def generation_log(self) -> list[dict]:
         """Per generation: evaluated, failed, new_survivors (paper Fig. 9), best and mean objective 0."""
         return [dict(e) for e in self.log]
+
+
+# name before the strategy classes were named <Method>Strategy (kept for one release)
+ModuleNetNSGA2 = ModuleNetStrategy
