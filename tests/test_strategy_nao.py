@@ -37,7 +37,7 @@ class TestNAOContract(StrategyContract):
 @pytest.mark.timeout(60)
 def test_rounds_propose_only_new_architectures_and_resume_keeps_controller():
     s = NAOStrategy(nasnet_info(), seed=0, seed_archs=6, iterations=2, new_per_iteration=4, top_k=4,
-                    controller=dict(TINY))
+                    fill_random=True, controller=dict(TINY))
     props = drive(s, 100, batch=3)
     assert s.done and len(props) == 6 + 2 * 4
     keys = [json.dumps(p['architecture'], sort_keys=True) for p in props]

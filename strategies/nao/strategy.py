@@ -54,7 +54,7 @@ class NAOStrategy(BaseStrategy):
         controller: :class:`~nni_xfer.strategies.nao.model.NAOConfig` fields (``epochs`` 1000,
             ``batch_size`` 100, ``lr`` 1e-3, ``trade_off`` 0.8, ``max_lambda`` 50, ...).
         fill_random: when the gradient step finds fewer new cells than wanted, propose random
-            unseen ones for the rest (otherwise the round is just smaller).
+            unseen ones for the rest (default off, as NAO: the round is just smaller).
         log_every: controller epochs between loss lines in the log (0: only the last).
     """
 
@@ -63,7 +63,7 @@ class NAOStrategy(BaseStrategy):
 
     def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize', seed_archs: int = 100,
                  iterations: int = 3, new_per_iteration: int = 100, top_k: int = 100,
-                 initial_dags: list | None = None, controller: dict | None = None, fill_random: bool = True,
+                 initial_dags: list | None = None, controller: dict | None = None, fill_random: bool = False,
                  log_every: int = 100):
         super().__init__(space, seed=seed, mode=mode)
         self.grammar = CellGrammar.from_space_info(space)
