@@ -170,7 +170,8 @@ def test_seed_from_store_picks_the_best_of_the_best_population(tmp_path):
 def test_children_inherit_through_real_trials(tmp_path):
     """Real training: parent trial -> child trial with eatnas_share; identical child keeps the parent's accuracy."""
     from nni_xfer.trial import run_trial
-    spec = {'space': 'mbv2_blocks', 'space_args': SMALL, 'architecture': m.EXAMPLE, 'dataset': 'digits', 'dataset_args': {'limit_train': 400},
+    spec = {'space': 'mbv2_blocks', 'space_args': SMALL, 'architecture': m.EXAMPLE, 'dataset': 'digits',
+            'dataset_args': {'limit_train': 400},
             'evaluator': 'train', 'evaluator_args': {'epochs': 1, 'batch_size': 64, 'lr': 0.05, 'num_threads': 1},
             'checkpoint_root': str(tmp_path), 'experiment_id': 'e', 'proposal_id': 0}
     parent = run_trial(spec)
