@@ -136,26 +136,42 @@ def run_experiment(config: Path, port: int = 8080, keep: bool = False, timeout: 
         Path(id_file).write_text(exp + '\n')
     seen: dict[str, str] = {}
     rc = 0
+    tuner_args = (raw.get('tuner') or {}).get('classArgs') or {}
+    from .store import KnowledgeStore
+    kstore = KnowledgeStore(store or tuner_args.get('store'))
+
+    class SearchStopped(Exception):
+        pass
+
     try:
         def progress(status: str, ts: list[dict]) -> bool:
+            from .trial import trial_failure
             for t in ts:
                 if seen.get(t['trialJobId']) != t['status']:
                     seen[t['trialJobId']] = t['status']
-                    m = final_metrics(t) if t['status'] == 'SUCCEEDED' else None
+                    m = final_metrics(t) if t['status'] in ('SUCCEEDED', 'FAILED') else None
                     extra = f" default={m['default']:.4f}" if m and 'default' in m else ''
+                    if t['status'] == 'FAILED':
+                        extra = f': {trial_failure(m) or "no error reported (see the trial log)"}'
                     print(f'[{time.time() - t0:7.1f}s] trial {t["trialJobId"]} {t["status"]}{extra}', flush=True)
+            if kstore.experiment_errors(exp):  # the strategy failed: the search will not go on
+                raise SearchStopped(kstore.experiment_errors(exp)[0])
             done = all(t['status'] in TERMINAL for t in ts) and len(ts) > 0
             return (status in ('DONE', 'STOPPED') or (status == 'NO_MORE_TRIAL' and done)) and \
                 (done or not ts) and (not max_trials or len(ts) >= max_trials or status != 'RUNNING')
-        _, ts = wait(port, progress, timeout=timeout, poll=2.0)
+        try:
+            _, ts = wait(port, progress, timeout=timeout, poll=2.0)
+        except (SearchStopped, RuntimeError) as exc:  # RuntimeError: NNI says ERROR
+            cause = (kstore.experiment_errors(exp) or [str(exc)])[0]
+            print(f'experiment {exp} stopped with an error: {cause}', flush=True)
+            print(f'(details: dispatcher.log and nnimanager.log under the experiment\'s log folder; '
+                  f'nnictl log stderr {exp})', flush=True)
+            return 1
         ok = sum(t['status'] == 'SUCCEEDED' for t in ts)
         print(f'finished: {ok}/{len(ts)} trials succeeded in {time.time() - t0:.1f}s', flush=True)
         rc = 0 if ok else 1
-        tuner_args = (raw.get('tuner') or {}).get('classArgs') or {}
         from .report import make_report
-        from .store import KnowledgeStore
-        result = make_report(KnowledgeStore(store or tuner_args.get('store')), exp,
-                             Path('nni-xfer-report') / exp)
+        result = make_report(kstore, exp, Path('nni-xfer-report') / exp)
         print(result.table)
         for p in result.plots:
             print(f'plot: {p}')
