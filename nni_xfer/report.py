@@ -320,7 +320,7 @@ def make_report(store: KnowledgeStore, experiment_id: str, out_dir: str | Path, 
 
     succeeded = [e for e in evs if e.status == 'SUCCEEDED']
     n_failed = sum(e.status == 'FAILED' for e in evs)
-    n_pending = len(evs) - len(succeeded) - n_failed
+    n_pending = sum(e.status in ('WAITING', 'RUNNING') for e in evs)  # CANCELED: never ran, not pending
     ranked = [e for e in succeeded if _num(e.metric('default')) is not None]
     ranked.sort(key=lambda e: (-_num(e.metric('default')) if maximize else _num(e.metric('default')),
                                e.parameter_id))

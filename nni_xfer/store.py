@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-STATUSES = ('WAITING', 'RUNNING', 'SUCCEEDED', 'FAILED')
+STATUSES = ('WAITING', 'RUNNING', 'SUCCEEDED', 'FAILED', 'CANCELED')  # CANCELED: never evaluated, the
+# experiment stopped first (``nnictl resume`` evaluates it)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -206,6 +207,12 @@ class KnowledgeStore:
         with self._lock, self._conn:
             self._conn.execute('UPDATE evaluations SET trial_id=?, updated=? WHERE experiment_id=? AND parameter_id=?',
                                (str(trial_id), time.time(), experiment_id, int(parameter_id)))
+
+    def reopen(self, experiment_id: str, parameter_id: int) -> None:
+        """A CANCELED proposal sent to a trial again (after ``nnictl resume``): WAITING, no error."""
+        with self._lock, self._conn:
+            self._conn.execute("UPDATE evaluations SET status='WAITING', error=NULL, updated=? "
+                               "WHERE experiment_id=? AND parameter_id=?", (time.time(), experiment_id, int(parameter_id)))
 
     def delete_evaluation(self, experiment_id: str, parameter_id: int) -> None:
         """Remove a proposal that never reached a trial (written just before its dispatcher died)."""

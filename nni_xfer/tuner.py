@@ -220,6 +220,19 @@ class XferTuner(Tuner):
             if self._error is None:
                 self._guard('save_checkpoint', self._save_state)
 
+    def _on_exit(self) -> None:
+        """The dispatcher stops (``nnictl stop``: NNI cancels running trials, never starts waiting ones).
+
+        Proposals still pending were not evaluated: their rows get the final status CANCELED; they stay
+        pending in the strategy's state, so ``nnictl resume`` evaluates them."""
+        with self._lock:
+            for pid in sorted(self.strategy.pending):
+                ev = self.store.get(self.experiment_id, pid)
+                if ev is not None and ev.status in ('WAITING', 'RUNNING'):
+                    self.store.record_result(self.experiment_id, pid, None, status='CANCELED',
+                                             error='not evaluated: the experiment stopped first (nnictl resume '
+                                                   'evaluates it)')
+
     # ---- work (called with the lock held) ----
     def _generate(self, parameter_id: int, trial_id: str | None) -> dict:
         if self._error is not None:
@@ -231,6 +244,8 @@ class XferTuner(Tuner):
             ev = self.store.get(self.experiment_id, pid)
             if ev is not None and ev.spec and self.strategy.is_pending(pid):
                 self._param_to_proposal[int(parameter_id)] = pid
+                if ev.status == 'CANCELED':
+                    self.store.reopen(self.experiment_id, pid)
                 _logger.info('proposal %d sent again (NNI had no trial for it after the resume)', pid)
                 return ev.spec
         d = self._guard('generate_parameters', self._propose, parameter_id, trial_id)
@@ -318,7 +333,7 @@ class XferTuner(Tuner):
         # A proposal written to the store but not to the strategy's state (killed in between) was
         # never sent to NNI: drop the row, the strategy proposes again from its saved state.
         known = set(self.strategy.pending) | {h['id'] for h in self.strategy.history}
-        for ev in self.store.evaluations(experiment_id=self.experiment_id, status=('WAITING', 'RUNNING')):
+        for ev in self.store.evaluations(experiment_id=self.experiment_id, status=('WAITING', 'RUNNING', 'CANCELED')):
             if ev.parameter_id not in known:
                 self.store.delete_evaluation(self.experiment_id, ev.parameter_id)
                 _logger.info('dropped proposal %d: written before the dispatcher died, never sent', ev.parameter_id)
@@ -339,6 +354,7 @@ class XferTuner(Tuner):
             live = [t for t in ts if t.get('status') in ('WAITING', 'RUNNING', 'UNKNOWN')]
             failed = [t for t in ts if t.get('status') == 'FAILED']
             if live:  # NNI runs it again under the same trial id; its result comes via import_data
+                self.store.reopen(self.experiment_id, pid)
                 self.store.set_trial_id(self.experiment_id, pid, live[-1].get('trialJobId'))
             elif failed:
                 self._fail(pid, 'trial failed while the dispatcher was down (see its stderr)',
