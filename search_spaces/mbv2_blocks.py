@@ -409,6 +409,9 @@ class MBV2Blocks(XferSpace):
         if bad:
             raise ConfigError(f'space_args.{bad}', 'no architecture of the space satisfies it (range empty)')
 
+    def example(self) -> dict:
+        return example(self.grammar)
+
     def freeze(self, sample: dict) -> nn.Module:
         arch = parse_architecture(sample, self.grammar)
         return MBV2Net(arch, self.in_channels, self.num_classes, self.stem_channels, self.stem_stride,

@@ -64,10 +64,42 @@ def contract_case(name_or_cls) -> ContractCase:
     if isinstance(name_or_cls, str):
         from nni_xfer.registry import STRATEGIES
         cls = STRATEGIES.get(name_or_cls)
-    case = cls.contract_case() if hasattr(cls, 'contract_case') else ContractCase()
+    if hasattr(cls, 'contract_case'):
+        case = cls.contract_case()
+    elif isinstance(name_or_cls, str):
+        case = case_from_quick_config(name_or_cls)
+    else:
+        case = ContractCase()
     if case.metrics is None:
         case.metrics = mock_metrics
     return case
+
+
+def case_from_quick_config(name: str) -> ContractCase:
+    """A case from the strategy's ``quick_config`` (:mod:`nni_xfer.testing.quick`): its real space
+    built for ``digits``, its ``strategy_args``, and :func:`hashed_metrics`."""
+    from nni_xfer.datasets import dataset_info
+    from nni_xfer.space import build_space, space_info
+    from nni_xfer.testing.quick import quick_config
+    cfg = quick_config(name)
+    args = cfg.get('space_args', {})
+    info = space_info(cfg['space'], args, build_space(cfg['space'], args, dataset_info('digits')))
+    kwargs = dict(cfg.get('strategy_args', {}))
+    if 'mode' in cfg:
+        kwargs['mode'] = cfg['mode']
+    return ContractCase(info, kwargs, hashed_metrics)
+
+
+def hashed_metrics(strategy: BaseStrategy, architecture: dict) -> dict:
+    """Deterministic metrics for any architecture format: the mock score where the space has
+    categorical labels, otherwise a stable hash of the architecture in [0, 1); plus the keys that
+    transfer strategies read (checkpoint, sha256, params)."""
+    import zlib
+    text = json.dumps(architecture, sort_keys=True)
+    h = zlib.crc32(text.encode()) / 0xFFFFFFFF
+    s = MockEvaluator.score(architecture, strategy.space.dims) if strategy.space.dims else h
+    return {'default': s, 'val_acc': s, 'params': float(len(text)), 'checkpoint': f'/ckpt/{zlib.crc32(text.encode())}.pt',
+            'sha256': '0' * 64}
 
 
 def drive(strategy: BaseStrategy, n: int, fail: Callable[[int], bool] = lambda i: False,
