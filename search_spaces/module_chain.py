@@ -2,10 +2,12 @@
 
 An architecture is ``{'module_0': source, ..., 'module_{c-1}': source}``: position ``j`` takes cell
 ``j`` of the named source network, with that network's trained weights (loaded by the ``kb_modules``
-initializer). Each module keeps its original position and its original input resolution; between
-neighbours a parameter-free :class:`~nni_xfer.strategies.modulenet.connections.Connection` (Channel Pool /
-DePool with the gcd generalisation, and a parameter-free resize where resolutions differ) joins
-them, or a trainable 1×1 conv for the paper's Fig. 10 ablation (``connection: conv1x1``). With
+initializer). Each module keeps its original position and its original input resolution: where the
+next module wants a larger map, the preceding module's own last reduction (pool or stride) is
+dropped, where it wants a smaller one a parameter-free pool follows (paper Sec. III-B;
+``resolution: resize`` upsamples instead). Between neighbours a parameter-free
+:class:`~nni_xfer.strategies.modulenet.connections.Connection` (Channel Pool / DePool with the gcd
+generalisation) joins them, or a trainable 1×1 conv for the paper's Fig. 10 ablation (``connection: conv1x1``). With
 ``frozen: true`` (search) modules get no gradient and their BatchNorms stay in eval mode; the
 classifier head (default: flatten → 4096 → 4096 → classes, paper Sec. IV) is what trains.
 ``frozen: false`` is the fine-tuning stage: every weight trains.
@@ -43,11 +45,12 @@ class FrozenModule(nn.Module):
 class Position(nn.Module):
     """Connection into position ``j`` followed by its module."""
 
-    def __init__(self, connection: nn.Module, module: nn.Module, source: str):
+    def __init__(self, connection: nn.Module, module: nn.Module, source: str, dropped: list[str] = ()):
         super().__init__()
         self.connection = connection
         self.module = module
         self.source = source
+        self.dropped = list(dropped)  # reductions of this module removed so the next one needs no upsampling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(self.connection(x))
@@ -68,6 +71,10 @@ class ModuleChain(XferSpace):
         connection: ``pool`` (parameter-free ChP/ChDP, the paper's) or ``conv1x1`` (ablation).
         frozen: modules frozen (search) or trainable (fine-tuning).
         dropout: dropout before each hidden layer of the head.
+        resolution: ``adjust`` (paper Sec. III-B: drop the preceding module's own last reductions
+            when the next module wants a larger map, pool when it wants a smaller one — never
+            upsample; see :func:`~nni_xfer.strategies.modulenet.connections.plan_resolution`) or
+            ``resize`` (modules unchanged; the connection max-pools or nearest-upsamples).
     """
 
     contract_image_size = 32  # the knowledge base of contract_space_args is built for 32x32 inputs
@@ -87,9 +94,10 @@ class ModuleChain(XferSpace):
 
     def __init__(self, kb: str, in_channels: int = 3, num_classes: int = 10, image_size: int = 32,
                  sources: list[str] | None = None, head_units: list[int] = (4096, 4096), connection: str = 'pool',
-                 frozen: bool = True, dropout: float = 0.0):
+                 frozen: bool = True, dropout: float = 0.0, resolution: str = 'adjust'):
         super().__init__()
-        from nni_xfer.strategies.modulenet.connections import Connection
+        from nni_xfer.strategies.modulenet.connections import RESOLUTIONS, Connection, plan_resolution
+        from nni_xfer.strategies.modulenet.decompose import drop_reductions, reductions
         from nni_xfer.strategies.modulenet.kb import InputAdapter, KnowledgeBase
         base = KnowledgeBase(kb, field='space_args.kb')
         names = base.source_names()
@@ -103,6 +111,8 @@ class ModuleChain(XferSpace):
             names = [s for s in names if s in sources]
         if connection not in CONNECTIONS:
             raise ConfigError('space_args.connection', f'{connection!r} is not a connection kind', allowed=CONNECTIONS)
+        if resolution not in RESOLUTIONS:
+            raise ConfigError('space_args.resolution', f'{resolution!r} is not a resolution mode', allowed=RESOLUTIONS)
         units = list(head_units)
         if any(isinstance(u, bool) or not isinstance(u, int) or u < 1 for u in units):
             raise ConfigError('space_args.head_units', f'expected a list of positive integers, got {head_units!r}')
@@ -112,21 +122,32 @@ class ModuleChain(XferSpace):
             raise ConfigError('space_args.dropout', f'expected a number in [0, 1), got {dropout!r}')
         self.kb_root = str(base.root)
         self.connection_kind = connection
+        self.resolution = resolution
         self.frozen = frozen
         self.codes = [self.choice(f'module_{j}', names) for j in range(base.cells)]
 
         self.adapter = InputAdapter(in_channels, image_size, base.channels, base.input_size)
+        infos = [base.module_info(name, j) for j, name in enumerate(self.codes)]
+        modules = [base.module(name, j) for j, name in enumerate(self.codes)]
+        factors = [[f for _, f in reductions(m)] for m in modules]
+        if resolution == 'adjust':
+            sides, keep = plan_resolution([i['in_size'] for i in infos], factors)
+        else:
+            sides, keep = [i['in_size'] for i in infos], [len(f) for f in factors]
         positions = []
         c, size = base.channels, base.input_size
-        for j, name in enumerate(self.codes):
-            info = base.module_info(name, j)
-            if (c, size) != (info['in_channels'], info['in_size']):
-                conn: nn.Module = Connection(c, info['in_channels'], size, info['in_size'], kind=connection)
+        for j, (name, info, module) in enumerate(zip(self.codes, infos, modules)):
+            dropped = drop_reductions(module, len(factors[j]) - keep[j])
+            if (c, size) != (info['in_channels'], sides[j]):
+                conn: nn.Module = Connection(c, info['in_channels'], size, sides[j], kind=connection)
             else:
                 conn = nn.Identity()
-            module = base.module(name, j)
-            positions.append(Position(conn, FrozenModule(module) if frozen else module, name))
+            positions.append(Position(conn, FrozenModule(module) if frozen else module, name, dropped))
             c, size = info['out_channels'], info['out_size']
+            if (sides[j], keep[j]) != (info['in_size'], len(factors[j])):  # an adjusted module (never the last)
+                size = sides[j]
+                for f in factors[j][:keep[j]]:
+                    size //= f
         self.positions = nn.ModuleList(positions)
         self.features = c * size * size
         layers: list[nn.Module] = [nn.Flatten()]

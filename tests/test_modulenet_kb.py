@@ -101,12 +101,18 @@ def test_mixed_chain_has_parameter_free_connections(kb):
     built = kb[0]
     arch = {'module_0': 'r18', 'module_1': 'v11', 'module_2': 'r18', 'module_3': 'v11', 'module_4': 'v11'}
     model = freeze(_space(built), arch)
-    # r18 stem 8ch@16 → v11 stage 2 wants 8ch@16: nothing to adapt; v11 16ch@8 → r18 layer2 wants 8ch@16:
-    # ChP + upsample; r18 layer2 16ch@8 → v11 stage 4 wants 32ch@4: ChDP + pool; v11 → v11: nothing
+    # r18 stem 8ch@16 → v11 stage 2 wants 8ch@16: nothing to adapt; v11 stage 2 (16→8) → r18 layer2 wants
+    # 8ch@16: v11's own max pool is dropped (paper: adjust the preceding reduction), then ChP;
+    # r18 layer2 16ch@8 → v11 stage 4 wants 32ch@4: ChDP + pool; v11 → v11: nothing
     kinds = [type(p.connection).__name__ for p in model.positions]
     assert kinds == ['Identity', 'Identity', 'Connection', 'Connection', 'Identity'], kinds
     c = model.positions[2].connection
+    assert (c.in_channels, c.out_channels, c.in_size, c.out_size) == (16, 8, 16, 16)
+    assert [p.dropped for p in model.positions] == [[], ['3'], [], [], []]
+    old = freeze(_space(built, resolution='resize'), arch)  # today's comparison mode: pool, then upsample
+    c = old.positions[2].connection
     assert (c.in_channels, c.out_channels, c.in_size, c.out_size) == (16, 8, 8, 16)
+    assert all(not p.dropped for p in old.positions)
     assert model.trunk_is_fixed()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith('head.') for n in trainable)
@@ -114,6 +120,59 @@ def test_mixed_chain_has_parameter_free_connections(kb):
     conv = freeze(_space(built, connection='conv1x1'), arch)
     assert not conv.trunk_is_fixed()
     assert any('connection' in n for n, p in conv.named_parameters() if p.requires_grad)
+
+
+def test_no_default_chain_upsamples(kb, monkeypatch):
+    """Every chain of the knowledge base, default resolution mode: no interpolation between modules
+    (the input adapter's upsampling of 8x8 digits to the sources' 32x32 is the sources' own input path),
+    and every module sees the map side it was trained on."""
+    import itertools
+    built = kb[0]
+    info = {(m['source'], m['position']): m for m in built.manifest['modules']}
+    space = _space(built)
+    chains = [dict(zip([f'module_{j}' for j in range(5)], codes)) for codes in itertools.product(['r18', 'v11'], repeat=5)]
+    resized = freeze(_space(built, resolution='resize'), {**ARCH, 'module_1': 'v11', 'module_2': 'r18'})
+    calls = []
+    real = torch.nn.functional.interpolate
+    monkeypatch.setattr(torch.nn.functional, 'interpolate', lambda *a, **k: calls.append(1) or real(*a, **k))
+    x = resized.adapter(torch.randn(2, 1, 8, 8))
+    assert x.shape[-1] == 32
+
+    def run(model, x):
+        for p in model.positions:
+            x = p(x)
+        return x
+    with torch.no_grad():
+        run(resized, x)
+        assert calls, 'resize mode should upsample this chain (control)'
+        calls.clear()
+        for arch in chains:
+            model = freeze(space, arch).eval()
+            seen = []
+            hooks = [p.module.register_forward_pre_hook(lambda m, inp, j=j: seen.append((j, inp[0].shape[-1])))
+                     for j, p in enumerate(model.positions)]
+            out = run(model, x)
+            for h in hooks:
+                h.remove()
+            assert not calls, arch
+            assert seen == [(j, info[(arch[f'module_{j}'], j)]['in_size']) for j in range(5)], arch
+            last = info[(arch['module_4'], 4)]
+            assert out.shape[1:] == (last['out_channels'], last['out_size'], last['out_size'])
+            for p in model.positions:  # every other module in the chain is a plain module.modules() walk
+                assert not any(isinstance(m, torch.nn.Upsample) for m in p.modules())
+
+
+def test_plan_resolution_hand_cases():
+    from nni_xfer.strategies.modulenet.connections import plan_resolution
+    # VGG (2 each) then ResNet-small layer2 (in 16): the VGG module at 1 drops its pool
+    assert plan_resolution([32, 16, 16, 8, 4], [[2], [2], [2], [2], [2]]) == ([32, 16, 16, 8, 4], [1, 0, 1, 1, 1])
+    # larger than needed: keep everything (the connection pools the rest)
+    assert plan_resolution([32, 16, 4], [[2], [], [2]]) == ([32, 16, 4], [1, 0, 1])
+    # a stem with two reductions (conv stride, max pool) feeding a module that wants 16: drop the pool only
+    assert plan_resolution([32, 16], [[2, 2], [2]]) == ([32, 16], [1, 1])
+    # the preceding module's own input is too small (ResNet layer1 after a 4x stem, then a 16 module):
+    # it runs at 16 with nothing to drop, and the stem before it drops its pool
+    assert plan_resolution([32, 8, 16], [[2, 2], [], [2]]) == ([32, 16, 16], [1, 0, 1])
 
 
 def _spec(kb, arch, **evaluator_args):

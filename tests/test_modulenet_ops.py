@@ -100,6 +100,28 @@ def test_full_width_is_torchvision(arch, outs):
         assert torch.allclose(reassemble(cells, head_of(model, arch))(x), model(x), atol=1e-5)
 
 
+@pytest.mark.parametrize('arch,small', [('resnet18', True), ('resnet50', False), ('vgg11', True), ('vgg13_bn', True)])
+def test_dropping_a_cells_reductions_keeps_its_weights_and_its_resolution(arch, small):
+    from nni_xfer.strategies.modulenet.decompose import drop_reductions, reductions
+    model = build_source(arch, num_classes=7, width=0.125, small_input=small).eval()
+    cells = decompose(model, arch)
+    shapes = cell_shapes(cells, 3, 32)
+    for cell, (i, o) in zip(cells, shapes):
+        factors = [f for _, f in reductions(cell.module)]
+        assert math.prod(factors) == i // o == cell.reduction
+        before = {k: v.clone() for k, v in cell.module.state_dict().items()}
+        x = torch.randn(1, cell.in_channels, i, i)
+        for n in range(1, len(factors) + 1):  # drop one more of the last reductions each time
+            drop_reductions(cell.module, 1)
+            with torch.no_grad():
+                assert cell.module(x).shape[-1] == o * math.prod(factors[len(factors) - n:])
+        assert not reductions(cell.module)
+        assert all(torch.equal(v, before[k]) for k, v in cell.module.state_dict().items())
+    if arch == 'resnet50':  # stem: conv stride 2 then max pool; the pool (last) goes first
+        assert [n for n, _ in reductions(decompose(build_source(arch, 7, width=0.125, small_input=False), arch)[0].module)] \
+            == ['0', '3']
+
+
 def test_fewer_cells_merge_neighbours():
     model = build_source('resnet18', 10, width=0.125)
     cells = decompose(model, 'resnet18', cells=3)

@@ -6,8 +6,13 @@
   to the channels rotated left by i (Eq. 3; the paper's example: 192 → 128, η = 64, k' = 3).
 - Channel DePool (ChDP) increases C to C_out by repeating channels: out[l] = in[l mod C] (Eq. 2 and
   its sliced generalisation with ⌈C_out / C⌉ copies).
-- Resolutions are matched without parameters too: max pooling by an integer factor (the reduction
-  the source networks use), adaptive average pooling otherwise, nearest upsampling to enlarge.
+- Resolutions (paper Sec. III-B: "we keep the resolution of input unchanged by adjusting the
+  reduction in the preceding block"): :func:`plan_resolution` decides, for a chain, which of each
+  preceding module's own reductions to drop (when the next module wants a larger map) and where a
+  parameter-free pool is added after it (when it wants a smaller one), so no map is ever upsampled
+  (``resolution: adjust``, the default). ``resolution: resize`` keeps the modules as they are and
+  resizes between them (max pooling by an integer factor, adaptive average pooling otherwise,
+  nearest upsampling to enlarge) — for comparison.
 
 >>> x = torch.arange(6.).view(1, 6, 1, 1)
 >>> channel_pool(x, 4).flatten().tolist()
@@ -26,6 +31,38 @@ import torch.nn.functional as F
 from nni_xfer.errors import ConfigError
 
 KINDS = ('pool', 'conv1x1')
+RESOLUTIONS = ('adjust', 'resize')
+
+
+def plan_resolution(in_sizes: list[int], factors: list[list[int]]) -> tuple[list[int], list[int]]:
+    """Which reductions each module of a chain keeps so that no map is upsampled.
+
+    ``in_sizes[j]``: the side of the map module ``j`` was trained on; ``factors[j]``: its own
+    reductions in forward order. Returns ``(sides, keep)``: the side of the map module ``j``
+    actually receives, and how many of its reductions it keeps (the first ``keep[j]``; the rest are
+    dropped). Walking back from the last module, module ``j − 1`` keeps as many reductions as still
+    leave its output at least the side module ``j`` receives (a larger remainder is pooled by the
+    connection). When even dropping all of them leaves its output too small (its own input is smaller
+    than what module ``j`` wants — a chain that mixes sources with different early reductions), module
+    ``j − 1`` receives module ``j``'s side instead of its own and keeps none: no upsampling, at the
+    cost of running that module at a larger resolution than it was trained on.
+    """
+    c = len(in_sizes)
+    sides = list(in_sizes)
+    keep = [len(f) for f in factors]
+    for j in range(c - 1, 0, -1):
+        p, need = j - 1, sides[j]
+        if in_sizes[p] < need:
+            sides[p], keep[p] = need, 0
+            continue
+        k, side = 0, in_sizes[p]
+        for f in factors[p]:
+            if side // f < need:
+                break
+            side //= f
+            k += 1
+        keep[p] = k
+    return sides, keep
 
 
 def _pool_index(c: int, c_out: int, device: torch.device) -> tuple[torch.Tensor, int]:
@@ -79,7 +116,8 @@ class Connection(nn.Module):
     """Joins neighbouring modules: resolution ``in_size`` → ``out_size``, then channels.
 
     ``kind='pool'``: Channel Pool / DePool, no parameters (the paper's). ``kind='conv1x1'``: a trainable
-    1×1 conv + BN + ReLU (the paper's Fig. 10 ablation).
+    1×1 conv + BN + ReLU (the paper's Fig. 10 ablation). The resolution step is :func:`resize_spatial`
+    (under ``resolution: adjust`` the chain only ever asks it to shrink a map).
     """
 
     def __init__(self, in_channels: int, out_channels: int, in_size: int, out_size: int, kind: str = 'pool'):

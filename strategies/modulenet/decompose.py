@@ -10,6 +10,10 @@ as built by torchvision (same module names and ``state_dict`` keys), optionally 
 
 Cells share the network's parameters; :func:`reassemble` (cells + :func:`head_of`) computes exactly
 what the network computes. Fewer cells (``cells`` < 5) merge neighbouring stages, deeper groups larger.
+
+:func:`reductions` lists a module's own spatial reductions (pools, strided convs, strided residual
+blocks) and :func:`drop_reductions` removes the last ones without touching any weight — how a chain
+adjusts the preceding module's reduction (paper Sec. III-B) instead of upsampling.
 """
 from __future__ import annotations
 
@@ -92,7 +96,14 @@ def _vgg(arch: str, num_classes: int, in_channels: int, width: float) -> nn.Modu
     from torchvision.models import vgg as tvv
     bn = arch.endswith('_bn')
     cfg = [v if v == 'M' else _scaled(v, width) for v in tvv.cfgs[VGGS[arch.replace('_bn', '')]]]
-    model = tvv.VGG(tvv.make_layers(cfg, batch_norm=bn), num_classes=num_classes, init_weights=True)
+    features = tvv.make_layers(cfg, batch_norm=bn)
+    if width != 1:  # the 25088-4096-4096 classifier is replaced below: build it without memory or init cost
+        with torch.device('meta'):
+            model = tvv.VGG(nn.Sequential(), num_classes=num_classes, init_weights=False)
+        model.features = features
+        _init_like_torchvision(features.modules())  # torchvision's VGG init of the features
+    else:
+        model = tvv.VGG(features, num_classes=num_classes, init_weights=True)
     if in_channels != 3:
         first = model.features[0]
         model.features[0] = nn.Conv2d(in_channels, first.out_channels, 3, padding=1)
@@ -225,3 +236,62 @@ def cell_shapes(cells: list[Cell], in_channels: int, image_size: int) -> list[tu
         for m, mode in modes:
             m.training = mode
     return shapes
+
+
+def _is_block(m: nn.Module) -> bool:
+    """A torchvision residual block (BasicBlock / Bottleneck): its stride lives in a conv and its shortcut."""
+    return hasattr(m, 'downsample') and hasattr(m, 'stride') and hasattr(m, 'conv1')
+
+
+def _stride(m: nn.Module) -> int:
+    s = m.stride
+    s = s[0] if isinstance(s, (tuple, list)) else s
+    return int(s or 1)
+
+
+def reductions(module: nn.Module) -> list[tuple[str, int]]:
+    """The module's own spatial reductions in forward order: ``(qualified name, factor)``.
+
+    A unit is a pooling layer with stride > 1, a strided residual block (its strided conv and its
+    shortcut conv together) or any other strided conv.
+    """
+    out: list[tuple[str, int]] = []
+    skip: tuple[str, ...] = ()
+    for name, m in module.named_modules():
+        if skip and any(name.startswith(p + '.') for p in skip):
+            continue
+        if _is_block(m):
+            strides = [_stride(c) for c in m.modules() if isinstance(c, nn.Conv2d)]
+            if max(strides, default=1) > 1:
+                out.append((name, max(strides)))
+            skip += (name,)
+        elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) and _stride(m) > 1:
+            out.append((name, _stride(m)))
+        elif isinstance(m, nn.Conv2d) and _stride(m) > 1:
+            out.append((name, _stride(m)))
+    return out
+
+
+def drop_reductions(module: nn.Module, count: int) -> list[str]:
+    """Remove the last ``count`` reductions of ``module`` in place (parameter-free: no weight changes).
+
+    A pool becomes a 1×1 window with stride 1 (an identity); a strided conv or residual block gets
+    stride 1 (its 'same' padding keeps the resolution). Returns the names of the dropped units.
+    """
+    units = reductions(module)
+    if count > len(units):
+        raise ValueError(f'drop_reductions: the module has {len(units)} reductions, cannot drop {count}')
+    dropped = units[len(units) - count:] if count else []
+    named = dict(module.named_modules())
+    for name, _ in dropped:
+        m = named[name]
+        if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
+            m.kernel_size, m.stride, m.padding = 1, 1, 0
+            continue
+        convs = [m] if isinstance(m, nn.Conv2d) else [c for c in m.modules() if isinstance(c, nn.Conv2d)]
+        for c in convs:
+            if _stride(c) > 1:
+                c.stride = (1, 1)
+        if _is_block(m):
+            m.stride = 1
+    return [n for n, _ in dropped]
