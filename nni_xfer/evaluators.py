@@ -7,7 +7,6 @@ in closed form without training, for fast deterministic strategy tests. Both are
 from __future__ import annotations
 
 import time
-import zlib
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -89,11 +88,12 @@ class FaultConfig:
         """The point where this proposal's trial fails, or ``None``."""
         if self.rate <= 0.0:
             return None
-        h = zlib.crc32(f'nni-xfer-fault:{self.seed}:{int(proposal_id)}'.encode())
-        u = (h & 0xFFFFFF) / float(1 << 24)
+        import hashlib
+        digest = hashlib.sha256(f'nni-xfer-fault:{self.seed}:{int(proposal_id)}'.encode()).digest()
+        u = int.from_bytes(digest[:8], 'big') / float(1 << 64)
         if u >= self.rate:
             return None
-        return self.where[(h >> 24) % len(self.where)]
+        return self.where[int.from_bytes(digest[8:16], 'big') % len(self.where)]
 
 
 def make_evaluator(name: str, args: dict | None, field: str = 'evaluator') -> tuple['Evaluator', FaultConfig]:

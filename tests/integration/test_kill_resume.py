@@ -1,0 +1,128 @@
+"""kill -9 of the dispatcher, ``nnictl resume``, and the same search as an uninterrupted one.
+
+For each stateful strategy: a real nnictl run (trialConcurrency 1, mock evaluator: the real trial
+runner without training) whose dispatcher SIGKILLs itself at a point drawn from the strategy's
+name (right after writing proposal k to the store, before NNI receives it, or right after
+writing result k); then ``nnictl stop`` + ``nnictl resume`` to the end of the budget. The reference
+is the same tuner and trial code run uninterrupted in this process. Compared: every proposal
+(architecture, init, status, score), each evaluated exactly once with a final status, and the
+strategy's final state (controller weights, population, RNG...).
+
+A new stateful strategy is one more name in ``STATEFUL``.
+"""
+import json
+import random
+import re
+import time
+
+import pytest
+from nni import NoMoreTrialError
+
+from nni_xfer.nnictl import TERMINAL, create, free_port, nnictl, rest, trials, wait, write_config
+from nni_xfer.store import KnowledgeStore
+from nni_xfer.testing.quick import quick_class_args
+from nni_xfer.trial import Reporter, run_trial
+from nni_xfer.tuner import XferTuner
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+STATEFUL = ['eas', 'modulenet']  # + 'eatnas', 'nao', 'xfernas' as they land
+BUDGET = 7
+VOLATILE = {'trial_seconds', 'setup_seconds', 'trial_id', 'train_seconds', 'images_per_second', 'sha256',
+            'updated', 'created'}
+
+
+class Quiet(Reporter):
+    def intermediate(self, m):
+        pass
+
+    def final(self, m):
+        pass
+
+
+def crash_point(name):
+    rng = random.Random(name)
+    return f"{rng.choice(['proposal', 'result'])}:{rng.randint(2, BUDGET - 3)}"
+
+
+def normalise(obj, exp):
+    text = json.dumps(obj, sort_keys=True, default=str).replace(exp, 'EXP')
+
+    def strip(o):
+        if isinstance(o, dict):
+            return {k: strip(v) for k, v in o.items() if k not in VOLATILE}
+        if isinstance(o, list):
+            return [strip(v) for v in o]
+        return o
+    return strip(json.loads(text))
+
+
+def reference(tmp_path, monkeypatch, args):
+    """The uninterrupted search: same classArgs, trials run one at a time in this process."""
+    monkeypatch.setenv('NNI_EXP_ID', 'reference')
+    tuner = XferTuner(**{**args, 'store': str(tmp_path / 'reference.db')})
+    for param in range(BUDGET):
+        try:
+            spec = tuner.generate_parameters(param)
+        except NoMoreTrialError:
+            break
+        try:
+            metrics = run_trial(spec, reporter=Quiet())
+        except Exception:  # noqa: BLE001 - a failing trial, as under NNI
+            tuner.trial_end(param, False)
+            continue
+        tuner.receive_trial_result(param, spec, metrics)
+    monkeypatch.delenv('NNI_EXP_ID')
+    return tuner.store, 'reference'
+
+
+def dispatcher_gone(port):
+    try:
+        return rest(port, 'check-status')['status'] == 'ERROR'
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize('name', STATEFUL)
+def test_kill_dispatcher_then_resume_equals_uninterrupted(tmp_path, monkeypatch, name):
+    args = quick_class_args(name, checkpoint_root=str(tmp_path / 'checkpoints'))
+    ref_store, ref_exp = reference(tmp_path, monkeypatch, args)
+
+    point = crash_point(name)
+    config, store_path = write_config(tmp_path, max_trials=BUDGET, concurrency=1, evaluator=args['evaluator'],
+                                      evaluator_args=args['evaluator_args'],
+                                      class_args={**args, 'store': str(tmp_path / 'store.db')})
+    port = free_port()
+    text = nnictl('create', '--config', str(config), '--port', str(port), env={'NNI_XFER_CRASH_AT': point})
+    exp = re.search(r'Experiment ID:\s*(\S+)', text).group(1)
+    try:
+        deadline = time.time() + 240
+        while not dispatcher_gone(port) and time.time() < deadline:
+            time.sleep(1)
+        assert dispatcher_gone(port), f'the dispatcher did not die at {point}'
+    finally:
+        nnictl('stop', exp)
+    port2 = free_port()
+    nnictl('resume', exp, '--port', str(port2))
+    try:
+        _, ts = wait(port2, lambda s, ts: s in ('DONE', 'NO_MORE_TRIAL') and ts and
+                     all(t['status'] in TERMINAL for t in ts) and (s == 'DONE' or len(ts) >= BUDGET), timeout=300)
+    finally:
+        nnictl('stop', exp)
+
+    store = KnowledgeStore(store_path)
+    got = store.evaluations(experiment_id=exp)
+    want = ref_store.evaluations(experiment_id=ref_exp)
+    assert [e.status for e in got if e.status not in ('SUCCEEDED', 'FAILED', 'CANCELED')] == [], 'phantom'
+    evaluated = [e for e in got if e.status in ('SUCCEEDED', 'FAILED')]
+    keys = [json.dumps(e.architecture, sort_keys=True) for e in evaluated if e.status == 'SUCCEEDED']
+    assert len(keys) == len(set(keys)), 'an architecture was evaluated twice'
+    assert all(e.trial_id for e in evaluated), [(e.parameter_id, e.trial_id) for e in evaluated]
+    assert {e.trial_id for e in evaluated} <= {t['trialJobId'] for t in ts}
+
+    def rows(evs, x):
+        return [normalise({'id': e.parameter_id, 'architecture': e.architecture, 'init': e.init,
+                           'status': e.status, 'default': (e.metrics or {}).get('default')}, x)
+                for e in evs if e.status in ('SUCCEEDED', 'FAILED')]
+    assert rows(got, exp) == rows(want, ref_exp)          # nothing lost, nothing repeated, same order
+    assert normalise(store.strategy_state(exp), exp) == normalise(ref_store.strategy_state(ref_exp), ref_exp)
