@@ -258,6 +258,67 @@ def test_finetune_config_and_report(kb, tmp_path):
     assert 'original r18' in table and 'searched' in table
 
 
+def test_finetune_defaults_to_the_final_population_with_searched_heads(kb, tmp_path):
+    """Default fine-tuning set = the final population (+ originals), each starting from its search trial's
+    head: the unfrozen chain computes exactly what the searched chain computed."""
+    from types import SimpleNamespace
+
+    from nni_xfer.strategies.modulenet.evaluate import kb_modules
+    from nni_xfer.strategies.modulenet.finetune import finetune_config
+    built = kb[0]
+    store = KnowledgeStore(tmp_path / 'store.db')
+    r18 = {f'module_{j}': 'r18' for j in range(5)}
+    other = {**ARCH, 'module_4': 'r18'}
+    searched = run_trial(_spec(built, ARCH), reporter=Quiet())
+    for i, (arch, metrics) in enumerate([(ARCH, searched), (r18, {'default': 9.0}), (other, {'default': -9.0})]):
+        store.record_proposal('search', i, architecture=arch, space='module_chain')
+        store.record_result('search', i, metrics, status='SUCCEEDED')
+    # `other` scored best but did not survive; the original r18 is in the final population
+    store.save_strategy_state('search', {'extra': {'population': [{'architecture': r18, 'objectives': [9.0]},
+                                                                  {'architecture': ARCH, 'objectives': [0.5]}]}})
+    search = tmp_path / 'search.yml'
+    search.write_text(yaml.safe_dump({
+        'experimentName': 'x', 'searchSpace': {}, 'trialCommand': 'python -m nni_xfer.trial', 'trialCodeDirectory': '.',
+        'tuner': {'className': 'nni_xfer.tuner.XferTuner', 'classArgs': {
+            'strategy': 'modulenet', 'space': 'module_chain', 'space_args': {'kb': str(built.root), 'head_units': [32]},
+            'dataset': 'digits', 'dataset_args': DIGITS, 'evaluator': 'modulenet', 'mode': 'minimize'}}}))
+    args = finetune_config(search, 'search', store=str(store.path), epochs=1)['tuner']['classArgs']
+    v11 = {f'module_{j}': 'v11' for j in range(5)}
+    assert args['strategy_args']['architectures'] == [ARCH, r18, v11]   # population by score, then originals
+    init = args['strategy_args']['init']
+    assert init['kind'] == 'kb_modules'
+    assert init['heads'] == [{'architecture': ARCH, 'uri': searched['checkpoint'], 'sha256': searched['sha256']}]
+    assert finetune_config(search, 'search', store=str(store.path), top_k=1)['tuner']['classArgs'][
+        'strategy_args']['architectures'] == [ARCH, r18, v11]
+    assert 'heads' not in finetune_config(search, 'search', store=str(store.path), searched_head=False)[
+        'tuner']['classArgs']['strategy_args']['init']
+
+    info = dataset_info('digits', **DIGITS)
+    ft_space = build_space('module_chain', args['space_args'], info)
+    lines = []
+    ctx = SimpleNamespace(spec=SimpleNamespace(architecture=ARCH), extra_metrics={}, progress=lines.append)
+    torch.manual_seed(123)
+    model = freeze(ft_space, ARCH)
+    kb_modules(model, init, ctx)
+    assert ctx.extra_metrics['head_from'] == searched['checkpoint'] and 'loaded from the search' in lines[0]
+    saved = torch.load(searched['checkpoint'], weights_only=True)['state_dict']
+    for k, v in model.head.state_dict().items():
+        assert torch.equal(v, saved[f'head.{k}']), k
+    assert any(p.requires_grad for p in model.positions.parameters())     # fine-tuning: all weights train
+    search_model = freeze(_space(built), ARCH)
+    search_model.load_state_dict(saved)
+    x = torch.randn(8, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), search_model.eval()(x), atol=1e-5)
+    fresh = freeze(ft_space, r18)                                           # not searched with a head: fresh
+    head0 = {k: v.clone() for k, v in fresh.head.state_dict().items()}
+    kb_modules(fresh, init, SimpleNamespace(spec=SimpleNamespace(architecture=r18), extra_metrics={},
+                                            progress=lines.append))
+    assert all(torch.equal(v, head0[k]) for k, v in fresh.head.state_dict().items())
+    with pytest.raises(ConfigError, match='^init.heads:'):
+        kb_modules(fresh, {'kind': 'kb_modules', 'heads': [{'uri': 'x'}]}, ctx)
+
+
 def test_kb_config_errors_name_the_field(tmp_path):
     from nni_xfer.strategies.modulenet.kb import KBConfig
     base = {'root': str(tmp_path / 'k'), 'sources': [{'name': 'a', 'arch': 'resnet18'}]}

@@ -2,7 +2,8 @@
 # ModuleNet end to end on `digits` with 2 CPU cores (about 12 minutes; measured 709 s):
 #   1. knowledge base: train 4 small ResNets/VGGs, cut each into 5 modules that keep their weights
 #   2. NSGA-II search over module chains through nnictl (frozen modules, only the head trains)
-#   3. fine-tune the top-3 searched chains and every original network, all weights trainable
+#   3. fine-tune the top-3 searched chains (the paper fine-tunes the whole final population: drop
+#      --top-k) and every original network, all weights trainable, each from its searched head
 #   4. report: searched vs. originals on the test split
 # Environment: PORT (default 8080); NNI_XFER_HOME (default ~/.nni-xfer) holds the knowledge base,
 # the knowledge store and checkpoints; EPOCHS (fine-tuning epochs, default 15; paper: 50).

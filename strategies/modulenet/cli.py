@@ -34,10 +34,13 @@ def cmd_modulenet_finetune(args: argparse.Namespace) -> int:
     if args.lr is not None:
         extra['lr'] = args.lr
     cfg = finetune_config(args.search_config, args.experiment_id, store=args.store, top_k=args.top_k,
-                          epochs=args.epochs, evaluator_args=extra)
+                          epochs=args.epochs, evaluator_args=extra, searched_head=not args.fresh_head)
     out = write_finetune_config(args.output, cfg, args.search_config)
-    n = len(cfg['tuner']['classArgs']['strategy_args']['architectures'])
-    print(f'wrote {out}: {n} networks to fine-tune for {args.epochs} epochs (run: nni-xfer run {out})')
+    sargs = cfg['tuner']['classArgs']['strategy_args']
+    n, heads = len(sargs['architectures']), len(sargs['init'].get('heads', []))
+    what = 'the final population' if args.top_k is None else f'the top {args.top_k}'
+    print(f'wrote {out}: {n} networks ({what} + originals; {heads} start from their searched head) to fine-tune '
+          f'for {args.epochs} epochs (run: nni-xfer run {out})')
     return 0
 
 
@@ -49,10 +52,13 @@ def add_commands(sub, group) -> None:
     b.add_argument('--rebuild', action='store_true', help='retrain sources already in the knowledge base')
     b.set_defaults(func=cmd_kb_build)
     f = group('modulenet', 'ModuleNet stages').add_parser(
-        'finetune', help='write the fine-tuning experiment (top-k searched + originals) of a search')
+        'finetune', help='write the fine-tuning experiment (final population + originals) of a search')
     f.add_argument('experiment_id')
     f.add_argument('--search-config', required=True, help='the exp.yml of the search')
-    f.add_argument('--top-k', type=int, default=3)
+    f.add_argument('--top-k', type=int, default=None,
+                   help='fine-tune only the k best of the final population (default: all of it, the paper)')
+    f.add_argument('--fresh-head', action='store_true',
+                   help="re-initialise the head instead of starting from the search trial's trained head")
     f.add_argument('--epochs', type=int, default=50, help='fine-tuning epochs (paper: 50)')
     f.add_argument('--lr', type=float, default=None)
     f.add_argument('--store', default=None)

@@ -26,18 +26,57 @@ from nni_xfer.evaluators import Evaluator, count_flops, count_params
 from nni_xfer.registry import EVALUATORS, INITIALIZERS
 
 
-@INITIALIZERS.register('kb_modules', description='ModuleNet: load every module from the knowledge base (sha256-checked)')
+@INITIALIZERS.register('kb_modules', description='ModuleNet: load every module from the knowledge base (sha256-checked); '
+                                                  'optionally the searched head of the same chain')
 def kb_modules(model: nn.Module, init: dict, ctx: Any = None) -> None:
-    """Load each position's module weights from its knowledge-base file; the head keeps its fresh init."""
-    extra = set(init) - {'kind', 'verify'}
+    """Load each position's module weights from its knowledge-base file.
+
+    ``heads`` (the fine-tuning stage): a list of ``{'architecture', 'uri', 'sha256'}``, the search
+    trials' checkpoints; when the trial's architecture is listed, everything outside the modules (the
+    classifier head, trained 1×1 connections) is loaded from that checkpoint, so the chain starts as
+    the network the search scored. Otherwise the head keeps its fresh initialisation.
+    """
+    allowed = ['kind', 'verify', 'heads']
+    extra = set(init) - set(allowed)
     if extra:
-        raise ConfigError(f'init.{sorted(extra)[0]}', "unknown key for init kind 'kb_modules'", allowed=['kind', 'verify'])
+        raise ConfigError(f'init.{sorted(extra)[0]}', "unknown key for init kind 'kb_modules'", allowed=allowed)
     verify = init.get('verify', True)
     if not isinstance(verify, bool):
         raise ConfigError('init.verify', f'expected true or false, got {verify!r}')
+    heads = init.get('heads') or []
+    if not isinstance(heads, list) or any(not isinstance(h, dict) or not isinstance(h.get('architecture'), dict)
+                                          or 'uri' not in h for h in heads):
+        raise ConfigError('init.heads', "expected a list of {architecture, uri, sha256} mappings")
     if not callable(getattr(model, 'load_kb_weights', None)):
         raise ConfigError('init.kind', "'kb_modules' needs a module_chain space")
     model.load_kb_weights(verify=verify)
+    arch = getattr(getattr(ctx, 'spec', None), 'architecture', None)
+    if arch is None or not heads:
+        return
+    from nni_xfer.store import arch_key
+    entry = next((h for h in heads if arch_key(h['architecture']) == arch_key(arch)), None)
+    if entry is not None:
+        load_searched_head(model, entry['uri'], entry.get('sha256') if verify else None)
+        ctx.extra_metrics['head_from'] = entry['uri']
+        if callable(getattr(ctx, 'progress', None)):
+            ctx.progress(f"head (and trained connections) loaded from the search checkpoint {entry['uri']}")
+
+
+def load_searched_head(model: nn.Module, uri: str, sha256: str | None = None) -> list[str]:
+    """Load every weight outside the knowledge-base modules (``positions.<j>.module.*``) from a search
+    trial's checkpoint of the same chain (frozen or not). Returns the loaded keys."""
+    import re
+
+    from nni_xfer.checkpoint import load_checkpoint
+    from nni_xfer.errors import CheckpointError
+    state = load_checkpoint(uri, sha256).get('state_dict') or {}
+    own = model.state_dict()
+    keys = [k for k in own if not re.match(r'positions\.\d+\.module\.', k)]
+    for k in keys:
+        if k not in state or tuple(state[k].shape) != tuple(own[k].shape):
+            raise CheckpointError(f'search checkpoint does not fit this chain ({k} missing or of another shape): {uri}')
+    model.load_state_dict({k: state[k] for k in keys}, strict=False)
+    return keys
 
 
 def _features(trunk, x: torch.Tensor, batch: int) -> torch.Tensor:
