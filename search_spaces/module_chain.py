@@ -21,7 +21,7 @@ from nni_xfer.errors import ConfigError
 from nni_xfer.registry import SEARCH_SPACES
 from nni_xfer.space import XferSpace
 
-CONNECTIONS = ('pool', 'conv1x1')
+CONNECTIONS = ('pool', 'conv1x1', 'conv1x1_bn_relu')
 
 
 class FrozenModule(nn.Module):
@@ -68,7 +68,8 @@ class ModuleChain(XferSpace):
         kb: knowledge-base name (``$NNI_XFER_HOME/kb/<name>``) or folder, built by ``nni-xfer kb build``.
         sources: the source networks to search over (default: all of the knowledge base).
         head_units: hidden units of the classifier head (paper: ``[4096, 4096]``).
-        connection: ``pool`` (parameter-free ChP/ChDP, the paper's) or ``conv1x1`` (ablation).
+        connection: ``pool`` (parameter-free ChP/ChDP, the paper's), ``conv1x1`` (the ablation's plain
+            trainable 1×1 conv) or ``conv1x1_bn_relu`` (1×1 conv + BN + ReLU).
         frozen: modules frozen (search) or trainable (fine-tuning).
         dropout: dropout before each hidden layer of the head.
         resolution: ``adjust`` (paper Sec. III-B: drop the preceding module's own last reductions

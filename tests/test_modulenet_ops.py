@@ -61,9 +61,15 @@ def test_resize_and_connection():
     conn = Connection(4, 6, 8, 4)
     assert sum(p.numel() for p in conn.parameters()) == 0
     assert conn(x).shape == (1, 6, 4, 4) and 'ChDP' in repr(conn)
-    conv = Connection(4, 6, 8, 4, kind='conv1x1')
-    assert sum(p.numel() for p in conv.parameters()) > 0 and conv(x).shape == (1, 6, 4, 4)
-    with pytest.raises(ConfigError, match='^connection:.*allowed: pool, conv1x1'):
+    conv = Connection(4, 6, 8, 4, kind='conv1x1')  # the paper's ablation: a plain 1x1 conv
+    assert isinstance(conv.conv, torch.nn.Conv2d) and conv.conv.kernel_size == (1, 1)
+    assert sum(p.numel() for p in conv.parameters()) == 4 * 6 + 6 and conv(x).shape == (1, 6, 4, 4)
+    y = conv(x)
+    ref = torch.nn.functional.conv2d(torch.nn.functional.max_pool2d(x, 2), conv.conv.weight, conv.conv.bias)
+    assert torch.allclose(y, ref) and (y < 0).any()  # linear: no ReLU after it
+    bn = Connection(4, 6, 8, 4, kind='conv1x1_bn_relu')
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in bn.modules()) and bn(x).shape == (1, 6, 4, 4)
+    with pytest.raises(ConfigError, match='^connection:.*allowed: pool, conv1x1, conv1x1_bn_relu'):
         Connection(4, 6, 8, 4, kind='dense')
 
 

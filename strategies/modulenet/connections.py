@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from nni_xfer.errors import ConfigError
 
-KINDS = ('pool', 'conv1x1')
+KINDS = ('pool', 'conv1x1', 'conv1x1_bn_relu')
 RESOLUTIONS = ('adjust', 'resize')
 
 
@@ -116,7 +116,8 @@ class Connection(nn.Module):
     """Joins neighbouring modules: resolution ``in_size`` → ``out_size``, then channels.
 
     ``kind='pool'``: Channel Pool / DePool, no parameters (the paper's). ``kind='conv1x1'``: a trainable
-    1×1 conv + BN + ReLU (the paper's Fig. 10 ablation). The resolution step is :func:`resize_spatial`
+    plain 1×1 conv (with bias; the paper's Fig. 10 ablation, Sec. V-C); ``kind='conv1x1_bn_relu'``: a
+    1×1 conv + BN + ReLU (the earlier ablation connection, kept for comparison). The resolution step is :func:`resize_spatial`
     (under ``resolution: adjust`` the chain only ever asks it to shrink a map).
     """
 
@@ -129,6 +130,8 @@ class Connection(nn.Module):
         self.kind = kind
         self.conv = None
         if kind == 'conv1x1':
+            self.conv = nn.Conv2d(in_channels, out_channels, 1)
+        elif kind == 'conv1x1_bn_relu':
             self.conv = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels),
                                       nn.ReLU(inplace=True))
 
@@ -143,7 +146,7 @@ class Connection(nn.Module):
         return x
 
     def extra_repr(self) -> str:
-        op = 'conv1x1' if self.kind == 'conv1x1' else (
+        op = self.kind if self.conv is not None else (
             'ChP' if self.out_channels < self.in_channels else 'ChDP' if self.out_channels > self.in_channels else 'id')
         return (f'{op}: {self.in_channels}→{self.out_channels} channels, '
                 f'{self.in_size}²→{self.out_size}²')
