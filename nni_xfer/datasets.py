@@ -36,7 +36,7 @@ from .registry import DATASETS
 
 __all__ = [
     'DatasetInfo', 'Splits', 'ImageDataset', 'dataset_info', 'load_dataset', 'default_root',
-    'FASHION_MNIST_SYSTEM_DIR',
+    'FASHION_MNIST_SYSTEM_DIR', 'cache_dir', 'cache_path',
 ]
 
 FASHION_MNIST_SYSTEM_DIR = '/usr/share/datasets/fashion-mnist'
@@ -124,6 +124,8 @@ class ImageDataset:
 
     name: str = ''
     args: dict[str, Any] = {}
+    #: Part of the dataset cache key: bump it when what ``load`` returns changes.
+    version: int = 1
 
     def check_args(self, **args: Any) -> dict[str, Any]:
         return _check_args(self.name, self.args, args)
@@ -178,7 +180,8 @@ def _check_load_args(root: Any = None, val_size: Any = 0.1, seed: Any = 0, limit
 
 
 def load_dataset(name: str, *, root: str | None = None, val_size: float | int = 0.1, seed: int = 0,
-                 limit_train: int | None = None, download: bool = False, **args: Any) -> Splits:
+                 limit_train: int | None = None, download: bool = False, cache: bool | None = None,
+                 **args: Any) -> Splits:
     """Load dataset ``name`` as normalised in-memory :class:`Splits`.
 
     ``val_size`` (a fraction < 1 or an absolute count) examples are held out of the training
@@ -186,6 +189,10 @@ def load_dataset(name: str, *, root: str | None = None, val_size: float | int = 
     training part. Images are normalised per channel with the mean/std of the training part
     (before truncation). The test split is the dataset's own and is never shuffled.
     A dataset that declares a ``seed`` argument (``synthetic``) receives ``seed`` too.
+
+    The prepared splits (before ``limit_train``) are cached under ``$NNI_XFER_HOME/datasets``
+    and memory-mapped by later calls (see :func:`cache_path`); ``cache=False`` or the environment
+    variable ``NNI_XFER_DATASET_CACHE=0`` bypasses the cache.
     """
     ds = _instance(name)
     _check_load_args(root=root, val_size=val_size, seed=seed, limit_train=limit_train, download=download)
@@ -193,6 +200,29 @@ def load_dataset(name: str, *, root: str | None = None, val_size: float | int = 
         args['seed'] = seed
     info = ds.info(**args)
     root = os.path.expanduser(str(root)) if root is not None else None
+    if cache is None:
+        cache = os.environ.get('NNI_XFER_DATASET_CACHE', '1') not in ('0', 'false', 'no')
+    if cache:
+        path = cache_path(name, args, root=root, val_size=val_size, seed=seed, ds=ds)
+        tensors = _cache_read(path)
+        if tensors is None:
+            with _cache_lock(path):
+                tensors = _cache_read(path)  # another process may have built it meanwhile
+                if tensors is None:
+                    tensors = _prepare(ds, info, root, download, val_size, seed, args)
+                    _cache_write(path, tensors, name)
+                    tensors = _cache_read(path) or tensors
+    else:
+        tensors = _prepare(ds, info, root, download, val_size, seed, args)
+    train_x, train_y = tensors['train_x'], tensors['train_y']
+    if limit_train is not None:
+        train_x, train_y = train_x[:limit_train], train_y[:limit_train]
+    return Splits(info, train_x, train_y, tensors['val_x'], tensors['val_y'], tensors['test_x'], tensors['test_y'])
+
+
+def _prepare(ds: Any, info: DatasetInfo, root: str | None, download: bool, val_size: float | int, seed: int,
+             args: dict) -> dict[str, torch.Tensor]:
+    """The normalised splits of ``ds`` (the whole training part; ``limit_train`` is applied later)."""
     train_x, train_y, test_x, test_y = ds.load(root, download, **args)
     train_x, train_y = _as_images(train_x, info), _as_labels(train_y)
     test_x, test_y = _as_images(test_x, info), _as_labels(test_y)
@@ -207,16 +237,156 @@ def load_dataset(name: str, *, root: str | None = None, val_size: float | int = 
 
     mean = train_x.mean(dim=(0, 2, 3), dtype=torch.float64)
     std = train_x.std(dim=(0, 2, 3)).double().clamp_min(1e-6) if len(train_x) > 1 else torch.ones_like(mean)
-    if limit_train is not None:
-        train_x, train_y = train_x[:limit_train], train_y[:limit_train]
 
     def norm(x: torch.Tensor) -> torch.Tensor:
         m = mean.float().view(1, -1, 1, 1)
         s = std.float().view(1, -1, 1, 1)
         return ((x - m) / s).contiguous()
 
-    return Splits(info, norm(train_x), train_y.contiguous(), norm(val_x), val_y.contiguous(),
-                  norm(test_x), test_y.contiguous())
+    return {'train_x': norm(train_x), 'train_y': train_y.contiguous(), 'val_x': norm(val_x),
+            'val_y': val_y.contiguous(), 'test_x': norm(test_x), 'test_y': test_y.contiguous()}
+
+
+# --------------------------------------------------------------------------- cache
+
+#: Version of the cache layout and of :func:`_prepare`'s recipe; part of every cache key.
+CACHE_FORMAT = 1
+_SPLIT_KEYS = ('train_x', 'train_y', 'val_x', 'val_y', 'test_x', 'test_y')
+#: Cache files up to this size are checked against their SHA-256 on every read (larger: size only).
+HASH_CHECK_MAX_BYTES = 64 << 20
+
+
+def cache_dir() -> Path:
+    """``$NNI_XFER_HOME/datasets`` (``~/.nni-xfer/datasets``)."""
+    return Path(os.environ.get('NNI_XFER_HOME', Path.home() / '.nni-xfer')) / 'datasets'
+
+
+def cache_path(name: str, dataset_args: dict | None = None, *, root: str | None = None,
+               val_size: float | int = 0.1, seed: int = 0, ds: Any = None) -> Path:
+    """The cache file of dataset ``name`` prepared with its own ``dataset_args`` and the loading
+    arguments ``root``, ``val_size``, ``seed`` (``limit_train`` and ``download`` do not change it).
+
+    The key hashes the dataset's name and ``version`` attribute (a dataset bumps ``version`` when
+    what its ``load`` returns changes), the arguments and :data:`CACHE_FORMAT`.
+    """
+    import hashlib
+    import json
+
+    ds = ds if ds is not None else _instance(name)
+    args = {'dataset_args': dict(dataset_args or {}), 'val_size': val_size, 'seed': seed,
+            'root': os.path.abspath(os.path.expanduser(str(root))) if root is not None else None}
+    key = json.dumps({'dataset': name, 'version': getattr(ds, 'version', 1), 'format': CACHE_FORMAT,
+                      'class': f'{type(ds).__module__}.{type(ds).__qualname__}', 'args': args},
+                     sort_keys=True, default=str)
+    return cache_dir() / f'{name}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt'
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _marker(path: Path) -> Path:
+    return path.with_name(path.name + '.done')
+
+
+def _cache_read(path: Path) -> dict[str, torch.Tensor] | None:
+    """The cached splits, memory-mapped; ``None`` when missing, incomplete or damaged.
+
+    A file counts only with its completion marker (written after the data file is in place),
+    whose size (and, for files up to :data:`HASH_CHECK_MAX_BYTES`, SHA-256) must match."""
+    import json
+
+    try:
+        marker = json.loads(_marker(path).read_text())
+        size = path.stat().st_size
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or marker.get('size') != size or marker.get('format') != CACHE_FORMAT:
+        return None
+    if size <= HASH_CHECK_MAX_BYTES and marker.get('sha256') != _file_sha256(path):
+        return None
+    try:
+        data = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - a damaged file is rebuilt
+        return None
+    if not isinstance(data, dict) or any(not isinstance(data.get(k), torch.Tensor) for k in _SPLIT_KEYS):
+        return None
+    return {k: data[k] for k in _SPLIT_KEYS}
+
+
+def _cache_write(path: Path, tensors: dict[str, torch.Tensor], name: str) -> None:
+    """Write the cache file and then its marker, each to a temporary file renamed into place."""
+    import json
+    import tempfile
+
+    import time
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _marker(path).unlink(missing_ok=True)  # a damaged file in place: no marker until the new one is in
+    for stale in path.parent.glob(f'.{path.name}*.tmp'):  # left by killed builders
+        try:
+            if time.time() - stale.stat().st_mtime > 60:
+                stale.unlink()
+        except OSError:
+            pass
+
+    def atomic(target: Path, write) -> None:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{target.name}.', suffix='.tmp')
+        try:
+            with os.fdopen(fd, 'wb') as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    try:
+        atomic(path, lambda f: torch.save({k: tensors[k] for k in _SPLIT_KEYS}, f))
+        meta = {'dataset': name, 'format': CACHE_FORMAT, 'size': path.stat().st_size,
+                'sha256': _file_sha256(path), 'shapes': {k: list(tensors[k].shape) for k in _SPLIT_KEYS}}
+        atomic(_marker(path), lambda f: f.write(json.dumps(meta).encode()))
+    except OSError as exc:  # a read-only or full disk: the trial goes on with the data in memory
+        import warnings
+        warnings.warn(f'dataset cache {path} not written: {exc}', stacklevel=3)
+
+
+class _cache_lock:
+    """An exclusive ``flock`` on ``<cache file>.lock`` so that concurrent trials build a dataset
+    once (the others wait, then read the file); released by the kernel if the builder dies.
+    Without ``fcntl`` or a writable directory it locks nothing (each process builds, and the
+    atomic renames keep the file whole)."""
+
+    def __init__(self, path: Path):
+        self.path = path.with_name(path.name + '.lock')
+        self.fd: int | None = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            if self.fd is not None:
+                os.close(self.fd)
+            self.fd = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock
+            self.fd = None
+        return False
 
 
 def _val_count(val_size: Any, n: int | None) -> int:

@@ -57,12 +57,34 @@ class Registry:
 
         return deco
 
+    def _load_for(self, name: str) -> None:
+        """Import the built-in modules in order until ``name`` is registered; a plugin package's
+        own submodule ``name`` (if any) is imported first and its other submodules are left for
+        :meth:`_load`. Errors are left for :meth:`_load` to report."""
+        for mod in self._builtin_modules:
+            if name in self._entries:
+                return
+            try:
+                _DEFERRING.add(mod)
+                try:
+                    package = importlib.import_module(mod)
+                finally:
+                    _DEFERRING.discard(mod)
+                if mod in _DEFERRED and name.isidentifier() and not name.startswith('_'):
+                    import pkgutil
+                    if any(i.name == name for i in pkgutil.iter_modules(getattr(package, '__path__', []))):
+                        importlib.import_module(f'{mod}.{name}')
+            except Exception:  # noqa: BLE001 - the full load reports it
+                return
+
     def _load(self) -> None:
         if self._loaded:
             return
         self._loaded = True
         for mod in self._builtin_modules:
             importlib.import_module(mod)
+            if mod in _DEFERRED:  # a plugin package a fast :meth:`get` imported without its plugins
+                import_submodules(mod, _DEFERRED[mod])
         try:
             eps = metadata.entry_points(group=self.group)
         except Exception:  # pragma: no cover - broken environments
@@ -93,11 +115,25 @@ class Registry:
         return name in self._entries
 
     def get(self, name: str, field: str | None = None) -> Any:
-        """The plugin called ``name``; a :class:`ConfigError` naming ``field`` if there is none."""
+        """The plugin called ``name``; a :class:`ConfigError` naming ``field`` if there is none.
+
+        Before loading the whole table it tries the built-in plugin module named like the plugin
+        (``simple_cnn`` in ``nni_xfer.search_spaces.simple_cnn``, ``fresh`` in
+        ``nni_xfer.initializers``): a trial then imports only what it runs (issue 13)."""
+        if not self._loaded and name not in self._entries:
+            self._load_for(name)
+        if not self._loaded and name in self._entries:
+            return self._entries[name].obj
         self._load()
         if name not in self._entries:
             raise ConfigError(field or self.kind, f'unknown {self.kind} {name!r}', allowed=self.names())
         return self._entries[name].obj
+
+
+#: plugin packages whose ``import_submodules`` is postponed while :meth:`Registry._load_for` imports them
+_DEFERRING: set[str] = set()
+#: postponed plugin packages (name -> ``__path__``); imported by the next full load of a registry
+_DEFERRED: dict[str, list[str]] = {}
 
 
 def import_submodules(package: str, path: list[str]) -> None:
@@ -105,6 +141,10 @@ def import_submodules(package: str, path: list[str]) -> None:
 
     A package whose plugins register by decorator calls this from its ``__init__`` so that a new
     plugin is one new file (or folder) and no edit of a list elsewhere."""
+    if package in _DEFERRING:
+        _DEFERRED[package] = list(path)
+        return
+    _DEFERRED.pop(package, None)
     import pkgutil
 
     for info in sorted(pkgutil.iter_modules(path), key=lambda i: i.name):

@@ -23,6 +23,9 @@ from typing import Any
 # The policy only takes effect when set before torch loads OpenMP, i.e. in the
 # ``python -m nni_xfer.trial`` process. A value the user exported wins.
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+if __name__ == '__main__':  # a trial process: no Lightning/torchmetrics behind NNI's model spaces (issue 13)
+    from nni_xfer.lightweight import enable as _lean_nni_imports
+    _lean_nni_imports()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

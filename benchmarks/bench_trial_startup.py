@@ -1,0 +1,152 @@
+"""Benchmark (not a test): trial start-up, process start -> first training step (issue 13).
+
+    python benchmarks/bench_trial_startup.py [--repeats 1] [--spaces simple_cnn,...] [--legacy]
+
+For every registered search space this starts a fresh ``python -m nni_xfer.trial --spec`` on the
+space's ``example()`` sample (``evaluator: train``, 1 epoch, a small dataset: ``digits``, or
+``synthetic`` at the space's ``contract_image_size``) and times it from the parent's ``Popen`` to
+the end of the first optimizer step, where a global ``torch.optim`` step hook ends the process.
+The divisor is a bare ``python -c "import torch, torchvision"`` timed the same way in the same run
+(runs interleaved, medians reported). The trial runs under a private ``NNI_XFER_HOME`` whose
+dataset cache is primed first (a trial reads the cache and does not rebuild the dataset); the
+``cold`` column is the first trial of each dataset, which builds the cache.
+
+``--legacy`` adds a row per space with ``NNI_XFER_LEAN_IMPORTS=0`` (NNI's default imports: the
+trial then loads PyTorch Lightning and torchmetrics) so that before/after is measured in one run.
+The ``lightning`` column says whether ``pytorch_lightning``/``torchmetrics`` were in ``sys.modules``
+at the first step.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The child: runs the trial module as ``python -m nni_xfer.trial`` would (``__main__``), with a
+# global optimizer step hook that reports and ends the process after the first step.
+CHILD = r'''
+import os, sys, json, runpy
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+out = sys.argv[2]
+import torch.optim.optimizer as _opt
+def _first_step(optimizer, args, kwargs):
+    heavy = sorted({m.split('.')[0] for m in sys.modules
+                    if m.split('.')[0] in ('pytorch_lightning', 'lightning', 'lightning_fabric', 'torchmetrics')})
+    with open(out, 'w') as f:
+        json.dump({'heavy': heavy, 'modules': len(sys.modules)}, f)
+    sys.stdout.flush()
+    os._exit(0)
+_opt.register_optimizer_step_post_hook(_first_step)
+sys.argv = ['nni_xfer.trial', '--spec', sys.argv[1]]
+runpy.run_module('nni_xfer.trial', run_name='__main__', alter_sys=True)
+raise SystemExit('the trial ended without a training step')
+'''
+
+
+def timed(cmd: list[str], env: dict) -> float:
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, env=env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    dt = time.perf_counter() - t0
+    if p.returncode:
+        raise SystemExit(f'{" ".join(cmd[:3])}... failed ({p.returncode}):\n{p.stdout[-3000:]}')
+    return dt
+
+
+def space_cases(names: list[str] | None, tmp: Path) -> list[dict]:
+    """One trial spec per space: its example() sample on a small dataset."""
+    from nni_xfer.datasets import dataset_info
+    from nni_xfer.registry import SEARCH_SPACES
+    from nni_xfer.space import build_space, space_info
+
+    cases = []
+    for name in names or SEARCH_SPACES.names():
+        cls = SEARCH_SPACES.get(name, field='space')
+        fn = getattr(cls, 'contract_space_args', None)
+        space_args = fn(tmp / f'args-{name}') if fn is not None else {}
+        size = getattr(cls, 'contract_image_size', None)
+        if size:
+            dataset, dataset_args = 'synthetic', {'image_size': size, 'num_classes': 10, 'num_samples': 256}
+        else:
+            dataset, dataset_args = 'digits', {}
+        space = build_space(name, space_args, dataset_info(dataset, **dataset_args))
+        # spaces whose samples are not plain choices may describe their example in SpaceInfo.extra
+        sample = space_info(name, space_args, space).extra.get('example') or space.example()
+        spec = {'space': name, 'space_args': space_args, 'architecture': sample, 'dataset': dataset,
+                'dataset_args': dataset_args, 'evaluator': 'train',
+                'evaluator_args': {'epochs': 1, 'batch_size': 32}, 'checkpoint_root': str(tmp / 'ckpt'),
+                'experiment_id': 'bench'}
+        path = tmp / f'spec-{name}.json'
+        path.write_text(json.dumps(spec))
+        cases.append({'name': name, 'spec': path, 'dataset': dataset})
+    return cases
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--repeats', type=int, default=1, help='timed trial starts per space (median)')
+    ap.add_argument('--spaces', help='comma-separated space names (default: every registered space)')
+    ap.add_argument('--legacy', action='store_true', help='also time NNI_XFER_LEAN_IMPORTS=0 (before issue 13)')
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix='bench_startup_'))
+    env = dict(os.environ, NNI_XFER_HOME=str(tmp / 'home'), OMP_WAIT_POLICY='PASSIVE')
+    env.pop('NNI_FRAMEWORK', None)
+    os.environ['NNI_XFER_HOME'] = env['NNI_XFER_HOME']
+    cases = space_cases(args.spaces.split(',') if args.spaces else None, tmp)
+    base_cmd = [sys.executable, '-c', 'import torch, torchvision']
+    marker = tmp / 'first_step.json'
+
+    def trial(case: dict, lean: bool = True) -> tuple[float, list[str]]:
+        e = dict(env, NNI_XFER_LEAN_IMPORTS='1' if lean else '0')
+        dt = timed([sys.executable, '-c', CHILD, str(case['spec']), str(marker)], e)
+        return dt, json.loads(marker.read_text())['heavy']
+
+    timed(base_cmd, env)  # warm the page cache for torch/torchvision before anything is timed
+    cold: dict[str, float] = {}
+    for case in cases:  # the first trial per dataset builds the cache
+        if case['dataset'] not in cold:
+            cold[case['dataset']] = trial(case)[0]
+            case['cold'] = cold[case['dataset']]
+
+    base: list[float] = []
+    rows = []
+    for case in cases:
+        times, legacy, heavy = [], [], []
+        for _ in range(args.repeats):
+            base.append(timed(base_cmd, env))
+            dt, heavy = trial(case)
+            times.append(dt)
+            if args.legacy:
+                base.append(timed(base_cmd, env))
+                legacy.append(trial(case, lean=False)[0])
+        rows.append((case, statistics.median(times), statistics.median(legacy) if legacy else None, heavy))
+    b = statistics.median(base)
+    print(f'python -c "import torch, torchvision": median {b:.2f} s over {len(base)} runs '
+          f'(min {min(base):.2f}, max {max(base):.2f}); cores {os.cpu_count()}')
+    head = f'{"space":<16} {"dataset":<10} {"to first step":>13} {"ratio":>6} {"lightning":>9}'
+    if args.legacy:
+        head += f' {"legacy":>8} {"ratio":>6}'
+    print(head + f' {"cold (builds cache)":>20}')
+    for case, t, leg, heavy in rows:
+        line = (f'{case["name"]:<16} {case["dataset"]:<10} {t:>11.2f} s {t / b:>6.2f} '
+                f'{"yes" if heavy else "no":>9}')
+        if args.legacy:
+            line += f' {leg:>6.2f} s {leg / b:>6.2f}'
+        if 'cold' in case:
+            line += f' {case["cold"]:>18.2f} s'
+        print(line)
+    ratios = [t / b for _, t, _, _ in rows]
+    print(f'ratio to bare torch+torchvision import: median {statistics.median(ratios):.2f}, '
+          f'max {max(ratios):.2f} (target <= 1.3)')
+
+
+if __name__ == '__main__':
+    main()
