@@ -227,6 +227,30 @@ def test_baseline_update_and_advantages_hand_example(monkeypatch):
 
 
 @pytest.mark.timeout(60)
+def test_both_baseline_rules_on_a_worked_example():
+    """Rewards 1 and 3 (mean 2) then 1, decay 0.95, from b = 0.
+    code (authors' code):  b1 = 0 + 0.95·(2 − 0) = 1.9;      b2 = 1.9 + 0.95·(1 − 1.9) = 1.045
+    paper (text's EMA):    b1 = 0.95·0 + 0.05·2 = 0.1;       b2 = 0.95·0.1 + 0.05·1 = 0.145"""
+    from nni_xfer.strategies.eas.controller import update_baseline
+    assert update_baseline(0.0, 2.0, 0.95, 'code') == pytest.approx(1.9)
+    assert update_baseline(1.9, 1.0, 0.95, 'code') == pytest.approx(1.045)
+    assert update_baseline(0.0, 2.0, 0.95, 'paper') == pytest.approx(0.1)
+    assert update_baseline(0.1, 1.0, 0.95, 'paper') == pytest.approx(0.145)
+    toks = list(START)
+    trajs = [[('wider', toks, [1, 0, 0, 0, 0, 0, 0, 0, 0])], [('wider', toks, [0, 0, 1, 0, 0, 0, 0, 0, 0])]]
+    for rule, (b1, b2) in (('code', (1.9, 1.045)), ('paper', (0.1, 0.145))):
+        ctl = Controller(vocab(), seed=0, baseline_rule=rule)
+        stats = ctl.update(trajs, [1.0, 3.0])
+        assert ctl.baseline == pytest.approx(b1)
+        assert stats['advantages'] == pytest.approx([(1.0 - b1) / 2, (3.0 - b1) / 2])
+        stats = ctl.update(trajs[:1], [1.0])
+        assert ctl.baseline == pytest.approx(b2) and stats['advantages'] == pytest.approx([1.0 - b2])
+    assert Controller(vocab(), seed=0).baseline_rule == 'code'
+    with pytest.raises(ValueError):
+        Controller(vocab(), seed=0, baseline_rule='ema')
+
+
+@pytest.mark.timeout(60)
 def test_gradient_sign_increases_preferred_widen_probability():
     ctl = Controller(vocab(), seed=0)
     toks = list(START)

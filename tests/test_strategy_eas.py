@@ -86,6 +86,23 @@ def test_rejects_non_eas_space_and_bad_args():
         EASRandom(eas_space(), networks_per_episode=0)
 
 
+@pytest.mark.timeout(120)
+def test_baseline_rule_reaches_the_controller():
+    from nni_xfer.strategies.eas import EAS
+    assert EAS(eas_space(), seed=0).policy.controller.baseline_rule == 'code'
+    s = EAS(eas_space(), seed=0, baseline='paper', baseline_decay=0.9, networks_per_episode=2, wider_steps=1,
+            deeper_steps=0, episodes_per_stage=1)
+    assert (s.policy.controller.baseline_rule, s.policy.controller.baseline_decay) == ('paper', 0.9)
+    drive(s, 10, metrics=eas_metrics)
+    log = s.episode_log()
+    assert log[0]['mean_reward'] > 0
+    assert log[0]['baseline'] == pytest.approx(0.1 * log[0]['mean_reward'])   # b = 0.9·0 + 0.1·r̄
+    with pytest.raises(ConfigError, match=r'^strategy_args\.baseline: .*allowed: code, paper'):
+        EAS(eas_space(), baseline='ema')
+    with pytest.raises(ConfigError, match=r'^strategy_args\.baseline_decay'):
+        EAS(eas_space(), baseline_decay=1.5)
+
+
 class TestEASContract(TestEASRandomContract):
     @pytest.fixture
     def make(self):

@@ -13,9 +13,11 @@ two actors (design notes: ``shared/design/methods.md`` §1.1–1.4, §1.8):
   right after the chosen one, with the same width and stride 1.
 
 :class:`Controller` bundles encoder and actors, owns its Adam optimiser and the moving-average
-baseline, and trains with REINFORCE: ``r = tan(acc·π/2)``; ``b ← b + 0.95·(mean r − b)`` *before*
-the advantage ``A = r − b``; ``A`` divided by the batch size; loss
-``−Σ mask·log π·A − 1e-5·entropy``.
+baseline, and trains with REINFORCE: ``r = tan(acc·π/2)``; baseline updated *before* the advantage
+``A = r − b``: ``baseline_rule='code'`` (default, the authors' code) ``b ← b + decay·(mean r − b)``
+(the new batch mean weighs ``decay`` = 0.95), ``'paper'`` (the paper text's "exponential moving
+average … with a decay of 0.95") ``b ← decay·b + (1 − decay)·mean r``; ``A`` divided by the batch
+size; loss ``−Σ mask·log π·A − 1e-5·entropy``.
 
 DenseNet variant (methods.md §1.7; ``kind='densenet'``, picked automatically from a vocabulary of
 :func:`build_densenet_vocab`): a DenseNet-BC architecture ``{'growths', 'stem', 'transitions'}``
@@ -350,6 +352,25 @@ def _widths_from_vocab(vocab):
     return sorted(convs), sorted(kernels), sorted(fcs)
 
 
+BASELINE_RULES = ('code', 'paper')
+
+
+def update_baseline(b: float, mean_r: float, decay: float = 0.95, rule: str = 'code') -> float:
+    """One baseline update with a batch's mean reward.
+
+    ``'code'`` — the authors' code: ``b + decay·(mean_r − b)`` (the new mean weighs ``decay``);
+    ``'paper'`` — the paper text's exponential moving average: ``decay·b + (1 − decay)·mean_r``.
+
+    >>> update_baseline(1.0, 3.0, 0.95, 'code'), round(update_baseline(1.0, 3.0, 0.95, 'paper'), 6)
+    (2.9, 1.1)
+    """
+    if rule == 'code':
+        return b + decay * (mean_r - b)
+    if rule == 'paper':
+        return decay * b + (1.0 - decay) * mean_r
+    raise ValueError(f'update_baseline: rule must be one of {BASELINE_RULES}, got {rule!r}')
+
+
 class Controller(nn.Module):
     """Encoder + Net2Wider actor + Net2Deeper actor, Adam optimiser and REINFORCE baseline.
 
@@ -368,8 +389,11 @@ class Controller(nn.Module):
     def __init__(self, vocab: dict[str, int], seed: int = 0, *, conv_widths=None, fc_units=None,
                  kernels=None, growths=None, max_len: int | None = None, n_blocks: int | None = None,
                  max_layers: int | None = None, lr: float = 2e-3, baseline_decay: float = 0.95,
-                 entropy_coef: float = 1e-5):
+                 entropy_coef: float = 1e-5, baseline_rule: str = 'code'):
         super().__init__()
+        if baseline_rule not in BASELINE_RULES:
+            raise ValueError(f'Controller: baseline_rule must be one of {BASELINE_RULES}, got {baseline_rule!r}')
+        self.baseline_rule = baseline_rule
         self.vocab = dict(vocab)
         dense = [t for t in vocab if t != PAD and _is_dense_token(t)]
         if dense and len(dense) != len(vocab) - (PAD in vocab):
@@ -475,8 +499,7 @@ class Controller(nn.Module):
         """One REINFORCE step on a batch of networks.
 
         ``rewards`` are already-transformed rewards (use :func:`reward` on accuracies), or pass
-        ``accuracies=`` and they are transformed here. Baseline first
-        (``b ← b + decay·(mean r − b)``), then ``A = (r − b) / batch``, loss
+        ``accuracies=`` and they are transformed here. Baseline first (:func:`update_baseline`), then ``A = (r − b) / batch``, loss
         ``−Σ mask·log π·A − entropy_coef·Σ entropy``; one Adam step.
         """
         if (rewards is None) == (accuracies is None):
@@ -488,7 +511,7 @@ class Controller(nn.Module):
         if n == 0 or len(r) != n:
             raise ValueError(f'update: {n} trajectories but {len(r)} rewards')
         mean_r = sum(r) / n
-        self.baseline = self.baseline + self.baseline_decay * (mean_r - self.baseline)
+        self.baseline = update_baseline(self.baseline, mean_r, self.baseline_decay, self.baseline_rule)
         adv = [(ri - self.baseline) / n for ri in r]
 
         pg = torch.zeros(())

@@ -289,13 +289,15 @@ class RLPolicy:
     Recorded deeper decisions are ``[block, layer, kernel]`` (plain) or ``[block, layer]``.
     """
 
-    def __init__(self, ops, rng, seed: int = 0, lr: float = 2e-3, max_tokens: int = 0):
+    def __init__(self, ops, rng, seed: int = 0, lr: float = 2e-3, max_tokens: int = 0, baseline: str = 'code',
+                 baseline_decay: float = 0.95):
         import torch
 
         from nni_xfer.strategies.eas.controller import Controller
         self.ops = ops
         args = ops.controller_args(max_tokens)
-        self.controller = Controller(args.pop('vocab'), seed=seed, lr=lr, **args)
+        self.controller = Controller(args.pop('vocab'), seed=seed, lr=lr, baseline_rule=baseline,
+                                     baseline_decay=baseline_decay, **args)
         self.generator = torch.Generator().manual_seed(seed)
 
     def wider(self, tokens: list[str]) -> tuple[list[dict], Any]:
@@ -335,14 +337,24 @@ class RLPolicy:
 
 @STRATEGIES.register('eas', description='EAS: RL meta-controller over Net2Wider/Net2Deeper (Cai et al. 2018)')
 class EASStrategy(_EASBase):
-    """EAS with the RL meta-controller; budget knobs as ``eas_random`` plus the controller's ``lr``."""
+    """EAS with the RL meta-controller; budget knobs as ``eas_random`` plus the controller's ``lr`` and
+    its REINFORCE baseline: ``baseline: code`` (default, the authors' code: ``b ← b + d·(r̄ − b)``) or
+    ``paper`` (the paper text's moving average ``b ← d·b + (1 − d)·r̄``), ``d = baseline_decay`` (0.95)."""
 
     def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize', episodes_per_stage: int = 30,
                  networks_per_episode: int = 10, wider_steps: int | None = None, deeper_steps: int | None = None,
-                 stages: int = 1, stage_epochs: int | None = None, noise: bool = True, lr: float = 2e-3):
+                 stages: int = 1, stage_epochs: int | None = None, noise: bool = True, lr: float = 2e-3,
+                 baseline: str = 'code', baseline_decay: float = 0.95):
+        from nni_xfer.strategies.eas.controller import BASELINE_RULES
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
             raise ConfigError('strategy_args.lr', f'expected a positive number, got {lr!r}')
+        if baseline not in BASELINE_RULES:
+            raise ConfigError('strategy_args.baseline', f'{baseline!r} is not a baseline rule', allowed=BASELINE_RULES)
+        if isinstance(baseline_decay, bool) or not isinstance(baseline_decay, (int, float)) \
+                or not 0 <= baseline_decay <= 1:
+            raise ConfigError('strategy_args.baseline_decay', f'expected a number in [0, 1], got {baseline_decay!r}')
         self.lr = float(lr)
+        self.baseline, self.baseline_decay = baseline, float(baseline_decay)
         super().__init__(space, seed=seed, mode=mode, episodes_per_stage=episodes_per_stage,
                          networks_per_episode=networks_per_episode, wider_steps=wider_steps,
                          deeper_steps=deeper_steps, stages=stages, stage_epochs=stage_epochs, noise=noise)
@@ -350,7 +362,8 @@ class EASStrategy(_EASBase):
     def _make_policy(self):
         # longest token list the search can reach: the start plus deeper_steps layers per stage
         max_tokens = len(self.adapter.tokens(self.adapter.start())) + self.stages * self.deeper_steps
-        return RLPolicy(self.adapter, self.rng, seed=self.seed, lr=self.lr, max_tokens=max_tokens)
+        return RLPolicy(self.adapter, self.rng, seed=self.seed, lr=self.lr, max_tokens=max_tokens,
+                        baseline=self.baseline, baseline_decay=self.baseline_decay)
 
 
 # names before the strategy classes were named <Method>Strategy (kept for one release)
