@@ -47,6 +47,26 @@ def example_sample(space: nn.Module) -> dict:
     return {str(label): m.values[0] for label, m in space.simplify().items() if isinstance(m, Categorical)}
 
 
+def int_list(value: Any, field: str, *, minimum: int = 1, odd: bool = False) -> list[int]:
+    """A non-empty list of distinct integers >= ``minimum`` (odd ones if ``odd``), for ``space_args``
+    lists of choices; a one-line :class:`ConfigError` naming ``field`` otherwise."""
+    what = f"a non-empty list of distinct {'odd ' if odd else ''}integers >= {minimum}"
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(field, f'expected {what}, got {value!r}')
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum or (odd and v % 2 == 0):
+            raise ConfigError(field, f'{v!r} is not allowed: expected {what}')
+    if len(set(value)) != len(value):
+        raise ConfigError(field, f'has repeated values: {list(value)!r}')
+    return list(value)
+
+
+def positive_int(value: Any, field: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(field, f'expected an integer >= {minimum}, got {value!r}')
+    return value
+
+
 def space_arg_names(cls: type) -> list[str]:
     sig = inspect.signature(getattr(cls, '_init_wrapped', cls.__init__))
     return [n for n, p in sig.parameters.items() if n != 'self' and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]

@@ -24,11 +24,13 @@ from typing import Any
 from nni import NoMoreTrialError
 from nni.tuner import Tuner
 
-from .config import build, validate_class_args
 from .errors import ConfigError
 from .spec import TrialSpec
-from .store import KnowledgeStore
-from .trial import trial_failure
+
+# Kept light on purpose: NNI gives the dispatcher 10 seconds from its start to connect, and it
+# constructs the tuner before connecting. Under nnictl the heavy set-up (torch, the plugin
+# registries, the space and the strategy) runs on a thread that starts in __init__ and every
+# callback waits for it (see XferTuner._ready).
 
 _logger = logging.getLogger('nni_xfer.tuner')
 
@@ -121,15 +123,50 @@ class XferTuner(Tuner):
     fixed_strategy: str | None = None
 
     def __init__(self, **class_args: Any):
-        built = build(class_args, self.fixed_strategy)  # raises before any trial on bad config
+        self._lock = threading.RLock()
+        self._error: str | None = None
+        self._error_reported = False
+        self._send_later = None
+        self._setup_error: BaseException | None = None
+        self.config = None
+        self.experiment_id = _experiment_id()
+        if os.environ.get('NNI_TUNER_COMMAND_CHANNEL') and os.environ.get('NNI_XFER_SYNC_SETUP') != '1':
+            # inside NNI's dispatcher: connect first, set up meanwhile (bad config -> experiment ERROR
+            # with the one-line cause, instead of "Tuner did not connect in 10 seconds")
+            self._setup_thread: threading.Thread | None = threading.Thread(
+                target=self._setup_in_background, args=(class_args,), name='nni-xfer-setup', daemon=True)
+            self._setup_thread.start()
+        else:
+            self._setup_thread = None
+            self._setup(class_args)  # raises before any trial on bad config
+
+    def _setup_in_background(self, class_args: dict) -> None:
+        try:
+            self._setup(class_args)
+        except BaseException as exc:  # noqa: BLE001 - reported on the first callback
+            self._setup_error = exc
+            _logger.error('nni-xfer: the tuner cannot start: %s', _one_line(exc), exc_info=exc)
+
+    def _ready(self) -> bool:
+        """Wait for the set-up; ``False`` (and the experiment stopped with its cause) if it failed."""
+        if self._setup_thread is not None:
+            self._setup_thread.join()
+            self._setup_thread = None
+            if self._setup_error is not None and self._error is None:
+                exc = self._setup_error
+                self._error = _one_line(f'nni-xfer: the tuner cannot start: {exc}' if isinstance(exc, ConfigError)
+                                        else f'nni-xfer: the tuner cannot start: {type(exc).__name__}: {exc}')
+        return self._setup_error is None
+
+    def _setup(self, class_args: dict) -> None:
+        from .config import build
+        from .store import KnowledgeStore
+        built = build(class_args, self.fixed_strategy)
         self.config = built.config
         self.space_info = built.space_info
         self.strategy = built.strategy
         self.experiment_id = _experiment_id()
         self.store = KnowledgeStore.resolve(self.config.store)
-        self._lock = threading.RLock()
-        self._error: str | None = None
-        self._error_reported = False
         state = self.store.strategy_state(self.experiment_id)
         self.resumed = state is not None
         if state is not None:
@@ -144,7 +181,6 @@ class XferTuner(Tuner):
         # search would stall or shrink to one trial at a time. Those requests are kept here and
         # answered through NNI's send-later callback as soon as the strategy can propose again.
         self._owed: list[int] = []
-        self._send_later = None
         # After a resume: pending proposals NNI has no trial for (the dispatcher died before NNI got
         # them, or `nnictl stop` cancelled their trial) are sent again, same id and spec.
         self._reconciled = not self.resumed
@@ -161,6 +197,7 @@ class XferTuner(Tuner):
     def generate_multiple_parameters(self, parameter_id_list: list[int], **kwargs: Any) -> list[dict]:
         with self._lock:
             self._send_later = kwargs.get('st_callback') or self._send_later
+            self._ready()
             if self._error is not None:
                 self._report_error()
                 return []
@@ -177,10 +214,15 @@ class XferTuner(Tuner):
 
     def generate_parameters(self, parameter_id: int, **kwargs: Any) -> dict:
         with self._lock:
+            if not self._ready():
+                self._report_error()
+                raise NoMoreTrialError(self._error)
             return self._generate(parameter_id, kwargs.get('trial_job_id'))
 
     def receive_trial_result(self, parameter_id: int, parameters: dict, value: Any, **kwargs: Any) -> None:
         with self._lock:
+            if not self._ready():
+                return
             pid = self._proposal_id(parameter_id, parameters)
             self._result(pid, value, kwargs.get('trial_job_id'), 'receive_trial_result')
 
@@ -191,6 +233,8 @@ class XferTuner(Tuner):
         if success:
             return
         with self._lock:
+            if not self._ready():
+                return
             pid = self._param_to_proposal.pop(int(parameter_id), None)
             if pid is None or not self.strategy.is_pending(pid) or self._error is not None:
                 return
@@ -203,6 +247,8 @@ class XferTuner(Tuner):
         """On ``nnictl resume``: results that arrived while the dispatcher was down, and results of
         trials NNI re-runs after a resume (NNI sends those here, not to ``receive_trial_result``)."""
         with self._lock:
+            if not self._ready():
+                return
             for item in data or []:
                 params = item.get('parameter') or {}
                 if isinstance(params, str):
@@ -217,7 +263,7 @@ class XferTuner(Tuner):
 
     def save_checkpoint(self) -> None:
         with self._lock:
-            if self._error is None:
+            if self._ready() and self._error is None:
                 self._guard('save_checkpoint', self._save_state)
 
     def _on_exit(self) -> None:
@@ -226,6 +272,8 @@ class XferTuner(Tuner):
         Proposals still pending were not evaluated: their rows get the final status CANCELED; they stay
         pending in the strategy's state, so ``nnictl resume`` evaluates them."""
         with self._lock:
+            if not self._ready():
+                return
             for pid in sorted(self.strategy.pending):
                 ev = self.store.get(self.experiment_id, pid)
                 if ev is not None and ev.status in ('WAITING', 'RUNNING'):
@@ -285,6 +333,7 @@ class XferTuner(Tuner):
                 pass
         metrics = value if isinstance(value, dict) else {'default': value}
         trial_id = trial_id or metrics.get('trial_id')
+        from .trial import trial_failure
         error = trial_failure(metrics)
         if pid is None:
             _logger.warning('result without a proposal id ignored: %s', _one_line(metrics, 200))
@@ -382,7 +431,7 @@ class XferTuner(Tuner):
             return None
 
     def _fatal(self, where: str, exc: BaseException) -> None:
-        msg = _one_line(f'nni-xfer: strategy {self.config.strategy!r} failed in {where}: '
+        msg = _one_line(f'nni-xfer: strategy {getattr(self.config, "strategy", "?")!r} failed in {where}: '
                         f'{type(exc).__name__}: {exc}')
         self._error = msg
         self._owed.clear()
@@ -426,6 +475,7 @@ class XferClassArgsValidator:
     fixed_strategy: str | None = None
 
     def validate_class_args(self, **kwargs: Any) -> None:
+        from .config import validate_class_args
         errors, _ = validate_class_args(kwargs, self.fixed_strategy)
         if errors:
             raise ConfigError('classArgs', '; '.join(str(e) for e in errors))

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from nni_xfer.errors import ConfigError
 from nni_xfer.registry import SEARCH_SPACES
-from nni_xfer.space import XferSpace
+from nni_xfer.space import XferSpace, int_list
 
 TRANSITION = 't'
 DENSE_N_BLOCKS = 3  # the controller's block head covers at least the paper's 3 dense blocks
@@ -463,7 +463,7 @@ class EASDenseNet(XferSpace):
                  growth_rates: list[int] = tuple(GROWTHS), start: dict | None = None):
         super().__init__()
         self.in_channels, self.num_classes, self.image_size = in_channels, num_classes, image_size
-        self.growth_rates = sorted(growth_rates)
+        self.growth_rates = sorted(int_list(growth_rates, 'space_args.growth_rates'))
         self.start = check_architecture(start if start is not None else paper_start(self.growth_rates[0]),
                                         field='space_args.start')
 

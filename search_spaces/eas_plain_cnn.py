@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from nni_xfer.errors import ConfigError
 from nni_xfer.registry import SEARCH_SPACES
-from nni_xfer.space import XferSpace
+from nni_xfer.space import XferSpace, int_list
 from nni_xfer.transfer.net2net import net2deeper_conv, net2deeper_linear, net2wider_conv, net2wider_linear
 
 CONV_WIDTHS = [16, 32, 64, 96, 128, 192, 256, 320, 384, 448, 512]
@@ -369,7 +369,9 @@ class EASPlainCNN(XferSpace):
                  fc_units: list[int] = tuple(FC_UNITS), start: list[str] = tuple(PAPER_START)):
         super().__init__()
         self.in_channels, self.num_classes, self.image_size = in_channels, num_classes, image_size
-        self.limits = {'conv_widths': sorted(conv_widths), 'kernels': sorted(kernels), 'fc_units': sorted(fc_units)}
+        self.limits = {'conv_widths': sorted(int_list(conv_widths, 'space_args.conv_widths')),
+                       'kernels': sorted(int_list(kernels, 'space_args.kernels', odd=True)),
+                       'fc_units': sorted(int_list(fc_units, 'space_args.fc_units'))}
         parse_layers(list(start), field='space_args.start', **self.limits)
         self.start = list(start)
 

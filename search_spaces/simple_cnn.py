@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from nni_xfer.registry import SEARCH_SPACES
-from nni_xfer.space import XferSpace
+from nni_xfer.space import XferSpace, int_list, positive_int
 
 
 def _conv_bn_relu(c_in: int, c_out: int, k: int) -> nn.Sequential:
@@ -23,6 +23,10 @@ class SimpleCNN(XferSpace):
                  widths: list[int] = (16, 32, 48), depths: list[int] = (1, 2), kernels: list[int] = (3, 5),
                  stages: int = 2):
         super().__init__()
+        widths = int_list(widths, 'space_args.widths')
+        depths = int_list(depths, 'space_args.depths')
+        kernels = int_list(kernels, 'space_args.kernels', odd=True)
+        stages = positive_int(stages, 'space_args.stages')
         layers: list[nn.Module] = []
         c = in_channels
         for s in range(1, stages + 1):

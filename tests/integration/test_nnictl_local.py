@@ -71,3 +71,30 @@ def test_crashing_trial_is_failed_and_search_goes_on(tmp_path):
     evs = {e.parameter_id: e for e in KnowledgeStore(store_path).evaluations(experiment_id=exp)}
     assert evs[1].status == 'FAILED' and evs[1].error
     assert sum(e.status == 'SUCCEEDED' for e in evs.values()) == 3
+
+
+def test_bad_config_under_plain_nnictl_shows_its_cause(tmp_path):
+    """`nnictl create` (no `nni-xfer check` first) with a config our tuner rejects: the tuner still
+    connects (no "did not connect in 10 seconds"), the experiment goes to ERROR, no trial runs, and
+    the one-line cause is in the experiment's logs (the portal shows NNI's own "Dispatcher stream
+    error" text for any tuner error: README, troubleshooting)."""
+    config, _ = write_config(tmp_path, max_trials=2, evaluator='mock', evaluator_args={},
+                             class_args={'space_args': {'widths': [16, -32]}})
+    port = free_port()
+    exp = create(config, port)
+    try:
+        deadline = __import__('time').time() + 120
+        status = None
+        while __import__('time').time() < deadline:
+            from nni_xfer.nnictl import rest
+            status = rest(port, 'check-status')
+            if status['status'] == 'ERROR':
+                break
+            __import__('time').sleep(2)
+        assert status is not None and status['status'] == 'ERROR', status
+        assert 'did not connect' not in str(status.get('errors'))
+        assert trials(port) == []
+        logs = ''.join(p.read_text() for p in (tmp_path / 'nni-experiments' / exp / 'log').glob('*.log'))
+        assert 'nni-xfer: the tuner cannot start: classArgs.space_args.widths: -32' in logs
+    finally:
+        nnictl('stop', exp)
