@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .registry import DATASETS, EVALUATORS, STRATEGIES
-from .strategy import MODES, BaseStrategy, SpaceInfo
+from .strategy import MODES, BaseStrategy, SpaceInfo, StrategyContext
 
 
 @dataclass
@@ -127,7 +127,9 @@ def validate_class_args(args: Any, fixed_strategy: str | None = None) -> tuple[l
             errors.append(_prefix(exc))
     if info is not None:
         try:
-            strategy = make_strategy(cfg.strategy, info, cfg.strategy_args, seed=cfg.seed, mode=cfg.mode)
+            context = StrategyContext(store=cfg.store, dataset=cfg.dataset, dataset_args=dict(cfg.dataset_args))
+            strategy = make_strategy(cfg.strategy, info, cfg.strategy_args, seed=cfg.seed, mode=cfg.mode,
+                                     context=context)
         except ConfigError as exc:
             errors.append(_prefix(exc))
     if errors:
@@ -135,21 +137,26 @@ def validate_class_args(args: Any, fixed_strategy: str | None = None) -> tuple[l
     return [], Built(cfg, space, info, strategy, dataset_info)
 
 
-def make_strategy(name: str, info: SpaceInfo, strategy_args: dict, seed: int = 0, mode: str = 'maximize') -> BaseStrategy:
-    """Construct a registered strategy; unknown or ill-typed arguments → :class:`ConfigError`."""
+def make_strategy(name: str, info: SpaceInfo, strategy_args: dict, seed: int = 0, mode: str = 'maximize',
+                  context: StrategyContext | None = None) -> BaseStrategy:
+    """Construct a registered strategy; unknown or ill-typed arguments → :class:`ConfigError`.
+
+    A strategy whose ``__init__`` takes ``context`` gets the :class:`StrategyContext` (store, dataset)."""
     cls = STRATEGIES.get(name, field='strategy')
     sig = inspect.signature(cls.__init__)
-    params = [n for n, p in sig.parameters.items() if n not in ('self', 'space', 'seed', 'mode')
+    params = [n for n, p in sig.parameters.items() if n not in ('self', 'space', 'seed', 'mode', 'context')
               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    extra = {'context': context or StrategyContext()} if 'context' in sig.parameters else {}
     for key in strategy_args:
-        if key in ('seed', 'mode'):
-            raise ConfigError(f'strategy_args.{key}', f'set classArgs.{key} instead')
+        if key in ('seed', 'mode', 'context'):
+            raise ConfigError(f'strategy_args.{key}', 'is set from classArgs (store, dataset)' if key == 'context'
+                              else f'set classArgs.{key} instead')
         if key not in params:
             raise ConfigError(f'strategy_args.{key}', f'unknown argument of strategy {name!r}', allowed=params)
     missing = [n for n in params if sig.parameters[n].default is inspect.Parameter.empty and n not in strategy_args]
     if missing:
         raise ConfigError(f'strategy_args.{missing[0]}', f'missing required argument of strategy {name!r}')
-    return cls(info, seed=seed, mode=mode, **strategy_args)
+    return cls(info, seed=seed, mode=mode, **strategy_args, **extra)
 
 
 def build(args: Any, fixed_strategy: str | None = None) -> Built:

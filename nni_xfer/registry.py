@@ -177,7 +177,8 @@ INITIALIZERS = Registry('initializer', 'nni_xfer.initializers', ('nni_xfer.initi
 #   (or ``def add_parser(subparsers, group)``: ``group(name, help)`` gives the subcommand table of a
 #   top-level command shared with others, e.g. ``group('kb', ...)`` for ``kb build``)
 #   @REPORT_SECTIONS.register('modulenet')
-#   def section(evaluations, experiment_id) -> list[str]: ...  # text lines ([] when not relevant)
+#   def section(evaluations, experiment_id, store=None) -> list[str]: ...  # text lines ([] when not
+#   relevant); ``store`` (the report's KnowledgeStore) is passed when the function has that parameter
 COMMANDS = Registry('command', 'nni_xfer.commands', ('nni_xfer.strategies',))
 REPORT_SECTIONS = Registry('report section', 'nni_xfer.report_sections', ('nni_xfer.strategies',))
 

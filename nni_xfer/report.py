@@ -357,8 +357,10 @@ def make_report(store: KnowledgeStore, experiment_id: str, out_dir: str | Path, 
                 path.unlink()
             notes.append(f'plot skipped: {name} ({missing})')
     from .registry import REPORT_SECTIONS
+    import inspect
     for entry in REPORT_SECTIONS.entries():   # method sections (e.g. ModuleNet's comparison table)
-        section = entry.obj(succeeded, experiment_id)
+        wants_store = 'store' in inspect.signature(entry.obj).parameters
+        section = entry.obj(succeeded, experiment_id, **({'store': store} if wants_store else {}))
         if section:
             lines.append('')
             lines += section

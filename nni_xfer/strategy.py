@@ -52,6 +52,17 @@ class SpaceInfo:
 
 
 @dataclass
+class StrategyContext:
+    """What the experiment's ``classArgs`` say beyond the space, for strategies that read the
+    knowledge store (transfer from earlier searches). A strategy whose ``__init__`` has a
+    ``context`` parameter receives one; it is not a ``strategy_args`` key."""
+
+    store: str | None = None          # classArgs.store (None: the default $NNI_XFER_HOME/store.db)
+    dataset: str | None = None        # classArgs.dataset: the task being searched
+    dataset_args: dict = field(default_factory=dict)
+
+
+@dataclass
 class Proposal:
     """One architecture to evaluate and how its weights start."""
 
