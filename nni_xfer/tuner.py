@@ -106,6 +106,17 @@ def _crash_point() -> tuple[str, int] | None:
     return None
 
 
+def _log_to_dispatcher_log() -> None:
+    """NNI writes only its own ``nni`` logger to dispatcher.log: send ``nni_xfer`` there too."""
+    nni_logger, ours = logging.getLogger('nni'), logging.getLogger('nni_xfer')
+    for handler in nni_logger.handlers:
+        if handler not in ours.handlers:
+            ours.addHandler(handler)
+    if nni_logger.handlers:
+        ours.setLevel(logging.INFO)
+        ours.propagate = False
+
+
 class XferTuner(Tuner):
     """Drives a :class:`~nni_xfer.strategy.BaseStrategy` from NNI's dispatcher.
 
@@ -123,6 +134,8 @@ class XferTuner(Tuner):
     fixed_strategy: str | None = None
 
     def __init__(self, **class_args: Any):
+        if os.environ.get('SDK_PROCESS') == 'dispatcher':
+            _log_to_dispatcher_log()
         self._lock = threading.RLock()
         self._error: str | None = None
         self._error_reported = False
