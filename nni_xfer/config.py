@@ -186,30 +186,45 @@ def fixed_strategy_of(tuner: dict) -> tuple[bool, str | None]:
     return False, None
 
 
+def _nni_schema_problem(exc: BaseException, raw: dict) -> str:
+    """One line for an error of NNI's own config validation, naming the exp.yml key when NNI only
+    raised a bare ``assert self.<field> ...``."""
+    import re
+    import traceback
+    msg = ' '.join(str(exc).split())
+    if msg:
+        return f'NNI schema: {msg}'
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    m = re.match(r'assert\s+self\.(\w+)\s*(.*)$', (frame.line or '').strip())
+    if m:
+        key = re.sub(r'_(\w)', lambda g: g.group(1).upper(), m.group(1))   # trial_concurrency -> trialConcurrency
+        shown = f' {raw[key]!r}' if key in raw else ''
+        return f'{key}:{shown} is not allowed (NNI requires {m.group(1)} {m.group(2)})'
+    return f'NNI schema: {type(exc).__name__} in {Path(frame.filename).name}: {frame.line}'
+
+
 def check_config(path: str | os.PathLike) -> list[str]:
     """Problems of an ``exp.yml``: NNI's schema, then our tuner's ``classArgs``; one line each."""
     import yaml
     problems: list[str] = []
     path = Path(path)
     if not path.is_file():
-        return [f'{path}: no such file']
+        return ['no such file']
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        return [f'{path}: not valid YAML: {str(exc).splitlines()[0]}']
+        mark = getattr(exc, 'problem_mark', None)
+        where = f'line {mark.line + 1}, column {mark.column + 1}: ' if mark is not None else ''
+        what = getattr(exc, 'problem', None) or str(exc).splitlines()[0]
+        return [f'not valid YAML: {where}{what}']
     if not isinstance(raw, dict):
-        return [f'{path}: expected a mapping at the top level']
+        return ['expected a mapping at the top level']
     try:
         from nni.experiment.config import ExperimentConfig
         config = ExperimentConfig.load(str(path))
         config.validate()
     except Exception as exc:  # NNI raises ValueError/AssertionError/TypeError, some without a message
-        msg = ' '.join(str(exc).split())
-        if not msg:
-            import traceback
-            frame = traceback.extract_tb(exc.__traceback__)[-1]
-            msg = f'{type(exc).__name__} in {Path(frame.filename).name}: {frame.line}'
-        problems.append(f'NNI schema: {msg}')
+        problems.append(_nni_schema_problem(exc, raw))
     tuner = raw.get('tuner')
     if not isinstance(tuner, dict):
         problems.append('tuner: missing (allowed: className: nni_xfer.tuner.XferTuner, or name: xfer_<strategy>)')

@@ -399,7 +399,8 @@ def _val_count(val_size: Any, n: int | None) -> int:
         count = max(1, int(round(val_size * n))) if n is not None else 1
     else:
         if val_size != int(val_size):
-            raise ConfigError('dataset_args.val_size', f'a count must be a whole number, got {val_size!r}')
+            raise ConfigError('dataset_args.val_size', f'expected a fraction in (0, 1) or a whole number of '
+                                                       f'images, got {val_size!r}')
         count = int(val_size)
     if count < 1 or (n is not None and count >= n):
         raise ConfigError('dataset_args.val_size',

@@ -71,12 +71,24 @@ def _args(cfg):
     (lambda c: _args(c).update(space_args={'widths': [16], 'nope': 1}), 'tuner.classArgs.space_args.nope'),
     (lambda c: _args(c).update(mode='up'), 'tuner.classArgs.mode: unknown mode'),
     (lambda c: c.update(trainingService={'platform': 'nosuch'}), 'NNI schema:'),
-    (lambda c: c.update(trialConcurrency=-1), 'NNI schema:'),
+    (lambda c: c.update(trialConcurrency=-1), 'trialConcurrency: -1 is not allowed (NNI requires trial_concurrency > 0)'),
+    (lambda c: c.update(trialConcurrency=0), 'trialConcurrency: 0 is not allowed'),
+    (lambda c: _args(c).update(dataset_args={'val_size': 1.5}), 'tuner.classArgs.dataset_args.val_size: expected a '
+                                                                'fraction in (0, 1) or a whole number'),
+    (lambda c: _args(c).update(space_args={'widths': [16, -32, 'x']}), 'tuner.classArgs.space_args.widths: -32'),
 ])
 def test_bad_configs_give_one_named_line(tmp_path, mutate, expect):
     problems = _bad(tmp_path, mutate)
     assert len(problems) == 1, problems
     assert problems[0].startswith(expect), problems
+
+
+def test_yaml_error_names_line_and_column_once(tmp_path, capsys):
+    p = tmp_path / 'broken.yml'
+    p.write_text('a: [1,\n b: 2\n')
+    assert main(['check', str(p)]) == 1
+    out = capsys.readouterr().out.strip()
+    assert out.count(str(p)) == 1 and 'not valid YAML: line 3, column 1' in out, out
 
 
 def test_unknown_strategy_lists_allowed_values(tmp_path):
