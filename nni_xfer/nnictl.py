@@ -135,6 +135,7 @@ def run_experiment(config: Path, port: int = 8080, keep: bool = False, timeout: 
     if id_file:
         Path(id_file).write_text(exp + '\n')
     seen: dict[str, str] = {}
+    waited: dict[str, int] = {}
     rc = 0
     tuner_args = (raw.get('tuner') or {}).get('classArgs') or {}
     from .store import KnowledgeStore
@@ -148,11 +149,16 @@ def run_experiment(config: Path, port: int = 8080, keep: bool = False, timeout: 
             from .trial import trial_failure
             for t in ts:
                 if seen.get(t['trialJobId']) != t['status']:
-                    seen[t['trialJobId']] = t['status']
                     m = final_metrics(t) if t['status'] in ('SUCCEEDED', 'FAILED') else None
                     extra = f" default={m['default']:.4f}" if m and 'default' in m else ''
-                    if t['status'] == 'FAILED':
-                        extra = f': {trial_failure(m) or "no error reported (see the trial log)"}'
+                    if t['status'] == 'FAILED':  # the trial's own error, as the tuner stored it
+                        reason = trial_failure(m) or next((e.error for e in kstore.evaluations(experiment_id=exp)
+                                                           if e.trial_id == t['trialJobId'] and e.error), None)
+                        waited[t['trialJobId']] = waited.get(t['trialJobId'], 0) + 1
+                        if reason is None and waited[t['trialJobId']] < 3:
+                            continue  # the tuner records it moments after NNI sees the exit
+                        extra = f': {reason or "no error reported (see the trial log)"}'
+                    seen[t['trialJobId']] = t['status']
                     print(f'[{time.time() - t0:7.1f}s] trial {t["trialJobId"]} {t["status"]}{extra}', flush=True)
             if kstore.experiment_errors(exp):  # the strategy failed: the search will not go on
                 raise SearchStopped(kstore.experiment_errors(exp)[0])

@@ -11,11 +11,10 @@ import time
 import pytest
 
 from nni_xfer.evaluators import FaultConfig
-from nni_xfer.nnictl import TERMINAL, final_metrics, free_port, create, nnictl, rest, trials, write_config
+from nni_xfer.nnictl import TERMINAL, create, free_port, nnictl, rest, trials, write_config
 from nni_xfer.registry import STRATEGIES
 from nni_xfer.store import KnowledgeStore
 from nni_xfer.testing.quick import quick_class_args
-from nni_xfer.trial import trial_failure
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -100,8 +99,6 @@ def test_every_strategy_survives_injected_faults(tmp_path):
             if not (e.error and e.error.startswith('InjectedFault: injected fault at ')
                     and f'proposal {e.parameter_id})' in e.error):
                 problems.append(f'{name}: failed row {e.parameter_id} error {e.error!r}')
-            if trial_failure(final_metrics(t)) != e.error:
-                problems.append(f'{name}: the trial reported {final_metrics(t)!r}, the store has {e.error!r}')
         stored_trials = {e.trial_id for e in evs if e.status in ('SUCCEEDED', 'FAILED')}
         if stored_trials != set(by_trial):
             problems.append(f'{name}: NNI trials {sorted(by_trial)} vs stored {sorted(stored_trials)}')
