@@ -18,6 +18,8 @@ class FixedStrategy(BaseStrategy):
     Args:
         architectures: list of samples of the space (each validated against ``space.dims``).
         init: the ``init`` block of every proposal (default ``{'kind': 'fresh'}``).
+        inits: optional per-architecture ``init`` blocks (same length as ``architectures``; ``None``
+            entries use ``init``) — e.g. each network continuing from its own checkpoint.
         retries: extra attempts for an architecture whose trial failed.
     """
 
@@ -38,7 +40,7 @@ class FixedStrategy(BaseStrategy):
         return ContractCase(space, kwargs)
 
     def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize', architectures: list | None = None,
-                 init: dict | None = None, retries: int = 0):
+                 init: dict | None = None, retries: int = 0, inits: list | None = None):
         super().__init__(space, seed=seed, mode=mode)
         if not isinstance(architectures, list) or not architectures:
             raise ConfigError('strategy_args.architectures', 'expected a non-empty list of architectures')
@@ -56,10 +58,18 @@ class FixedStrategy(BaseStrategy):
             raise ConfigError('strategy_args.architectures', 'lists an architecture twice')
         if init is not None and (not isinstance(init, dict) or 'kind' not in init):
             raise ConfigError('strategy_args.init', "expected a mapping with a 'kind' key")
+        if inits is not None:
+            if not isinstance(inits, list) or len(inits) != len(architectures):
+                raise ConfigError('strategy_args.inits', f'expected a list of {len(architectures)} init blocks '
+                                  '(one per architecture)')
+            for i, block in enumerate(inits):
+                if block is not None and (not isinstance(block, dict) or 'kind' not in block):
+                    raise ConfigError(f'strategy_args.inits[{i}]', "expected a mapping with a 'kind' key or null")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ConfigError('strategy_args.retries', f'expected an integer >= 0, got {retries!r}')
         self.architectures = architectures
         self.init = dict(init or {'kind': 'fresh'})
+        self.inits = inits
         self.retries = retries
 
     def _status(self, key: str) -> tuple[bool, int]:
@@ -82,15 +92,18 @@ class FixedStrategy(BaseStrategy):
         return not self.pending and not self._todo()
 
     def _state_dict(self) -> dict:
-        return {'architectures': self.architectures, 'init': self.init, 'retries': self.retries}
+        return {'architectures': self.architectures, 'init': self.init, 'retries': self.retries, 'inits': self.inits}
 
     def _load_state_dict(self, state: dict) -> None:
         self.architectures = state['architectures']
         self.init = state['init']
         self.retries = state['retries']
+        self.inits = state.get('inits')  # absent in states saved before per-architecture inits
 
     def _propose(self, trial_id: int) -> Proposal | None:
         todo = self._todo()
         if not todo:
             return None
-        return Proposal(dict(todo[0]), init=dict(self.init), meta={'index': self.architectures.index(todo[0])})
+        index = self.architectures.index(todo[0])
+        init = (self.inits or [None] * len(self.architectures))[index] or self.init
+        return Proposal(dict(todo[0]), init=dict(init), meta={'index': index})

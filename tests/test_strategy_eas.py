@@ -69,6 +69,37 @@ def test_episode_structure_and_lineage():
 
 
 @pytest.mark.timeout(60)
+def test_per_stage_budgets_are_honoured():
+    """episodes_per_stage as a list (paper: [30, 15]): each stage runs its own number of episodes, the
+    stage best trains stage_epochs more between stages and is the next stage's start point."""
+    s = EASRandom(eas_space(), seed=0, networks_per_episode=3, wider_steps=1, deeper_steps=1,
+                  episodes_per_stage=[3, 1], stage_epochs=5)
+    assert s.stages == 2 and s.stage_budgets == [3, 1]
+    props = drive(s, 200, metrics=eas_metrics)
+    assert s.done
+    assert [e['stage'] for e in s.episode_log()] == [0, 0, 0, 1]
+    roles = [p['meta']['role'] for p in props]
+    assert roles.count('start') == 1 and roles.count('stage_best') == 1
+    best = props[roles.index('stage_best')]
+    assert best['meta']['evaluator_args'] == {'epochs': 5} and best['init']['kind'] == 'checkpoint'
+    children = [p for p in props if p['meta']['role'] == 'child']
+    assert {p['meta']['stage'] for p in children} == {0, 1}
+    assert all(p['parent'] == best['id'] for p in children if p['meta']['stage'] == 1)
+    assert len([p for p in children if p['meta']['stage'] == 0]) <= 9   # 3 episodes x 3 networks (cache may skip)
+    # an int budget still means the same number of episodes per stage
+    s2 = EASRandom(eas_space(), seed=0, networks_per_episode=2, wider_steps=1, deeper_steps=0,
+                   episodes_per_stage=2, stages=2, stage_epochs=3)
+    drive(s2, 200, metrics=eas_metrics)
+    assert [e['stage'] for e in s2.episode_log()] == [0, 0, 1, 1]
+    with pytest.raises(ConfigError, match=r'^strategy_args\.stages: 3 contradicts'):
+        EASRandom(eas_space(), episodes_per_stage=[3, 1], stages=3)
+    with pytest.raises(ConfigError, match=r'^strategy_args\.episodes_per_stage\[1\]'):
+        EASRandom(eas_space(), episodes_per_stage=[3, 0])
+    with pytest.raises(ConfigError, match=r'^strategy_args\.stage_epochs: has no effect with one stage'):
+        EASRandom(eas_space(), episodes_per_stage=30, stage_epochs=300)
+
+
+@pytest.mark.timeout(60)
 def test_cache_never_trains_a_child_twice():
     s = EASRandom(eas_space(), seed=1, networks_per_episode=6, wider_steps=0, deeper_steps=1,
                   episodes_per_stage=5)

@@ -6,7 +6,12 @@ samples ``networks_per_episode`` children, each a fresh copy of the start networ
 start network's weights (``net2net`` initializer) and their validation accuracy is the reward.
 A cache keyed by architecture avoids training the same child twice. After
 ``episodes_per_stage`` episodes the stage's best network is trained ``stage_epochs`` more epochs
-(from its own weights) and becomes the next stage's start point.
+(from its own weights) and becomes the next stage's start point. ``episodes_per_stage`` is one
+budget for each of ``stages`` stages, or a list of per-stage budgets (paper C10+: ``[30, 15]``
+episodes of 10 networks = 300 then 150 networks, the stage best trained 100 epochs in between).
+The paper's last step — the top networks of the last stage trained for the full schedule on the
+whole training set — is a separate experiment written by ``nni-xfer eas finalize``
+(:mod:`.finalize`).
 
 ``eas_random`` draws the actions at random (paper Fig. 5 baseline); ``eas`` draws them from the
 RL meta-controller and updates it with REINFORCE after each episode.
@@ -79,21 +84,41 @@ class RandomPolicy:
 class _EASBase(BaseStrategy):
     policy_cls: type = RandomPolicy
 
-    def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize', episodes_per_stage: int = 30,
-                 networks_per_episode: int = 10, wider_steps: int | None = None, deeper_steps: int | None = None,
-                 stages: int = 1, stage_epochs: int | None = None, noise: bool = True):
+    def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize',
+                 episodes_per_stage: int | list[int] = 30, networks_per_episode: int = 10,
+                 wider_steps: int | None = None, deeper_steps: int | None = None, stages: int = 1,
+                 stage_epochs: int | None = None, noise: bool = True):
         super().__init__(space, seed=seed, mode=mode)
         self.adapter = eas_operators(space)
         if mode != 'maximize':
             raise ConfigError('mode', 'EAS maximises validation accuracy', allowed=['maximize'])
-        self.episodes_per_stage = check_int(episodes_per_stage, 'strategy_args.episodes_per_stage', 1)
+        # per-stage budgets (paper C10+: 300 then 150 networks = [30, 15] episodes of 10); an int is the
+        # same budget for each of `stages` stages
+        if isinstance(episodes_per_stage, (list, tuple)):
+            if not episodes_per_stage:
+                raise ConfigError('strategy_args.episodes_per_stage', 'expected a positive integer or a non-empty list')
+            budgets = [check_int(e, f'strategy_args.episodes_per_stage[{i}]', 1)
+                       for i, e in enumerate(episodes_per_stage)]
+            if stages not in (1, len(budgets)):
+                raise ConfigError('strategy_args.stages', f'{stages!r} contradicts episodes_per_stage '
+                                  f'(a list of {len(budgets)} stage budgets); leave stages out')
+            stages = len(budgets)
+        else:
+            budgets = [check_int(episodes_per_stage, 'strategy_args.episodes_per_stage', 1)]
+        self.episodes_per_stage = budgets[0] if len(budgets) == 1 else list(budgets)
+        self.stage_budgets = budgets
         self.networks_per_episode = check_int(networks_per_episode, 'strategy_args.networks_per_episode', 1)
         # defaults per space: plain CNN 4 + 5, DenseNet 10 + 5 (methods.md §1.7, §1.8)
         dw, dd = self.adapter.default_steps
         self.wider_steps = check_int(dw if wider_steps is None else wider_steps, 'strategy_args.wider_steps', 0)
         self.deeper_steps = check_int(dd if deeper_steps is None else deeper_steps, 'strategy_args.deeper_steps', 0)
         self.stages = check_int(stages, 'strategy_args.stages', 1)
+        if len(self.stage_budgets) == 1:
+            self.stage_budgets = self.stage_budgets * self.stages
         self.stage_epochs = check_int(stage_epochs, 'strategy_args.stage_epochs', 1, allow_none=True)
+        if self.stage_epochs is not None and self.stages == 1:
+            raise ConfigError('strategy_args.stage_epochs', 'has no effect with one stage (it trains the stage best '
+                              'before the next stage); the final training is `nni-xfer eas finalize`')
         if not isinstance(noise, bool):
             raise ConfigError('strategy_args.noise', f'expected true/false, got {noise!r}')
         self.noise = noise
@@ -241,7 +266,7 @@ class _EASBase(BaseStrategy):
                           'mean': sum(accs) / len(accs), **{k: float(v) for k, v in (stats or {}).items()}})
         st['batch'] = []
         st['episode'] += 1
-        if st['episode'] % self.episodes_per_stage == 0:
+        if st['episode'] == sum(self.stage_budgets[:st['stage'] + 1]):  # this stage's budget is spent
             st['stage'] += 1
             if st['stage'] >= self.stages:
                 st['phase'] = 'done'
@@ -341,10 +366,10 @@ class EASStrategy(_EASBase):
     its REINFORCE baseline: ``baseline: code`` (default, the authors' code: ``b ← b + d·(r̄ − b)``) or
     ``paper`` (the paper text's moving average ``b ← d·b + (1 − d)·r̄``), ``d = baseline_decay`` (0.95)."""
 
-    def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize', episodes_per_stage: int = 30,
-                 networks_per_episode: int = 10, wider_steps: int | None = None, deeper_steps: int | None = None,
-                 stages: int = 1, stage_epochs: int | None = None, noise: bool = True, lr: float = 2e-3,
-                 baseline: str = 'code', baseline_decay: float = 0.95):
+    def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize',
+                 episodes_per_stage: int | list[int] = 30, networks_per_episode: int = 10,
+                 wider_steps: int | None = None, deeper_steps: int | None = None, stages: int = 1,
+                 stage_epochs: int | None = None, noise: bool = True, lr: float = 2e-3, baseline: str = 'code', baseline_decay: float = 0.95):
         from nni_xfer.strategies.eas.controller import BASELINE_RULES
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
             raise ConfigError('strategy_args.lr', f'expected a positive number, got {lr!r}')
