@@ -25,7 +25,8 @@ def _search(tmp_path):
         'experimentName': 'eas', 'searchSpace': {}, 'trialCommand': 'python -m nni_xfer.trial',
         'trialCodeDirectory': '.', 'maxTrialNumber': 99, 'trialConcurrency': 1,
         'tuner': {'className': 'nni_xfer.tuner.XferTuner', 'codeDirectory': '.', 'classArgs': {
-            'strategy': 'eas_random', 'space': 'eas_plain_cnn', 'space_args': {'start': {'layers': ['conv-16-3', 'pool']}},
+            'strategy': 'eas_random', 'space': 'eas_plain_cnn',
+            'space_args': {'start': ['conv-16-3', 'pool', 'conv-32-3', 'pool', 'fc-64']},
             'dataset': 'digits', 'dataset_args': {'val_size': 0.2},
             'strategy_args': {'episodes_per_stage': [2, 2], 'stage_epochs': 4},
             'evaluator': 'train', 'evaluator_args': {'epochs': 2, 'batch_size': 32}}},
@@ -49,7 +50,7 @@ def test_finalize_takes_the_last_stages_top_networks_from_their_checkpoints(tmp_
                                                'sha256': h['metrics']['sha256']} for h in ranked[:3]]
     assert args['evaluator'] == 'train' and args['evaluator_args'] == {'epochs': 300, 'batch_size': 32, 'test': True}
     assert args['dataset_args'] == {'val_size': 1}                     # the whole training set (one image held out)
-    assert args['space_args'] == {'start': {'layers': ['conv-16-3', 'pool']}}
+    assert args['space_args'] == {'start': ['conv-16-3', 'pool', 'conv-32-3', 'pool', 'fc-64']}
     assert 'stage 2' in cfg['experimentName']
     keep = finalize_config(path, 'search', store=str(store.path), top_k=2, from_scratch=True, full_train=False)
     kargs = keep['tuner']['classArgs']
@@ -58,6 +59,8 @@ def test_finalize_takes_the_last_stages_top_networks_from_their_checkpoints(tmp_
     out = write_config(tmp_path / 'out' / 'final.yml', cfg, path)
     written = yaml.safe_load(out.read_text())
     assert written['trialCodeDirectory'] == str(tmp_path.resolve())
+    from nni_xfer.config import check_config
+    assert check_config(out) == []   # the written experiment passes `nni-xfer check`
 
 
 def test_fixed_strategy_proposes_each_networks_own_init(tmp_path):

@@ -130,7 +130,8 @@ def test_no_default_chain_upsamples(kb, monkeypatch):
     built = kb[0]
     info = {(m['source'], m['position']): m for m in built.manifest['modules']}
     space = _space(built)
-    chains = [dict(zip([f'module_{j}' for j in range(5)], codes)) for codes in itertools.product(['r18', 'v11'], repeat=5)]
+    chains = [dict(zip([f'module_{j}' for j in range(5)], codes))
+              for codes in itertools.product(['r18', 'v11'], repeat=5)]
     resized = freeze(_space(built, resolution='resize'), {**ARCH, 'module_1': 'v11', 'module_2': 'r18'})
     calls = []
     real = torch.nn.functional.interpolate

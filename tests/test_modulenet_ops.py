@@ -124,8 +124,8 @@ def test_dropping_a_cells_reductions_keeps_its_weights_and_its_resolution(arch, 
         assert not reductions(cell.module)
         assert all(torch.equal(v, before[k]) for k, v in cell.module.state_dict().items())
     if arch == 'resnet50':  # stem: conv stride 2 then max pool; the pool (last) goes first
-        assert [n for n, _ in reductions(decompose(build_source(arch, 7, width=0.125, small_input=False), arch)[0].module)] \
-            == ['0', '3']
+        stem = decompose(build_source(arch, 7, width=0.125, small_input=False), arch)[0].module
+        assert [n for n, _ in reductions(stem)] == ['0', '3']
 
 
 def test_fewer_cells_merge_neighbours():

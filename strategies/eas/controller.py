@@ -499,7 +499,8 @@ class Controller(nn.Module):
         """One REINFORCE step on a batch of networks.
 
         ``rewards`` are already-transformed rewards (use :func:`reward` on accuracies), or pass
-        ``accuracies=`` and they are transformed here. Baseline first (:func:`update_baseline`), then ``A = (r − b) / batch``, loss
+        ``accuracies=`` and they are transformed here. Baseline first (:func:`update_baseline`), then
+        ``A = (r − b) / batch``, loss
         ``−Σ mask·log π·A − entropy_coef·Σ entropy``; one Adam step.
         """
         if (rewards is None) == (accuracies is None):

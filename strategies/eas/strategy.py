@@ -369,7 +369,8 @@ class EASStrategy(_EASBase):
     def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize',
                  episodes_per_stage: int | list[int] = 30, networks_per_episode: int = 10,
                  wider_steps: int | None = None, deeper_steps: int | None = None, stages: int = 1,
-                 stage_epochs: int | None = None, noise: bool = True, lr: float = 2e-3, baseline: str = 'code', baseline_decay: float = 0.95):
+                 stage_epochs: int | None = None, noise: bool = True, lr: float = 2e-3, baseline: str = 'code',
+                 baseline_decay: float = 0.95):
         from nni_xfer.strategies.eas.controller import BASELINE_RULES
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
             raise ConfigError('strategy_args.lr', f'expected a positive number, got {lr!r}')

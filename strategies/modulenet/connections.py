@@ -117,8 +117,8 @@ class Connection(nn.Module):
 
     ``kind='pool'``: Channel Pool / DePool, no parameters (the paper's). ``kind='conv1x1'``: a trainable
     plain 1×1 conv (with bias; the paper's Fig. 10 ablation, Sec. V-C); ``kind='conv1x1_bn_relu'``: a
-    1×1 conv + BN + ReLU (the earlier ablation connection, kept for comparison). The resolution step is :func:`resize_spatial`
-    (under ``resolution: adjust`` the chain only ever asks it to shrink a map).
+    1×1 conv + BN + ReLU (the earlier ablation connection, kept for comparison). The resolution step is
+    :func:`resize_spatial` (under ``resolution: adjust`` the chain only ever asks it to shrink a map).
     """
 
     def __init__(self, in_channels: int, out_channels: int, in_size: int, out_size: int, kind: str = 'pool'):

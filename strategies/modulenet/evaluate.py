@@ -26,8 +26,8 @@ from nni_xfer.evaluators import Evaluator, count_flops, count_params
 from nni_xfer.registry import EVALUATORS, INITIALIZERS
 
 
-@INITIALIZERS.register('kb_modules', description='ModuleNet: load every module from the knowledge base (sha256-checked); '
-                                                  'optionally the searched head of the same chain')
+@INITIALIZERS.register('kb_modules', description='ModuleNet: load every module from the knowledge base '
+                                                  '(sha256-checked); optionally the searched head of the same chain')
 def kb_modules(model: nn.Module, init: dict, ctx: Any = None) -> None:
     """Load each position's module weights from its knowledge-base file.
 
