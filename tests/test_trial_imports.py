@@ -100,3 +100,27 @@ def test_deferred_hub_package_loads_on_attribute():
     env.pop('NNI_XFER_LEAN_IMPORTS', None)
     p = _run(code, env=env)
     assert p.returncode == 0 and 'ok' in p.stdout, p.stderr[-2000:]
+
+
+def test_every_plugin_loads_lean():
+    """Any initializer/evaluator a trial may name loads the whole plugin tables: still no Lightning."""
+    code = ('from nni_xfer.lightweight import enable, heavy_modules_loaded; assert enable(); '
+            'from nni_xfer.registry import ALL, IMPORT_ERRORS; [r.names() for r in ALL.values()]; '
+            'assert not IMPORT_ERRORS, IMPORT_ERRORS; print("HEAVY", heavy_modules_loaded())')
+    env = dict(os.environ)
+    env.pop('NNI_FRAMEWORK', None)
+    env.pop('NNI_XFER_LEAN_IMPORTS', None)
+    p = _run(code, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert 'HEAVY []' in p.stdout, p.stdout[-500:]
+
+
+def test_registry_get_imports_only_the_plugin_it_needs():
+    code = ('import sys; from nni_xfer.registry import SEARCH_SPACES, INITIALIZERS, EVALUATORS; '
+            'SEARCH_SPACES.get("simple_cnn"); INITIALIZERS.get("fresh"); EVALUATORS.get("train"); '
+            'other = sorted(m for m in sys.modules if m.startswith(("nni_xfer.search_spaces.", "nni_xfer.strategies."))); '
+            'assert other == ["nni_xfer.search_spaces.simple_cnn"], other; '
+            'names = SEARCH_SPACES.names(); assert "nasnet_cells" in names and "mbv2_blocks" in names, names; '
+            'assert "eatnas_share" in INITIALIZERS.names(); print("ok")')
+    p = _run(code)
+    assert p.returncode == 0 and 'ok' in p.stdout, p.stderr[-2000:]
