@@ -1,5 +1,4 @@
 """Strategy ``eatnas``: contract suite, constraints, scores, elastic-transfer seed, sharing in real trials."""
-import copy
 import json
 
 import numpy as np
@@ -11,7 +10,8 @@ from nni_xfer.errors import ConfigError
 from nni_xfer.search_spaces import mbv2_blocks as m
 from nni_xfer.space import build_space, space_info
 from nni_xfer.store import KnowledgeStore
-from nni_xfer.strategies.eatnas import EATNAS
+from nni_xfer.strategy import StrategyContext
+from nni_xfer.strategies.eatnas import EATNAS, EATNASStrategy
 from nni_xfer.testing.strategy_contract import StrategyContract, drive
 
 pytestmark = pytest.mark.timeout(120)
@@ -43,7 +43,7 @@ class TestEATNASContract(StrategyContract):
 
     @pytest.fixture
     def make(self):
-        return lambda space, seed: EATNAS(space, seed=seed, population=4, sample=2, patience=None)
+        return lambda space, seed: EATNASStrategy(space, seed=seed, population=4, sample=2, patience=None)
 
 
 def test_generator_and_mutation_never_leave_the_constraints():
@@ -51,7 +51,7 @@ def test_generator_and_mutation_never_leave_the_constraints():
         info = make_info({'preset': preset})
         g = m.grammar_from_info(info)
         for seed in range(3):
-            s = EATNAS(info, seed=seed, population=8, sample=4, patience=None,
+            s = EATNASStrategy(info, seed=seed, population=8, sample=4, patience=None,
                        seed_from={'architecture': m.EXAMPLE} if seed == 0 else None)
             props = drive(s, 120, batch=3, metrics=fake_metrics)
             assert len(props) == 120
@@ -61,7 +61,7 @@ def test_generator_and_mutation_never_leave_the_constraints():
 
 
 def test_explicit_seed_generates_offspring_of_the_basic_architecture():
-    s = EATNAS(make_info(), seed=0, population=6, sample=3, seed_from={'architecture': m.EXAMPLE})
+    s = EATNASStrategy(make_info(), seed=0, population=6, sample=3, seed_from={'architecture': m.EXAMPLE})
     props = drive(s, 6, metrics=fake_metrics)
     for p in props:
         assert p['meta']['role'] == 'init' and p['init'] == {'kind': 'fresh'}
@@ -71,7 +71,7 @@ def test_explicit_seed_generates_offspring_of_the_basic_architecture():
 
 
 def test_tournament_cycle_replaces_the_worst_of_its_sample_and_tracks_quality():
-    s = EATNAS(make_info(), seed=1, population=4, sample=4, patience=None, sub_objective=None)
+    s = EATNASStrategy(make_info(), seed=1, population=4, sample=4, patience=None, sub_objective=None)
     drive(s, 4, metrics=fake_metrics)
     assert len(s.cycles) == 1 and len(s.population) == 4
     worst = min(s.population, key=lambda x: x['score'])
@@ -89,7 +89,7 @@ def test_tournament_cycle_replaces_the_worst_of_its_sample_and_tracks_quality():
 
 
 def test_out_of_order_results_remove_the_worst_of_each_childs_own_sample():
-    s = EATNAS(make_info(), seed=2, population=6, sample=2, patience=None)
+    s = EATNASStrategy(make_info(), seed=2, population=6, sample=2, patience=None)
     drive(s, 6, metrics=fake_metrics)
     a, b = s.propose(20), s.propose(21)
     sample_b = list(s.samples[21])
@@ -101,16 +101,16 @@ def test_out_of_order_results_remove_the_worst_of_each_childs_own_sample():
 
 
 def test_eq1_score_hand_cases():
-    s = EATNAS(make_info(), population=4, sample=2, target=3e6, alpha=-0.07, beta=-0.5)
+    s = EATNASStrategy(make_info(), population=4, sample=2, target=3e6, alpha=-0.07, beta=-0.5)
     assert s.objective({'default': 0.9, 'params': 3e6}) == pytest.approx(0.9)
     assert s.objective({'default': 0.9, 'params': 1.5e6}) == pytest.approx(0.9 * 0.5 ** -0.07)
     assert s.objective({'default': 0.9, 'params': 6e6}) == pytest.approx(0.9 * 2 ** -0.5)
-    t = EATNAS(make_info(), population=4, sample=2, sub_objective='mult_adds', target=5e8)
+    t = EATNASStrategy(make_info(), population=4, sample=2, sub_objective='mult_adds', target=5e8)
     assert t.objective({'default': 0.7, 'flops': 2e9}) == pytest.approx(0.7 * 2 ** -0.07)
 
 
 def test_patience_stops_on_flat_quality():
-    s = EATNAS(make_info(), seed=0, population=4, sample=2, patience=3)
+    s = EATNASStrategy(make_info(), seed=0, population=4, sample=2, patience=3)
     props = drive(s, 200, metrics=lambda st, a: {'default': 0.5, 'params': 3e6})
     assert s.done and len(props) == 4 + 3
 
@@ -128,6 +128,7 @@ def test_patience_stops_on_flat_quality():
     ({'seed_from': {'experiment': 'cnn'}}, {}, 'strategy_args.seed_from.experiment'),
     ({'seed_from': {'experiment': 'src', 'pick': 'worst'}}, {}, 'strategy_args.seed_from.pick'),
     ({'seed_from': {'checkpoint': 'x'}}, {}, 'strategy_args.seed_from'),
+    ({'seed_from': {'experiment': 'src', 'store': '/nonexistent/store.db'}}, {}, 'strategy_args.seed_from.store'),
 ])
 def test_bad_class_args_give_one_named_line(tmp_path, strategy_args, space_args, field):
     store = tmp_path / 'store.db'
@@ -135,11 +136,9 @@ def test_bad_class_args_give_one_named_line(tmp_path, strategy_args, space_args,
     ks.record_proposal('cnn', 0, architecture={'width': 16}, space='simple_cnn', strategy='random')
     ks.record_result('cnn', 0, {'default': 0.5}, status='SUCCEEDED')
     ks.close()
-    if 'seed_from' in strategy_args and 'experiment' in strategy_args['seed_from']:
-        strategy_args = copy.deepcopy(strategy_args)
-        strategy_args['seed_from']['store'] = str(store)
+    # seed_from.store defaults to the experiment's own classArgs.store
     args = {'strategy': 'eatnas', 'space': 'mbv2_blocks', 'space_args': {**SMALL, **space_args},
-            'strategy_args': strategy_args, 'dataset': 'digits', 'evaluator': 'mock'}
+            'strategy_args': strategy_args, 'dataset': 'digits', 'evaluator': 'mock', 'store': str(store)}
     errors, _ = validate_class_args(args)
     assert len(errors) == 1, errors
     assert errors[0].field == f'classArgs.{field}', str(errors[0])
@@ -148,7 +147,7 @@ def test_bad_class_args_give_one_named_line(tmp_path, strategy_args, space_args,
 
 def test_seed_from_store_picks_the_best_of_the_best_population(tmp_path):
     store = KnowledgeStore(tmp_path / 'store.db')
-    src = EATNAS(make_info(), seed=0, population=4, sample=2, patience=None)
+    src = EATNASStrategy(make_info(), seed=0, population=4, sample=2, patience=None)
     for p in drive(src, 8, metrics=fake_metrics):
         store.record_proposal('src', p['id'], architecture=p['architecture'], space='mbv2_blocks', strategy='eatnas')
         store.record_result('src', p['id'], {**fake_metrics(src, p['architecture']), 'checkpoint': None},
@@ -156,12 +155,24 @@ def test_seed_from_store_picks_the_best_of_the_best_population(tmp_path):
     store.save_strategy_state('src', src.state_dict())
     store.close()
     best = max(src.best_population, key=lambda x: x['score'])
-    dst = EATNAS(make_info(), seed=0, population=4, sample=2,
-                 seed_from={'experiment': 'src', 'store': str(tmp_path / 'store.db')})
+    dst = EATNASStrategy(make_info(), seed=0, population=4, sample=2,
+                         seed_from={'experiment': 'src', 'store': str(tmp_path / 'store.db')})
     assert dst.seed_info['architecture'] == best['architecture']
     assert dst.seed_info['source'] == {'experiment_id': 'src', 'parameter_id': best['id']}
+    # without seed_from.store: the experiment's own store (classArgs.store through the context) ...
+    ctx = StrategyContext(store=str(tmp_path / 'store.db'), dataset='digits')
+    via_ctx = EATNASStrategy(make_info(), seed=0, population=4, sample=2, seed_from={'experiment': 'src'}, context=ctx)
+    assert via_ctx.seed_info == dst.seed_info
+    # ... else $NNI_XFER_HOME/store.db (empty here); an explicit key overrides the context
+    with pytest.raises(ConfigError, match='the default store') as e:
+        EATNASStrategy(make_info(), population=4, sample=2, seed_from={'experiment': 'src'})
+    assert e.value.field == 'strategy_args.seed_from.store'
+    with pytest.raises(ConfigError, match='no knowledge store at /nowhere.db$'):
+        EATNASStrategy(make_info(), population=4, sample=2, context=ctx,
+                       seed_from={'experiment': 'src', 'store': '/nowhere.db'})
+    assert EATNAS is EATNASStrategy   # the earlier name stays an alias
     # round trip keeps the seed
-    again = EATNAS(make_info(), seed=5, population=4, sample=2)
+    again = EATNASStrategy(make_info(), seed=5, population=4, sample=2)
     again.load_state_dict(json.loads(json.dumps(dst.state_dict())))
     assert again.seed_info == dst.seed_info
 

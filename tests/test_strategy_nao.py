@@ -128,3 +128,14 @@ def test_decoding_random_codes_always_gives_valid_cells(ops):
     enc = torch.randn(200, g.seq_len // 3, TINY['hidden_size'], generator=gen) * 5
     seqs = c.decode_outputs(enc)
     assert len(seqs) == 200 and all(g.is_valid_tokens(s) for s in seqs)
+
+
+@pytest.mark.timeout(60)
+def test_a_round_with_no_new_cell_does_not_stall_the_search():
+    """Rounds 2-4 of this tiny controller decode no new cell: propose() goes on to the next round
+    instead of returning None while the search is neither done nor waiting (the tuner would stop)."""
+    s = NAOStrategy(nasnet_info(), seed=3, seed_archs=4, iterations=4, new_per_iteration=3, top_k=3,
+                    controller=dict(TINY))
+    props = drive(s, 30, batch=2)
+    assert [(e['iteration'], e['new']) for e in s.round_log()] == [(1, 3), (2, 0), (3, 0), (4, 0)]
+    assert s.done and not s.pending and len(props) == 7

@@ -63,18 +63,34 @@ class TestXferNASContract(StrategyContract):
         return lambda space, seed: xfer(space, seed, store)
 
 
-def test_without_sources_it_proposes_exactly_what_nao_proposes(tmp_path, caplog):
-    kw = dict(seed_archs=4, iterations=2, new_per_iteration=3, top_k=3, controller=dict(TINY))
+@pytest.mark.parametrize('fill_random', [False, True])
+def test_without_sources_it_proposes_exactly_what_nao_proposes(tmp_path, caplog, fill_random):
+    # same arguments for both: xfernas's own defaults differ from NAO's on purpose (fill_random: true,
+    # new_per_iteration: 11 for the paper's 33-trial budget), so nothing is left to the defaults here
+    kw = dict(seed_archs=4, iterations=2, new_per_iteration=3, top_k=3, controller=dict(TINY),
+              fill_random=fill_random)
     with caplog.at_level('WARNING'):
         x = XferNASStrategy(nasnet_info(), seed=3, target='digits', store=str(tmp_path / 'empty.db'), **kw)
     assert 'running as plain NAO' in caplog.text and not x.transfer
     n = NAOStrategy(nasnet_info(), seed=3, **kw)
     px, pn = drive(x, 20, batch=2), drive(n, 20, batch=2)
-    assert len(px) == 4 + 2 * 3
+    assert x.done and n.done
+    roles = [p['meta']['role'] for p in px]
+    assert roles[:4] == ['seed'] * 4 and 'nao' in roles
+    assert len(px) == 4 + 2 * 3 if fill_random else len(px) <= 4 + 2 * 3
     assert json.dumps(px, sort_keys=True) == json.dumps(pn, sort_keys=True)
+    assert x.round_log() == n.round_log()
     # the target task's own earlier results are never source knowledge
     fill_store(tmp_path / 'own.db', tasks=(('digits', {'val_size': 0.3}),))
     assert not XferNASStrategy(nasnet_info(), target='digits', store=str(tmp_path / 'own.db'), **kw).transfer
+
+
+def test_defaults_that_differ_from_nao(tmp_path):
+    """The paper examines exactly 33 cells: xfernas fills short rounds; NAO (rounds of up to 100) does not."""
+    x = XferNASStrategy(nasnet_info(), target='digits', store=str(tmp_path / 'empty.db'))
+    n = NAOStrategy(nasnet_info())
+    assert (x.fill_random, n.fill_random) == (True, False)
+    assert (x.iterations * x.new_per_iteration, x.eta) == (33, 10.0)
 
 
 def test_phase_1_from_sources_then_phase_2_from_target(tmp_path):

@@ -11,4 +11,4 @@ of :mod:`nni_xfer.transfer.sharing`; the tournament and mutation helpers are
 :mod:`nni_xfer.evolution`'s.
 """
 from . import seed, strategy  # noqa: F401  (registers)
-from .strategy import EATNAS  # noqa: F401
+from .strategy import EATNAS, EATNASStrategy  # noqa: F401

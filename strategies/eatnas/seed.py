@@ -3,8 +3,9 @@
 ``strategy_args.seed_from`` is either
 
 - ``{experiment: ID, store: PATH|null, pick: population|best, weights: true|false}``: a finished
-  search in the knowledge store (``store`` defaults to ``$NNI_XFER_HOME/store.db``, the tuner's
-  default; set it when ``classArgs.store`` is set). ``pick: population`` (default) takes the
+  search in the knowledge store (``store`` defaults to the experiment's own ``classArgs.store``,
+  itself defaulting to ``$NNI_XFER_HOME/store.db``; set it only when the source search recorded
+  into another store). ``pick: population`` (default) takes the
   best-scoring member of the source's best-quality population when the source is an ``eatnas``
   search (paper: pick the best-quality population, retrain its top-k, the best is the basic model),
   else — e.g. a retraining experiment (strategy ``fixed``) — the best ``default`` metric;
@@ -28,10 +29,12 @@ EXPLICIT_KEYS = ('architecture', 'checkpoint', 'sha256')
 PICKS = ('population', 'best')
 
 
-def resolve_seed(seed_from: Any, space_name: str, grammar, parse) -> dict | None:
+def resolve_seed(seed_from: Any, space_name: str, grammar, parse, default_store: str | None = None) -> dict | None:
     """``{'architecture', 'checkpoint', 'sha256', 'source', 'acc'}`` or ``None`` without a seed.
 
-    ``parse(arch, grammar, field)`` is the space's validator (raises a named ConfigError).
+    ``parse(arch, grammar, field)`` is the space's validator (raises a named ConfigError);
+    ``default_store`` is the store read when ``seed_from.store`` is absent (the experiment's
+    ``classArgs.store``; ``None``: ``$NNI_XFER_HOME/store.db``).
     """
     if seed_from is None:
         return None
@@ -41,7 +44,7 @@ def resolve_seed(seed_from: Any, space_name: str, grammar, parse) -> dict | None
         for key in seed_from:
             if key not in STORE_KEYS:
                 raise ConfigError(f'{FIELD}.{key}', 'unknown key', allowed=STORE_KEYS)
-        seed = _from_store(seed_from, space_name)
+        seed = _from_store(seed_from, space_name, default_store)
     elif 'architecture' in seed_from:
         for key in seed_from:
             if key not in EXPLICIT_KEYS:
@@ -58,7 +61,7 @@ def resolve_seed(seed_from: Any, space_name: str, grammar, parse) -> dict | None
     return seed
 
 
-def _from_store(seed_from: dict, space_name: str) -> dict:
+def _from_store(seed_from: dict, space_name: str, default_store: str | None = None) -> dict:
     from nni_xfer.store import KnowledgeStore, default_store_path
 
     exp = seed_from['experiment']
@@ -70,9 +73,13 @@ def _from_store(seed_from: dict, space_name: str) -> dict:
     weights = seed_from.get('weights', True)
     if not isinstance(weights, bool):
         raise ConfigError(f'{FIELD}.weights', f'expected true/false, got {weights!r}')
-    path = seed_from.get('store') or default_store_path()
+    explicit = seed_from.get('store')
+    if explicit is not None and (not isinstance(explicit, str) or not explicit):
+        raise ConfigError(f'{FIELD}.store', f'expected a path, got {explicit!r}')
+    path = explicit or default_store or default_store_path()
     if not Path(path).is_file():
-        raise ConfigError(f'{FIELD}.store', f'no knowledge store at {path}')
+        where = '' if explicit else (' (classArgs.store)' if default_store else ' (the default store)')
+        raise ConfigError(f'{FIELD}.store', f'no knowledge store at {path}{where}')
     store = KnowledgeStore(path)
     try:
         evals = store.evaluations(experiment_id=exp, status='SUCCEEDED')

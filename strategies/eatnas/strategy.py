@@ -31,7 +31,7 @@ import logging
 from nni_xfer.errors import ConfigError
 from nni_xfer.evolution import Mutation, mean_std, soft_constraint, tournament
 from nni_xfer.registry import SEARCH_SPACES, STRATEGIES
-from nni_xfer.strategy import BaseStrategy, Proposal, SpaceInfo, check_int
+from nni_xfer.strategy import BaseStrategy, Proposal, SpaceInfo, StrategyContext, check_int
 
 from .seed import resolve_seed
 
@@ -62,7 +62,7 @@ def sub_value(metrics: dict, sub_objective: str | None) -> float | None:
 
 @STRATEGIES.register('eatnas', description='EAT-NAS: tournament evolution with parameter sharing and elastic '
                                            'transfer from a small-task search')
-class EATNAS(BaseStrategy):
+class EATNASStrategy(BaseStrategy):
     """EAT-NAS search (Fang et al. 2019); see the module docstring.
 
     Args:
@@ -78,6 +78,8 @@ class EATNAS(BaseStrategy):
         share: children start from the parent's checkpoint (``eatnas_share``); false: fresh.
         depth_extra, kernel_mismatch: options of ``eatnas_share`` (see nni_xfer/transfer/sharing.py).
         seed_from: the elastic-transfer seed (see strategies/eatnas/seed.py); ``null``: from scratch.
+        context: set from ``classArgs`` (not a ``strategy_args`` key): ``seed_from.store`` defaults to
+            the experiment's own ``classArgs.store``.
     """
 
     def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize', population: int = 64,
@@ -85,7 +87,8 @@ class EATNAS(BaseStrategy):
                  alpha: float = -0.07, beta: float = -0.07, target_std: float = 0.01, q_alpha: float = -0.07,
                  q_beta: float = -0.07, patience: int | None = 50, min_delta: float = 0.0,
                  max_cycles: int | None = None, share: bool = True, depth_extra: str = 'random',
-                 kernel_mismatch: str = 'none', seed_from: dict | None = None):
+                 kernel_mismatch: str = 'none', seed_from: dict | None = None,
+                 context: StrategyContext | None = None):
         super().__init__(space, seed=seed, mode=mode)
         if mode != 'maximize':
             raise ConfigError('mode', 'eatnas maximizes accuracy x size term', allowed=['maximize'])
@@ -118,7 +121,9 @@ class EATNAS(BaseStrategy):
             raise ConfigError('strategy_args.kernel_mismatch', f'unknown value {kernel_mismatch!r}',
                               allowed=KERNEL_MISMATCH)
         self.depth_extra, self.kernel_mismatch = depth_extra, kernel_mismatch
-        self.seed_info = resolve_seed(seed_from, space.name, self.grammar, self.ops.parse_architecture)
+        self.context = context or StrategyContext()
+        self.seed_info = resolve_seed(seed_from, space.name, self.grammar, self.ops.parse_architecture,
+                                      default_store=self.context.store)
         # search state (all JSON-safe; round-trips through state_dict)
         self.population: list[dict] = []     # members: id, architecture, acc, sub, score, checkpoint, sha256
         self.init_done = 0                   # successful initial members
@@ -285,3 +290,7 @@ class EATNAS(BaseStrategy):
         self.best_population = state['best_population']
         self.stale = state['stale']
         self.seed_info = state['seed_info']
+
+
+#: the earlier name of :class:`EATNASStrategy` (strategy classes are named ``<Method>Strategy``)
+EATNAS = EATNASStrategy

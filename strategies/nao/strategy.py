@@ -134,9 +134,11 @@ class NAOStrategy(BaseStrategy):
         return self.iteration >= self.iterations and not self.queue and not self.pending
 
     def _propose(self, trial_id: int) -> Proposal | None:
-        if not self.queue:
-            if self.pending or self.iteration >= self.iterations:
-                return None  # NAO rounds are synchronous: wait for the round's results
+        if not self.queue and self.pending:
+            return None  # NAO rounds are synchronous: wait for the round's results
+        # a round whose steps decode no new cell is an empty round: go on to the next one, so that
+        # returning None with nothing pending always means the search is done
+        while not self.queue and self.iteration < self.iterations:
             self._next_round()
         while self.queue:
             item = self.queue.pop(0)

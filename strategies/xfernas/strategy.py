@@ -95,6 +95,9 @@ class XferNASStrategy(NAOStrategy):
             ``sources: other_datasets`` so the target's own results are not taken as source knowledge.
         store: the knowledge store to read (default ``$NNI_XFER_HOME/store.db``, the tuner's default;
             set it when ``classArgs.store`` is set).
+        fill_random: default **true** here (NAO's default is false): the paper examines exactly 33
+            architectures, so a round whose latent steps decode fewer than ``new_per_iteration`` new
+            cells is filled with random unseen ones (``meta.role: random_fill``) to spend the budget.
     """
 
     def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize', sources: Any = OTHER_TASKS,

@@ -2,7 +2,8 @@
 
 Stage 1 searches ``digits`` (400 training images: the cheap proxy); stage 2 searches ``synthetic``
 (4 classes, so the classifier is re-initialised) seeded from stage 1's experiment id through the
-knowledge store. Every stage-2 child records its parent and inherits weights (shared_fraction > 0).
+knowledge store (the stage-2 experiment's own ``classArgs.store``). Every stage-2 child records its
+parent and inherits weights (shared_fraction > 0).
 """
 import copy
 
@@ -51,8 +52,8 @@ def test_eatnas_source_search_then_elastic_transfer(tmp_path):
         assert 0 < c.metrics['shared_fraction'] <= 1 and 0 <= c.metrics['inherited_acc'] <= 1
     dst_args = copy.deepcopy(src_args)
     dst_args.update(dataset='synthetic', dataset_args={'num_classes': 4, 'image_size': 8, 'num_samples': 256})
-    dst_args['strategy_args'] = {**strategy_args,
-                                 'seed_from': {'experiment': src, 'store': str(tmp_path / 'store.db')}}
+    # no seed_from.store: the source is read from this experiment's own classArgs.store (StrategyContext)
+    dst_args['strategy_args'] = {**strategy_args, 'seed_from': {'experiment': src}}
     dst, evs2 = _run(tmp_path, 'target', 3, dst_args)
     assert dst != src
     for e in evs2.values():
