@@ -1,6 +1,6 @@
 """Benchmark (not a test): trial start-up, process start -> first training step (issue 13).
 
-    python benchmarks/bench_trial_startup.py [--repeats 1] [--spaces simple_cnn,...] [--legacy]
+    python benchmarks/bench_trial_startup.py [--repeats 2] [--spaces simple_cnn,...] [--legacy] [--no-datasets]
 
 For every registered search space this starts a fresh ``python -m nni_xfer.trial --spec`` on the
 space's ``example()`` sample (``evaluator: train``, 1 epoch, a small dataset: ``digits``, or
@@ -14,7 +14,8 @@ dataset cache is primed first (a trial reads the cache and does not rebuild the 
 ``--legacy`` adds a row per space with ``NNI_XFER_LEAN_IMPORTS=0`` (NNI's default imports: the
 trial then loads PyTorch Lightning and torchmetrics) so that before/after is measured in one run.
 The ``lightning`` column says whether ``pytorch_lightning``/``torchmetrics`` were in ``sys.modules``
-at the first step.
+at the first step. Last, the dataset cache: ``load_dataset`` in a fresh process without the cache,
+building it, and reading it (``digits`` and a 50k-image CIFAR-shaped ``synthetic`` set).
 """
 from __future__ import annotations
 
@@ -89,11 +90,44 @@ def space_cases(names: list[str] | None, tmp: Path) -> list[dict]:
     return cases
 
 
+DATASET_CHILD = r'''
+import json, sys, time
+import torch
+t0 = time.perf_counter()
+from nni_xfer.datasets import load_dataset
+s = load_dataset(sys.argv[1], cache=sys.argv[2] == '1', **json.loads(sys.argv[3]))
+float(s.train_x.sum())  # touch every training image (memory-mapped pages are read here)
+print(time.perf_counter() - t0)
+'''
+
+#: (dataset, dataset_args) timed by :func:`dataset_rows`: digits (scikit-learn) and a
+#: CIFAR-shaped synthetic set of 50k images (issue 13 measured 2.4 s to build it)
+DATASET_CASES = [('digits', {}), ('synthetic', {'num_samples': 50000, 'image_size': 32, 'in_channels': 3,
+                                                'num_classes': 10})]
+
+
+def dataset_rows(env: dict) -> None:
+    """``load_dataset`` in a fresh process (after ``import torch``): no cache, first call (builds the
+    cache), later call (memory-maps it)."""
+    print('load_dataset in a fresh process, from importing the loader to all training images read:')
+    for name, dargs in DATASET_CASES:
+        def one(cache: bool) -> float:
+            p = subprocess.run([sys.executable, '-c', DATASET_CHILD, name, '1' if cache else '0', json.dumps(dargs)],
+                               env=env, cwd=str(ROOT), capture_output=True, text=True)
+            if p.returncode:
+                raise SystemExit(p.stderr[-2000:])
+            return float(p.stdout.strip().splitlines()[-1])
+        off, build, hit = one(False), one(True), one(True)
+        print(f'  {name} {json.dumps(dargs)}: no cache {off:.2f} s, builds cache {build:.2f} s, '
+              f'from cache {hit:.3f} s ({off / max(hit, 1e-9):.0f}x)')
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    ap.add_argument('--repeats', type=int, default=1, help='timed trial starts per space (median)')
+    ap.add_argument('--repeats', type=int, default=2, help='timed trial starts per space (median)')
     ap.add_argument('--spaces', help='comma-separated space names (default: every registered space)')
     ap.add_argument('--legacy', action='store_true', help='also time NNI_XFER_LEAN_IMPORTS=0 (before issue 13)')
+    ap.add_argument('--no-datasets', action='store_true', help='skip the dataset cache timings')
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix='bench_startup_'))
@@ -146,6 +180,8 @@ def main() -> None:
     ratios = [t / b for _, t, _, _ in rows]
     print(f'ratio to bare torch+torchvision import: median {statistics.median(ratios):.2f}, '
           f'max {max(ratios):.2f} (target <= 1.3)')
+    if not args.no_datasets:
+        dataset_rows(dict(env, NNI_XFER_HOME=str(tmp / 'home-datasets')))
 
 
 if __name__ == '__main__':
