@@ -28,7 +28,8 @@ BUILTIN: dict[str, dict[str, Any]] = {
     'fixed': {**SIMPLE, 'strategy_args': {'architectures': [
         {'width1': w1, 'width2': w2, 'depth1': d, 'depth2': 1, 'kernel1': 3, 'kernel2': 3}
         for w1 in (8, 16) for w2 in (8, 16) for d in (1, 2)]}},
-    'modulenet': {**SIMPLE, 'mode': 'minimize', 'strategy_args': {'population': 3, 'generations': 4},
+    'modulenet': {**SIMPLE, 'mode': 'minimize',  # kb_modules init needs module_chain: fresh here
+                  'strategy_args': {'population': 3, 'generations': 4, 'init': {'kind': 'fresh'}},
                   'stateful': True},
     'eas': {'space': 'eas_plain_cnn', 'space_args': {'start': EAS_START},
             'strategy_args': {'episodes_per_stage': 10, 'networks_per_episode': 2, 'wider_steps': 1,

@@ -21,7 +21,7 @@ from nni import NoMoreTrialError
 from nni_xfer.nnictl import TERMINAL, create, free_port, nnictl, rest, trials, wait, write_config
 from nni_xfer.store import KnowledgeStore
 from nni_xfer.testing.quick import quick_class_args
-from nni_xfer.trial import Reporter, run_trial
+from nni_xfer.trial import Reporter, error_line, failure_report, run_trial
 from nni_xfer.tuner import XferTuner
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -68,7 +68,8 @@ def reference(tmp_path, monkeypatch, args):
             break
         try:
             metrics = run_trial(spec, reporter=Quiet())
-        except Exception:  # noqa: BLE001 - a failing trial, as under NNI
+        except Exception as exc:  # noqa: BLE001 - a failing trial reports its error, as under NNI
+            tuner.receive_trial_result(param, spec, failure_report(error_line(exc), spec['proposal_id']))
             tuner.trial_end(param, False)
             continue
         tuner.receive_trial_result(param, spec, metrics)
@@ -125,4 +126,9 @@ def test_kill_dispatcher_then_resume_equals_uninterrupted(tmp_path, monkeypatch,
                            'status': e.status, 'default': (e.metrics or {}).get('default')}, x)
                 for e in evs if e.status in ('SUCCEEDED', 'FAILED')]
     assert rows(got, exp) == rows(want, ref_exp)          # nothing lost, nothing repeated, same order
-    assert normalise(store.strategy_state(exp), exp) == normalise(ref_store.strategy_state(ref_exp), ref_exp)
+    got_state = normalise(store.strategy_state(exp), exp)
+    want_state = normalise(ref_store.strategy_state(ref_exp), ref_exp)
+    for i, (g, w) in enumerate(zip(got_state['history'], want_state['history'])):
+        diff = {k: (g.get(k), w.get(k)) for k in set(g) | set(w) if g.get(k) != w.get(k)}
+        assert not diff, f'history[{i}] differs (resumed, uninterrupted): {diff}'
+    assert got_state == want_state        # controller weights / population / RNG continue exactly
