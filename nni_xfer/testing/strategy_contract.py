@@ -19,8 +19,9 @@ no ``strategy_args``, :func:`mock_metrics`) does not fit declares its quick case
     def contract_case(cls) -> ContractCase:
         return ContractCase(space=SpaceInfo(...), kwargs={'population': 4}, metrics=my_metrics, budget=12)
 
-:func:`contract_case` reads it; tools that drive every strategy (the tuner thread test, the
-fault-injection runs) use the same case.
+:func:`contract_case` reads it; the tuner thread test (``tests/test_tuner_threads.py``) uses the
+same case. Real ``nnictl`` runs of every strategy (fault injection, kill/resume) need real
+``classArgs`` instead: a strategy declares them as ``quick_config`` (see :mod:`nni_xfer.testing.quick`).
 """
 from __future__ import annotations
 
