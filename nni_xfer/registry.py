@@ -178,7 +178,8 @@ INITIALIZERS = Registry('initializer', 'nni_xfer.initializers', ('nni_xfer.initi
 #   top-level command shared with others, e.g. ``group('kb', ...)`` for ``kb build``)
 #   @REPORT_SECTIONS.register('modulenet')
 #   def section(evaluations, experiment_id, store=None) -> list[str]: ...  # text lines ([] when not
-#   relevant); ``store`` (the report's KnowledgeStore) is passed when the function has that parameter
+#   relevant); ``store`` (the report's KnowledgeStore), ``out_dir`` (the report's folder) and ``plots`` (the
+#   report's list of PNG paths, to append its own) are passed when the function has that parameter
 COMMANDS = Registry('command', 'nni_xfer.commands', ('nni_xfer.strategies',))
 REPORT_SECTIONS = Registry('report section', 'nni_xfer.report_sections', ('nni_xfer.strategies',))
 

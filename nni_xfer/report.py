@@ -359,8 +359,9 @@ def make_report(store: KnowledgeStore, experiment_id: str, out_dir: str | Path, 
     from .registry import REPORT_SECTIONS
     import inspect
     for entry in REPORT_SECTIONS.entries():   # method sections (e.g. ModuleNet's comparison table)
-        wants_store = 'store' in inspect.signature(entry.obj).parameters
-        section = entry.obj(succeeded, experiment_id, **({'store': store} if wants_store else {}))
+        wants = inspect.signature(entry.obj).parameters   # optional: store, out_dir, plots (appends PNG paths)
+        offered = {'store': store, 'out_dir': out_dir, 'plots': plots}
+        section = entry.obj(succeeded, experiment_id, **{k: v for k, v in offered.items() if k in wants})
         if section:
             lines.append('')
             lines += section

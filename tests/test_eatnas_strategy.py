@@ -175,6 +175,9 @@ def test_seed_from_store_picks_the_best_of_the_best_population(tmp_path):
     again = EATNASStrategy(make_info(), seed=5, population=4, sample=2)
     again.load_state_dict(json.loads(json.dumps(dst.state_dict())))
     assert again.seed_info == dst.seed_info
+    old_name = {**json.loads(json.dumps(dst.state_dict())), 'class': 'EATNAS'}   # saved before the rename
+    again.load_state_dict(old_name)
+    assert again.state_dict() == dst.state_dict()
 
 
 @pytest.mark.slow

@@ -8,8 +8,8 @@
   into another store). ``pick: population`` (default) takes the
   best-scoring member of the source's best-quality population when the source is an ``eatnas``
   search (paper: pick the best-quality population, retrain its top-k, the best is the basic model),
-  else — e.g. a retraining experiment (strategy ``fixed``) — the best ``default`` metric;
-  ``pick: best`` always the best ``default``. ``weights`` (default true) shares the source
+  else — e.g. a retraining experiment (``nni-xfer eatnas retrain``, strategy ``fixed``) — the best
+  ``test_acc`` (``default`` where no trial reports it); ``pick: best`` the same without the population. ``weights`` (default true) shares the source
   checkpoint into every initial child (``eatnas_share`` across tasks);
 - ``{architecture: {...}, checkpoint: PATH|null, sha256: null}``: an explicit basic architecture,
   optionally with its checkpoint.
@@ -99,8 +99,9 @@ def _from_store(seed_from: dict, space_name: str, default_store: str | None = No
             ids = {m['id'] for m in pop}
             best = max(pop, key=lambda m: m['score'])
             chosen = next((e for e in evals if e.parameter_id == best['id'] and e.parameter_id in ids), None)
-        if chosen is None:
-            chosen = max(evals, key=lambda e: e.metric('default', float('-inf')))
+        if chosen is None:  # a retraining experiment (nni-xfer eatnas retrain): the best on the test split
+            by = 'test_acc' if any(e.metric('test_acc') is not None for e in evals) else 'default'
+            chosen = max(evals, key=lambda e: e.metric(by, float('-inf')))
     finally:
         store.close()
     ckpt, sha = (chosen.checkpoint, chosen.sha256) if weights else (None, None)
