@@ -170,13 +170,43 @@ def test_bad_strategy_args_name_the_key(tmp_path, kwargs, field):
 def test_config_check_names_the_key(tmp_path):
     from nni_xfer.config import validate_class_args
     args = {'strategy': 'xfernas', 'space': 'nasnet_cells', 'space_args': {'B': 2, 'N': 1, 'F': 4, 'ops': OPS},
-            'dataset': 'digits', 'strategy_args': {'target': 'digits', 'store': str(tmp_path / 's.db'),
-                                                    'sources': ['missing_experiment']}}
+            'dataset': 'digits', 'store': str(tmp_path / 's.db'), 'strategy_args': {'sources': ['missing_experiment']}}
     errors, _ = validate_class_args(args)
     assert [e.field for e in errors] == ['classArgs.strategy_args.sources']
-    args['strategy_args'] = {'target': 'digits', 'eta': 0}
+    args['strategy_args'] = {'eta': 0}
     errors, _ = validate_class_args(args)
     assert [e.field for e in errors] == ['classArgs.strategy_args.eta']
+    args['strategy_args'] = {'context': {}}
+    errors, _ = validate_class_args(args)
+    assert [e.field for e in errors] == ['classArgs.strategy_args.context']
+
+
+def test_target_and_store_default_to_the_experiments_own(tmp_path):
+    """classArgs.dataset (+ dataset_args) is the target task and classArgs.store the store read; the
+    strategy_args keys override them."""
+    from nni_xfer.config import validate_class_args
+    own = fill_store(tmp_path / 'own.db', per_task=5)            # sources digits, synthetic(num_classes=6)
+    other = fill_store(tmp_path / 'other.db', per_task=4, tasks=(('svhn', {}),), prefix='o')
+    args = {'strategy': 'xfernas', 'space': 'nasnet_cells', 'space_args': {'B': B, 'N': 1, 'F': 4, 'ops': OPS},
+            'dataset': 'synthetic', 'dataset_args': {'num_classes': 6, 'val_size': 0.2}, 'store': str(own),
+            'strategy_args': {'controller': dict(TINY)}}
+
+    def strategy(**strategy_args):
+        errors, built = validate_class_args(dict(args, strategy_args={'controller': dict(TINY), **strategy_args}))
+        assert errors == []
+        return built.strategy
+
+    s = strategy()
+    assert s.target == 'synthetic(num_classes=6)'              # the split argument val_size is not the task
+    assert [t.key for t in s.source_tasks] == ['digits'] and len(s.prior_target) == 0
+    s = strategy(target='digits')
+    assert [t.key for t in s.source_tasks] == ['synthetic(num_classes=6)']
+    s = strategy(sources=['src_0', 'src_1'])                   # a named run of the target task: target knowledge
+    assert [t.key for t in s.source_tasks] == ['digits'] and len(s.prior_target) == 5
+    s = strategy(store=str(other))
+    assert [t.key for t in s.source_tasks] == ['svhn'] and len(s.prior_target) == 0
+    errors, _ = validate_class_args(dict(args, store=None, strategy_args={'controller': dict(TINY)}))
+    assert errors == []                                        # $NNI_XFER_HOME/store.db: no sources, plain NAO
 
 
 def test_report_section_marks_phases(tmp_path):

@@ -31,7 +31,7 @@ from nni_xfer.registry import STRATEGIES
 from nni_xfer.strategies.nao import NAOController, NAOStrategy, minmax  # XferNAS is built on NAO
 from nni_xfer.strategies.nao.model import pool
 from nni_xfer.store import KnowledgeStore
-from nni_xfer.strategy import SpaceInfo, check_int
+from nni_xfer.strategy import SpaceInfo, StrategyContext, check_int
 
 from .sources import OTHER_TASKS, TaskData, load_source_knowledge, task_key
 from .transfer import TransferPredictor
@@ -90,21 +90,33 @@ class XferNASStrategy(NAOStrategy):
             paper: 200 per source); ``null``: all.
         phase2_after: target results after which start points come from the target task.
         eta: first step size of phase 1 (paper 10); the step grows by 1 until a new cell decodes.
-        target: the target task, i.e. ``classArgs.dataset`` (a name, or ``{dataset, dataset_args}``
-            for a dataset with data arguments such as ``synthetic``); needed with
-            ``sources: other_datasets`` so the target's own results are not taken as source knowledge.
-        store: the knowledge store to read (default ``$NNI_XFER_HOME/store.db``, the tuner's default;
-            set it when ``classArgs.store`` is set).
+        target: the target task; default: the experiment's own ``classArgs.dataset`` with its
+            ``dataset_args`` (from ``context``). An override names a dataset, or
+            ``{dataset, dataset_args}`` for a dataset with data arguments such as ``synthetic``; its
+            own results are never source knowledge with ``sources: other_datasets``.
+        store: the knowledge store to read; default: the experiment's own ``classArgs.store`` (itself
+            defaulting to ``$NNI_XFER_HOME/store.db``). Set it only to read sources from another store.
         fill_random: default **true** here (NAO's default is false): the paper examines exactly 33
             architectures, so a round whose latent steps decode fewer than ``new_per_iteration`` new
             cells is filled with random unseen ones (``meta.role: random_fill``) to spend the budget.
+        context: set from ``classArgs`` (not a ``strategy_args`` key): the experiment's store, dataset
+            and dataset_args, the defaults of ``store`` and ``target``.
     """
+
+    #: tiny real run for the reliability tests (nni_xfer.testing.quick)
+    quick_config = {'space': 'nasnet_cells', 'space_args': {'B': 2, 'N': 1, 'F': 4, 'ops': 'nao_ws'},
+                    'strategy_args': {'seed_archs': 3, 'iterations': 2, 'new_per_iteration': 2, 'top_k': 3,
+                                      'phase2_after': 3, 'target': 'digits',
+                                      'controller': {'epochs': 3, 'batch_size': 8, 'embedding_size': 8,
+                                                     'hidden_size': 16, 'max_lambda': 5}},
+                    'stateful': True}
 
     def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize', sources: Any = OTHER_TASKS,
                  per_source_limit: int | None = None, phase2_after: int = 11, eta: float = 10.0,
                  target: Any = None, store: str | None = None, seed_archs: int = 100, iterations: int = 3,
                  new_per_iteration: int = 11, top_k: int = 100, initial_dags: list | None = None,
-                 controller: dict | None = None, fill_random: bool = True, log_every: int = 100):
+                 controller: dict | None = None, fill_random: bool = True, log_every: int = 100,
+                 context: StrategyContext | None = None):
         super().__init__(space, seed=seed, mode=mode, seed_archs=seed_archs, iterations=iterations,
                          new_per_iteration=new_per_iteration, top_k=top_k, initial_dags=initial_dags,
                          controller=controller, fill_random=fill_random, log_every=log_every)
@@ -118,14 +130,18 @@ class XferNASStrategy(NAOStrategy):
                                            and all(isinstance(s, str) for s in sources))):
             raise ConfigError('strategy_args.sources', f'expected {OTHER_TASKS!r} or a non-empty list of experiment '
                                                        f'ids, got {sources!r}')
+        self.context = context or StrategyContext()
         self.target = _target_key(target)
+        if self.target is None and self.context.dataset is not None:
+            self.target = task_key(self.context.dataset, self.context.dataset_args)
         if sources == OTHER_TASKS and self.target is None:
-            raise ConfigError('strategy_args.target', "required with sources: other_datasets (the target's "
-                                                      'classArgs.dataset, so its own results are not source knowledge)')
-        if store is not None and not isinstance(store, str):
+            raise ConfigError('strategy_args.target', "required with sources: other_datasets when the strategy "
+                                                      'is built without classArgs.dataset (the target task, so '
+                                                      'its own results are not source knowledge)')
+        if store is not None and (not isinstance(store, str) or not store):
             raise ConfigError('strategy_args.store', f'expected a path or null, got {store!r}')
         self.sources_arg = sources
-        db = KnowledgeStore.resolve(store)
+        db = KnowledgeStore.resolve(store if store is not None else self.context.store)
         try:
             tasks, prior, counts = load_source_knowledge(
                 db, space.name, self.target or '', sources=sources, per_source_limit=self.per_source_limit,

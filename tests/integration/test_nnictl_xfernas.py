@@ -12,7 +12,7 @@ from nni_xfer.nnictl import create, finished, free_port, nnictl, wait, write_con
 from nni_xfer.search_spaces.nasnet_cells import CellGrammar
 from nni_xfer.store import KnowledgeStore
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 SPACE_ARGS = {'B': 2, 'N': 1, 'F': 4, 'ops': 'nao_ws'}
 
@@ -36,7 +36,8 @@ def test_xfernas_with_imported_sources(tmp_path):
     assert out.returncode == 0, out.stderr
     assert 'imported 20 evaluations' in out.stdout
 
-    strategy_args = {'target': 'digits', 'store': str(store_path), 'iterations': 1, 'new_per_iteration': 3,
+    # target (classArgs.dataset: digits) and store (classArgs.store) come from the experiment itself
+    strategy_args = {'iterations': 1, 'new_per_iteration': 3,
                      'phase2_after': 3, 'top_k': 4, 'controller': {'epochs': 20, 'batch_size': 10}}
     config, _ = write_config(tmp_path, max_trials=3, concurrency=2, evaluator_args={'epochs': 1, 'num_threads': 1},
                              class_args={'strategy': 'xfernas', 'space': 'nasnet_cells', 'space_args': SPACE_ARGS,
@@ -45,7 +46,7 @@ def test_xfernas_with_imported_sources(tmp_path):
     port = free_port()
     exp = create(config, port)
     try:
-        _, ts = wait(port, finished(3), timeout=500)
+        _, ts = wait(port, finished(3), timeout=240)
     finally:
         nnictl('stop', exp)
     assert [t['status'] for t in ts] == ['SUCCEEDED'] * 3
