@@ -23,6 +23,12 @@ class FixedStrategy(BaseStrategy):
         retries: extra attempts for an architecture whose trial failed.
     """
 
+    #: tiny real run for the reliability tests (nni_xfer.testing.quick)
+    quick_config = {'space': 'simple_cnn', 'space_args': {'widths': [8, 16], 'depths': [1, 2], 'kernels': [3, 5]},
+                    'strategy_args': {'architectures': [
+                        {'width1': w1, 'width2': w2, 'depth1': d, 'depth2': 1, 'kernel1': 3, 'kernel2': 3}
+                        for w1 in (8, 16) for w2 in (8, 16) for d in (1, 2)]}}
+
     @classmethod
     def contract_case(cls):
         """Quick mock case: 12 distinct architectures of the toy space, in an order drawn from the seed."""

@@ -77,6 +77,12 @@ class ModuleNetStrategy(BaseStrategy):
         init: the trials' ``init`` block (default ``{'kind': 'kb_modules'}``: the knowledge base's weights).
     """
 
+    #: tiny real run for the reliability tests (nni_xfer.testing.quick); kb_modules init needs a
+    #: module_chain knowledge base, so the quick run starts fresh on simple_cnn
+    quick_config = {'space': 'simple_cnn', 'space_args': {'widths': [8, 16], 'depths': [1, 2], 'kernels': [3, 5]},
+                    'mode': 'minimize', 'stateful': True,
+                    'strategy_args': {'population': 3, 'generations': 4, 'init': {'kind': 'fresh'}}}
+
     @classmethod
     def contract_case(cls):
         """Quick mock case for the shared contract suite (population 4, 3 generations, 2 objectives)."""
