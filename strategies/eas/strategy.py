@@ -305,6 +305,11 @@ def _jsonable(traj: list) -> list:
 class EASRandomStrategy(_EASBase):
     """EAS with uniformly random Net2Wider/Net2Deeper actions; same budget knobs as ``eas``."""
 
+    #: tiny real run for the reliability tests (nni_xfer.testing.quick)
+    quick_config = {'space': 'eas_plain_cnn', 'space_args': {'start': ['conv-16-3', 'pool', 'conv-16-3', 'pool', 'fc-64']},
+                    'strategy_args': {'episodes_per_stage': 10, 'networks_per_episode': 2, 'wider_steps': 1,
+                                      'deeper_steps': 1}}
+
 
 class RLPolicy:
     """The EAS meta-controller (bi-LSTM encoder, wider and deeper actors, REINFORCE).
@@ -365,6 +370,11 @@ class EASStrategy(_EASBase):
     """EAS with the RL meta-controller; budget knobs as ``eas_random`` plus the controller's ``lr`` and
     its REINFORCE baseline: ``baseline: code`` (default, the authors' code: ``b ← b + d·(r̄ − b)``) or
     ``paper`` (the paper text's moving average ``b ← d·b + (1 − d)·r̄``), ``d = baseline_decay`` (0.95)."""
+
+    #: tiny real run for the reliability tests (nni_xfer.testing.quick)
+    quick_config = {'space': 'eas_plain_cnn', 'space_args': {'start': ['conv-16-3', 'pool', 'conv-16-3', 'pool', 'fc-64']},
+                    'strategy_args': {'episodes_per_stage': 10, 'networks_per_episode': 2, 'wider_steps': 1,
+                                      'deeper_steps': 1}, 'stateful': True}
 
     def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize',
                  episodes_per_stage: int | list[int] = 30, networks_per_episode: int = 10,

@@ -82,6 +82,10 @@ class EATNASStrategy(BaseStrategy):
             the experiment's own ``classArgs.store``.
     """
 
+    #: tiny real run for the reliability tests (nni_xfer.testing.quick)
+    quick_config = {'space': 'mbv2_blocks', 'space_args': {'stem_channels': 8, 'head_channels': 32},
+                    'strategy_args': {'population': 3, 'sample': 2, 'patience': None}, 'stateful': True}
+
     def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize', population: int = 64,
                  sample: int = 16, sub_objective: str | None = 'params', target: float = 3.0e6,
                  alpha: float = -0.07, beta: float = -0.07, target_std: float = 0.01, q_alpha: float = -0.07,
