@@ -324,17 +324,17 @@ def _cache_write(path: Path, tensors: dict[str, torch.Tensor], name: str) -> Non
     """Write the cache file and then its marker, each to a temporary file renamed into place."""
     import json
     import tempfile
-
     import time
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _marker(path).unlink(missing_ok=True)  # a damaged file in place: no marker until the new one is in
-    for stale in path.parent.glob(f'.{path.name}*.tmp'):  # left by killed builders
-        try:
-            if time.time() - stale.stat().st_mtime > 60:
-                stale.unlink()
-        except OSError:
-            pass
+    def prepare_dir() -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _marker(path).unlink(missing_ok=True)  # a damaged file in place: no marker until the new one is in
+        for stale in path.parent.glob(f'.{path.name}*.tmp'):  # left by killed builders
+            try:
+                if time.time() - stale.stat().st_mtime > 60:
+                    stale.unlink()
+            except OSError:
+                pass
 
     def atomic(target: Path, write) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{target.name}.', suffix='.tmp')
@@ -350,6 +350,7 @@ def _cache_write(path: Path, tensors: dict[str, torch.Tensor], name: str) -> Non
             raise
 
     try:
+        prepare_dir()
         atomic(path, lambda f: torch.save({k: tensors[k] for k in _SPLIT_KEYS}, f))
         meta = {'dataset': name, 'format': CACHE_FORMAT, 'size': path.stat().st_size,
                 'sha256': _file_sha256(path), 'shapes': {k: list(tensors[k].shape) for k in _SPLIT_KEYS}}

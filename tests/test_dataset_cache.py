@@ -169,3 +169,12 @@ def test_cache_off_by_environment(monkeypatch, home):
     monkeypatch.setenv('NNI_XFER_DATASET_CACHE', '0')
     load_dataset('digits')
     assert not (home / 'datasets').exists()
+
+
+def test_unwritable_cache_location_still_loads(tmp_path, monkeypatch):
+    blocker = tmp_path / 'not-a-dir'
+    blocker.write_text('a file where the cache folder would go')
+    monkeypatch.setenv('NNI_XFER_HOME', str(blocker))
+    with pytest.warns(UserWarning, match='dataset cache'):
+        got = load_dataset('digits')
+    assert_same(got, load_dataset('digits', cache=False))
