@@ -36,12 +36,12 @@ CREATE TABLE IF NOT EXISTS experiments (
 );
 CREATE TABLE IF NOT EXISTS evaluations (
     experiment_id TEXT NOT NULL,
-    parameter_id INTEGER NOT NULL,
+    proposal_id INTEGER NOT NULL,
     trial_id TEXT,
     strategy TEXT, space TEXT, dataset TEXT,
     architecture TEXT NOT NULL,   -- JSON sample
     arch_key TEXT NOT NULL,       -- canonical JSON of the architecture, for dedup / lookup
-    parent TEXT,                  -- JSON {experiment_id, parameter_id} or NULL
+    parent TEXT,                  -- JSON {experiment_id, parameter_id}: the parent's proposal id, or NULL
     init TEXT,                    -- JSON init block of the trial spec
     spec TEXT,                    -- JSON full trial spec
     status TEXT NOT NULL,
@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     error TEXT,
     checkpoint TEXT, sha256 TEXT,
     created REAL, updated REAL,
-    PRIMARY KEY (experiment_id, parameter_id)
+    PRIMARY KEY (experiment_id, proposal_id)
 );
 CREATE INDEX IF NOT EXISTS evaluations_arch ON evaluations (space, arch_key);
 CREATE TABLE IF NOT EXISTS kb_modules (
@@ -92,7 +92,7 @@ class Evaluation:
     """One proposed architecture of one experiment and, once known, its outcome."""
 
     experiment_id: str
-    parameter_id: int
+    proposal_id: int
     architecture: Any
     status: str = 'WAITING'
     trial_id: str | None = None
@@ -112,6 +112,12 @@ class Evaluation:
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f'status: {self.status!r} is not one of {", ".join(STATUSES)}')
+
+    @property
+    def parameter_id(self) -> int:
+        """The proposal id under its old name (the column was ``parameter_id`` before it said what it holds;
+        NNI's own parameter ids are another numbering)."""
+        return self.proposal_id
 
     def metric(self, key: str = 'default', default: float | None = None) -> float | None:
         if not self.metrics or key not in self.metrics:
@@ -141,6 +147,9 @@ class KnowledgeStore:
             self._conn.execute('PRAGMA journal_mode=WAL')
         self._conn.execute('PRAGMA synchronous=NORMAL')
         with self._lock, self._conn:
+            cols = [r[1] for r in self._conn.execute('PRAGMA table_info(evaluations)')]
+            if 'parameter_id' in cols:   # a store written before the column said what it holds
+                self._conn.execute('ALTER TABLE evaluations RENAME COLUMN parameter_id TO proposal_id')
             self._conn.executescript(_SCHEMA)
 
     @classmethod
@@ -165,20 +174,20 @@ class KnowledgeStore:
                 'config=excluded.config, updated=excluded.updated',
                 (experiment_id, strategy, space, dataset, json.dumps(config, default=str), now, now))
 
-    def record_proposal(self, experiment_id: str, parameter_id: int, *, architecture: Any,
+    def record_proposal(self, experiment_id: str, proposal_id: int, *, architecture: Any,
                         strategy: str | None = None, space: str | None = None, dataset: str | None = None,
                         parent: dict | None = None, init: dict | None = None, spec: dict | None = None,
                         checkpoint: str | None = None, trial_id: str | None = None) -> None:
         now = time.time()
         with self._lock, self._conn:
             self._conn.execute(
-                'INSERT OR REPLACE INTO evaluations (experiment_id, parameter_id, trial_id, strategy, space, dataset, '
+                'INSERT OR REPLACE INTO evaluations (experiment_id, proposal_id, trial_id, strategy, space, dataset, '
                 'architecture, arch_key, parent, init, spec, status, checkpoint, created, updated) '
                 'VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)',
-                (experiment_id, int(parameter_id), trial_id, strategy, space, dataset, json.dumps(architecture),
+                (experiment_id, int(proposal_id), trial_id, strategy, space, dataset, json.dumps(architecture),
                  arch_key(architecture), _dump(parent), _dump(init), _dump(spec), 'WAITING', checkpoint, now, now))
 
-    def record_result(self, experiment_id: str, parameter_id: int, metrics: dict | None, *, status: str,
+    def record_result(self, experiment_id: str, proposal_id: int, metrics: dict | None, *, status: str,
                       trial_id: str | None = None, error: str | None = None) -> None:
         if status not in STATUSES:
             raise ValueError(f'status: {status!r} is not one of {", ".join(STATUSES)}')
@@ -189,36 +198,36 @@ class KnowledgeStore:
             cur = self._conn.execute(
                 'UPDATE evaluations SET status=?, metrics=COALESCE(?, metrics), error=COALESCE(?, error), '
                 'trial_id=COALESCE(?, trial_id), checkpoint=COALESCE(?, checkpoint), sha256=COALESCE(?, sha256), '
-                'updated=? WHERE experiment_id=? AND parameter_id=?',
+                'updated=? WHERE experiment_id=? AND proposal_id=?',
                 (status, _dump(metrics), error, trial_id, checkpoint, sha, time.time(), experiment_id,
-                 int(parameter_id)))
+                 int(proposal_id)))
             if cur.rowcount == 0:
-                raise KeyError(f'no proposal ({experiment_id}, {parameter_id}) in the knowledge store')
+                raise KeyError(f'no proposal ({experiment_id}, {proposal_id}) in the knowledge store')
 
     def save_strategy_state(self, experiment_id: str, state: dict) -> None:
         with self._lock, self._conn:
             self._conn.execute('INSERT OR REPLACE INTO strategy_state VALUES (?,?,?)',
                                (experiment_id, json.dumps(state), time.time()))
 
-    def set_trial_id(self, experiment_id: str, parameter_id: int, trial_id: str | None) -> None:
+    def set_trial_id(self, experiment_id: str, proposal_id: int, trial_id: str | None) -> None:
         """Record which NNI trial runs a proposal (a re-issued or resumed proposal gets a new one)."""
         if not trial_id:
             return
         with self._lock, self._conn:
-            self._conn.execute('UPDATE evaluations SET trial_id=?, updated=? WHERE experiment_id=? AND parameter_id=?',
-                               (str(trial_id), time.time(), experiment_id, int(parameter_id)))
+            self._conn.execute('UPDATE evaluations SET trial_id=?, updated=? WHERE experiment_id=? AND proposal_id=?',
+                               (str(trial_id), time.time(), experiment_id, int(proposal_id)))
 
-    def reopen(self, experiment_id: str, parameter_id: int) -> None:
+    def reopen(self, experiment_id: str, proposal_id: int) -> None:
         """A CANCELED proposal sent to a trial again (after ``nnictl resume``): WAITING, no error."""
         with self._lock, self._conn:
             self._conn.execute("UPDATE evaluations SET status='WAITING', error=NULL, updated=? "
-                               "WHERE experiment_id=? AND parameter_id=?", (time.time(), experiment_id, int(parameter_id)))
+                               "WHERE experiment_id=? AND proposal_id=?", (time.time(), experiment_id, int(proposal_id)))
 
-    def delete_evaluation(self, experiment_id: str, parameter_id: int) -> None:
+    def delete_evaluation(self, experiment_id: str, proposal_id: int) -> None:
         """Remove a proposal that never reached a trial (written just before its dispatcher died)."""
         with self._lock, self._conn:
-            self._conn.execute('DELETE FROM evaluations WHERE experiment_id=? AND parameter_id=?',
-                               (experiment_id, int(parameter_id)))
+            self._conn.execute('DELETE FROM evaluations WHERE experiment_id=? AND proposal_id=?',
+                               (experiment_id, int(proposal_id)))
 
     def record_experiment_error(self, experiment_id: str, message: str) -> None:
         """Why a search stopped: one line, shown by ``nni-xfer run`` and ``report``."""
@@ -293,15 +302,15 @@ class KnowledgeStore:
         sql = 'SELECT * FROM evaluations'
         if where:
             sql += ' WHERE ' + ' AND '.join(where)
-        sql += ' ORDER BY created, experiment_id, parameter_id'
+        sql += ' ORDER BY created, experiment_id, proposal_id'
         with self._lock:
             rows = self._conn.execute(sql, args).fetchall()
         return [_row_to_eval(r) for r in rows]
 
-    def get(self, experiment_id: str, parameter_id: int) -> Evaluation | None:
+    def get(self, experiment_id: str, proposal_id: int) -> Evaluation | None:
         with self._lock:
-            row = self._conn.execute('SELECT * FROM evaluations WHERE experiment_id=? AND parameter_id=?',
-                                     (experiment_id, int(parameter_id))).fetchone()
+            row = self._conn.execute('SELECT * FROM evaluations WHERE experiment_id=? AND proposal_id=?',
+                                     (experiment_id, int(proposal_id))).fetchone()
         return _row_to_eval(row) if row else None
 
     def find_architecture(self, space: str, architecture: Any, *, status: str = 'SUCCEEDED') -> list[Evaluation]:
@@ -318,16 +327,16 @@ class KnowledgeStore:
         evs.sort(key=lambda e: e.metric(key), reverse=maximize)
         return evs[:k]
 
-    def lineage(self, experiment_id: str, parameter_id: int) -> Iterator[Evaluation]:
+    def lineage(self, experiment_id: str, proposal_id: int) -> Iterator[Evaluation]:
         """The evaluation and its ancestors, child first."""
         seen = set()
-        cur = self.get(experiment_id, parameter_id)
-        while cur is not None and (cur.experiment_id, cur.parameter_id) not in seen:
-            seen.add((cur.experiment_id, cur.parameter_id))
+        cur = self.get(experiment_id, proposal_id)
+        while cur is not None and (cur.experiment_id, cur.proposal_id) not in seen:
+            seen.add((cur.experiment_id, cur.proposal_id))
             yield cur
             if not cur.parent:
                 break
-            cur = self.get(cur.parent['experiment_id'], cur.parent['parameter_id'])
+            cur = self.get(cur.parent['experiment_id'], cur.parent.get('proposal_id', cur.parent.get('parameter_id')))
 
 
 def _dump(obj: Any) -> str | None:
