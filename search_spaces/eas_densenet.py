@@ -33,6 +33,9 @@ DENSE_N_BLOCKS = 3  # the controller's block head covers at least the paper's 3 
 _DENSE = re.compile(r'^g(\d+)$')
 
 GROWTHS = list(range(40, 65, 4))
+#: Net2Deeper schemes: ``duplicate`` (the authors' code, methods.md §1.7; default) and ``eq5``
+#: (the paper's Eq. 5 identity filters; :func:`nni_xfer.transfer.densenet.densenet_deeper_eq5`).
+DEEPER_SCHEMES = ('duplicate', 'eq5')
 
 
 def paper_start(growth: int = 40, layers: int = 6, blocks: int = 3, compression: float = 0.5) -> dict:
@@ -232,7 +235,7 @@ def transform_densenet_arch(arch: dict, ops: list[dict]) -> dict:
     :func:`transform_densenet`, errors name ``init.ops[k]``).
 
     ``wider`` sets the layer's growth, ``deeper`` inserts a copy of the chosen layer's growth right
-    after it, ``widen_stem``/``widen_transition`` set that width; transition widths never change
+    after it (either ``scheme``), ``widen_stem``/``widen_transition`` set that width; transition widths never change
     otherwise. ``transform_densenet(net, ops).architecture() == transform_densenet_arch(arch, ops)``.
     """
     growths = [list(b) for b in arch['growths']]
@@ -265,6 +268,9 @@ def transform_densenet_arch(arch: dict, ops: list[dict]) -> dict:
             if kind == 'wider':
                 growths[b][l] = width(f'{field}.growth', op['growth'], growths[b][l])
             else:
+                if op.get('scheme', 'duplicate') not in DEEPER_SCHEMES:
+                    raise ConfigError(f'{field}.scheme', f'{op["scheme"]!r} is not a deeper scheme',
+                                      allowed=list(DEEPER_SCHEMES))
                 growths[b].insert(l + 1, growths[b][l])
         elif kind == 'widen_stem':
             stem = width(f'{field}.channels', op['channels'], stem)
@@ -320,13 +326,19 @@ def wider_ops(tokens: Sequence[str], decisions: Sequence[int], growth_rates: Seq
     return ops
 
 
-def deeper_ops(tokens: Sequence[str], decision, n_blocks: int | None = None) -> list[dict]:
-    """The ``deeper`` op of a (block, layer) decision (a duplicate of that dense layer)."""
+def deeper_ops(tokens: Sequence[str], decision, n_blocks: int | None = None,
+               scheme: str = 'duplicate') -> list[dict]:
+    """The ``deeper`` op of a (block, layer) decision: a new layer of the chosen layer's growth
+    right after it — a duplicate of it (``scheme='duplicate'``) or Eq. 5's replication of input
+    channels (``'eq5'``, recorded in the op as ``'scheme': 'eq5'``)."""
     block, layer = (int(x) for x in tuple(decision)[:2])
     blocks = densenet_layout(tokens, n_blocks or max(DENSE_N_BLOCKS, list(tokens).count(TRANSITION) + 1))
     if not 0 <= block < len(blocks) or not 0 <= layer < len(blocks[block]):
         raise ValueError(f'deeper_ops: no layer {layer} in block {block} (block sizes {[len(b) for b in blocks]})')
-    return [{'op': 'deeper', 'block': block, 'layer': layer}]
+    op = {'op': 'deeper', 'block': block, 'layer': layer}
+    if scheme != 'duplicate':
+        op['scheme'] = scheme
+    return [op]
 
 
 def tokens_after(tokens: Sequence[str], ops: list[dict]) -> list[str]:
@@ -362,9 +374,15 @@ class DenseNetEASOps:
 
     default_steps = (10, 5)  # wider, deeper steps per network (methods.md §1.7)
     controller_kind = 'densenet'
+    #: strategy options this space takes (``strategy_args.<name>``): allowed values, default first
+    options = {'dense_deeper': DEEPER_SCHEMES}
 
-    def __init__(self, info):
+    def __init__(self, info, dense_deeper: str = 'duplicate'):
         self.info = info
+        if dense_deeper not in DEEPER_SCHEMES:
+            raise ConfigError('strategy_args.dense_deeper', f'{dense_deeper!r} is not a deeper scheme',
+                              allowed=list(DEEPER_SCHEMES))
+        self.dense_deeper = dense_deeper
         rates = info.extra.get('growth_rates')
         if not rates:
             raise ConfigError('space', 'eas_densenet space info lacks growth_rates')
@@ -398,7 +416,7 @@ class DenseNetEASOps:
         return densenet_layout(tokens, self.n_blocks)
 
     def deeper_ops(self, tokens: Sequence[str], decision) -> list[dict]:
-        return deeper_ops(tokens, decision, self.n_blocks)
+        return deeper_ops(tokens, decision, self.n_blocks, self.dense_deeper)
 
     def random_deeper(self, tokens: Sequence[str], rng) -> tuple[list[dict], list[int]]:
         """A uniform non-empty block and a uniform layer in it."""
@@ -425,11 +443,12 @@ def transform_densenet(net: nn.Module, ops: list[dict], *, noise: bool = True,
     """Apply DenseNet ops to a :class:`DenseNetBC` (a new network).
 
     Ops: ``{'op': 'wider', 'block': b, 'layer': l, 'growth': k}`` (paper Eq. 4),
-    ``{'op': 'deeper', 'block': b, 'layer': l}`` (duplicate layer, methods.md §1.7),
+    ``{'op': 'deeper', 'block': b, 'layer': l}`` (duplicate layer, methods.md §1.7; with
+    ``'scheme': 'eq5'`` the paper's Eq. 5 layer replicating input channels),
     ``{'op': 'widen_stem', 'channels': c}``, ``{'op': 'widen_transition', 'index': i, 'channels': c}``.
     """
-    from nni_xfer.transfer.densenet import (densenet_deeper, densenet_wider, densenet_widen_stem,
-                                          densenet_widen_transition)
+    from nni_xfer.transfer.densenet import (densenet_deeper, densenet_deeper_eq5, densenet_wider,
+                                            densenet_widen_stem, densenet_widen_transition)
     eps = DENSENET_NOISE if noise else 0.0
     for k, op in enumerate(ops):
         field = f'init.ops[{k}]'
@@ -438,7 +457,12 @@ def transform_densenet(net: nn.Module, ops: list[dict], *, noise: bool = True,
             if kind == 'wider':
                 net = densenet_wider(net, op['block'], op['layer'], op['growth'], noise=eps, generator=generator)
             elif kind == 'deeper':
-                net = densenet_deeper(net, op['block'], op['layer'], noise=eps, generator=generator)
+                scheme = op.get('scheme', 'duplicate')
+                if scheme not in DEEPER_SCHEMES:
+                    raise ConfigError(f'{field}.scheme', f'{scheme!r} is not a deeper scheme',
+                                      allowed=list(DEEPER_SCHEMES))
+                deeper = densenet_deeper_eq5 if scheme == 'eq5' else densenet_deeper
+                net = deeper(net, op['block'], op['layer'], noise=eps, generator=generator)
             elif kind == 'widen_stem':
                 net = densenet_widen_stem(net, op['channels'], noise=eps, generator=generator)
             elif kind == 'widen_transition':
@@ -489,3 +513,27 @@ class EASDenseNet(XferSpace):
     def xfer_space_info(self, info):
         info.extra.update(kind='eas_densenet', start=self.start, growth_rates=self.growth_rates)
         return info
+
+    @staticmethod
+    def portal_summary(architecture: dict) -> dict:
+        """What NNI's web portal plots (nni_xfer.spec.portal_summary): dense layers in all and per
+        block, the channels the blocks add (sum of growths), stem and transition widths, the
+        per-block growths (``40x6`` = six layers of growth 40) and the architecture as JSON."""
+        import json
+
+        def runs(block: list) -> str:
+            out, i = [], 0
+            while i < len(block):
+                j = i
+                while j < len(block) and block[j] == block[i]:
+                    j += 1
+                out.append(f'{block[i]}x{j - i}' if j - i > 1 else str(block[i]))
+                i = j
+            return ','.join(out)
+
+        growths = architecture['growths']
+        return {'depth': sum(len(b) for b in growths), 'layers': '-'.join(str(len(b)) for b in growths),
+                'growth_sum': sum(sum(b) for b in growths), 'stem': architecture['stem'],
+                'transitions': '-'.join(str(c) for c in architecture['transitions']) or 'none',
+                'growths': ' | '.join(runs(b) for b in growths),
+                'architecture': json.dumps(architecture, separators=(',', ':'))}

@@ -61,6 +61,7 @@ __all__ = [
     'net2deeper_conv',
     'net2deeper_linear',
     'calibrate_identity_bn',
+    'recalibrate_bn',
     'collect_activations',
     'calibrate_inserted',
     'widen_sequential',
@@ -404,6 +405,33 @@ def calibrate_identity_bn(bn: _BN, activations: torch.Tensor) -> _BN:
     return bn
 
 
+def recalibrate_bn(bn: _BN, activations: torch.Tensor) -> _BN:
+    """Give ``bn`` the statistics of ``activations`` without changing its eval-mode function.
+
+    ``bn`` computes ``a·x + b`` per channel in eval mode (``a = γ/sqrt(var + eps)``,
+    ``b = β − a·mean``). This sets ``running_mean``/``running_var`` to the activations' mean and
+    biased variance and ``γ = a·sqrt(var' + eps)``, ``β = b + a·mean'``: the same ``a·x + b`` in
+    eval mode, and in training mode the batch statistics of ``activations`` give it too. For a BN
+    that is an identity this is :func:`calibrate_identity_bn`; the EAS Eq. 5 DenseNet layer's BNs
+    (shifts, sign flips, constant channels) use it (``needs_calibration = 'affine'``).
+    """
+    if not (bn.affine and bn.track_running_stats):
+        raise ConfigError('bn', 'needs affine parameters and running statistics')
+    a = activations.detach()
+    if a.dim() < 2 or a.shape[1] != bn.num_features:
+        raise ConfigError('activations', f'expected shape (N, {bn.num_features}, ...), got {tuple(a.shape)}')
+    dims = [d for d in range(a.dim()) if d != 1]
+    mean, var = a.double().mean(dim=dims), a.double().var(dim=dims, unbiased=False)
+    with torch.no_grad():
+        slope = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        shift = bn.bias.double() - slope * bn.running_mean.double()
+        bn.running_mean.copy_(mean.to(bn.running_mean))
+        bn.running_var.copy_(var.to(bn.running_var))
+        bn.weight.copy_((slope * torch.sqrt(var + bn.eps)).to(bn.weight))
+        bn.bias.copy_((shift + slope * mean).to(bn.bias))
+    return bn
+
+
 def collect_activations(model: nn.Module, module: nn.Module, batch: torch.Tensor, *,
                         output: bool = True) -> torch.Tensor:
     """Run ``batch`` through ``model`` in eval mode and return what ``module`` saw.
@@ -454,7 +482,8 @@ def calibrate_inserted(model: nn.Module, batch: torch.Tensor) -> list[_BN]:
     steps are done (methods.md §1.6). Each BN's statistics come from its own input, i.e. the new
     identity layer applied to the preceding layer's output — equal to that output when
     ``noise == 0``, and with noise it makes the training-mode normalisation of the batch the
-    exact identity. Use :func:`collect_activations` + :func:`calibrate_identity_bn` to calibrate
+    exact identity. BNs flagged ``'affine'`` keep their eval-mode map instead
+    (:func:`recalibrate_bn`). Use :func:`collect_activations` + :func:`calibrate_identity_bn` to calibrate
     from another tensor.
 
     Returns:
@@ -464,7 +493,10 @@ def calibrate_inserted(model: nn.Module, batch: torch.Tensor) -> list[_BN]:
     if not bns:
         return []
     for bn, acts in zip(bns, _collect(model, bns, batch, output=False)):
-        calibrate_identity_bn(bn, acts)
+        if bn.needs_calibration == 'affine':
+            recalibrate_bn(bn, acts)  # keep its eval-mode affine map (EAS Eq. 5 DenseNet layer)
+        else:
+            calibrate_identity_bn(bn, acts)
         bn.needs_calibration = False
     return bns
 

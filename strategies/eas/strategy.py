@@ -16,13 +16,17 @@ whole training set — is a separate experiment written by ``nni-xfer eas finali
 ``eas_random`` draws the actions at random (paper Fig. 5 baseline); ``eas`` draws them from the
 RL meta-controller and updates it with REINFORCE after each episode.
 
+Space-specific options (``strategy_args``; rejected for a space they do not apply to):
+``dense_deeper`` (``eas_densenet``: ``duplicate`` | ``eq5``, the Net2Deeper scheme).
+
 Spaces: any space whose class has ``eas_operators`` (the space's own grammar: start point, tokens,
 decisions -> ops, ops -> child): ``eas_plain_cnn`` (default 4 wider + 5 deeper steps; ops of
 :func:`nni_xfer.search_spaces.eas_plain_cnn.transform_tokens`) and ``eas_densenet`` (methods.md
 §1.7; default 10 wider + 5 deeper steps). DenseNet ops are those of
 :func:`nni_xfer.search_spaces.eas_densenet.transform_densenet_arch`: a wider step
 gives ``{'op': 'wider', 'block', 'layer', 'growth'}`` per chosen layer (one step up the growth
-list), a deeper step ``{'op': 'deeper', 'block', 'layer'}`` (duplicate the layer); after the
+list), a deeper step ``{'op': 'deeper', 'block', 'layer'}`` (duplicate the layer; ``'scheme': 'eq5'``
+with ``dense_deeper: eq5``); after the
 steps every DenseNet child gets the episode-end rule of :func:`densenet_finish_ops` (stem to
 ``int(2 × mean growth)``, each transition to ``int(0.5 × its input channels)``, only where
 larger) — fixed rules, not controller decisions.
@@ -38,15 +42,25 @@ from nni_xfer.store import arch_key
 from nni_xfer.strategy import BaseStrategy, Proposal, SpaceInfo, check_int
 
 
-def eas_operators(space: SpaceInfo):
-    """The space's EAS operators (its class attribute ``eas_operators``), bound to ``space``."""
+def eas_operators(space: SpaceInfo, options: dict | None = None):
+    """The space's EAS operators (its class attribute ``eas_operators``), bound to ``space``.
+
+    ``options``: space-specific strategy arguments (``None`` = not given); each must be one the
+    operators declare in their ``options`` table (``dense_deeper`` for DenseNet), else a
+    :class:`ConfigError` naming ``strategy_args.<name>``.
+    """
     from nni_xfer.registry import SEARCH_SPACES
     cls = SEARCH_SPACES.get(space.name, field='space') if space.name in SEARCH_SPACES else None
     ops = getattr(cls, 'eas_operators', None)
     if ops is None:
         allowed = [e.name for e in SEARCH_SPACES.entries() if getattr(e.obj, 'eas_operators', None)]
         raise ConfigError('space', f'EAS needs a space with EAS operators, not {space.name!r}', allowed=allowed)
-    return ops(space)
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    known = getattr(ops, 'options', {})
+    for key in given:
+        if key not in known:
+            raise ConfigError(f'strategy_args.{key}', f'has no effect with space {space.name!r}')
+    return ops(space, **given)
 
 
 class RandomPolicy:
@@ -87,9 +101,9 @@ class _EASBase(BaseStrategy):
     def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize',
                  episodes_per_stage: int | list[int] = 30, networks_per_episode: int = 10,
                  wider_steps: int | None = None, deeper_steps: int | None = None, stages: int = 1,
-                 stage_epochs: int | None = None, noise: bool = True):
+                 stage_epochs: int | None = None, noise: bool = True, dense_deeper: str | None = None):
         super().__init__(space, seed=seed, mode=mode)
-        self.adapter = eas_operators(space)
+        self.adapter = eas_operators(space, {'dense_deeper': dense_deeper})
         if mode != 'maximize':
             raise ConfigError('mode', 'EAS maximises validation accuracy', allowed=['maximize'])
         # per-stage budgets (paper C10+: 300 then 150 networks = [30, 15] episodes of 10); an int is the
@@ -200,19 +214,22 @@ class _EASBase(BaseStrategy):
         return Proposal(copy.deepcopy(best['architecture']), parent=best['id'], meta=meta,
                         init={'kind': 'checkpoint', 'uri': best['checkpoint'], 'sha256': best['sha256']})
 
+    def _step_order(self) -> list[str]:
+        """The episode's wider/deeper step kinds: all wider steps, then all deeper steps."""
+        return ['wider'] * self.wider_steps + ['deeper'] * self.deeper_steps
+
     def _sample_child(self) -> dict:
-        """Wider steps, then deeper steps (the policy reads the re-encoded network before each),
-        then the space's episode-end ops (DenseNet stem/transition widening)."""
+        """The episode's steps in :meth:`_step_order` (the policy reads the re-encoded network
+        before each), then the space's episode-end ops (DenseNet stem/transition widening)."""
         arch = copy.deepcopy(self.st['start'])
         ops: list[dict] = []
         traj: list = []
-        for kind, n in (('wider', self.wider_steps), ('deeper', self.deeper_steps)):
-            for _ in range(n):
-                tokens = self.adapter.tokens(arch)
-                step_ops, record = getattr(self.policy, kind)(tokens)
-                traj.append((kind, list(tokens), record))
-                arch = self.adapter.apply(arch, step_ops)
-                ops.extend(step_ops)
+        for kind in self._step_order():
+            tokens = self.adapter.tokens(arch)
+            step_ops, record = getattr(self.policy, kind)(tokens)
+            traj.append((kind, list(tokens), record))
+            arch = self.adapter.apply(arch, step_ops)
+            ops.extend(step_ops)
         end_ops = self.adapter.finish(arch)
         arch = self.adapter.apply(arch, end_ops)
         ops.extend(end_ops)
@@ -379,7 +396,8 @@ class EASStrategy(_EASBase):
     def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize',
                  episodes_per_stage: int | list[int] = 30, networks_per_episode: int = 10,
                  wider_steps: int | None = None, deeper_steps: int | None = None, stages: int = 1,
-                 stage_epochs: int | None = None, noise: bool = True, lr: float = 2e-3, baseline: str = 'code',
+                 stage_epochs: int | None = None, noise: bool = True, dense_deeper: str | None = None,
+                 lr: float = 2e-3, baseline: str = 'code',
                  baseline_decay: float = 0.95):
         from nni_xfer.strategies.eas.controller import BASELINE_RULES
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
@@ -393,7 +411,8 @@ class EASStrategy(_EASBase):
         self.baseline, self.baseline_decay = baseline, float(baseline_decay)
         super().__init__(space, seed=seed, mode=mode, episodes_per_stage=episodes_per_stage,
                          networks_per_episode=networks_per_episode, wider_steps=wider_steps,
-                         deeper_steps=deeper_steps, stages=stages, stage_epochs=stage_epochs, noise=noise)
+                         deeper_steps=deeper_steps, stages=stages, stage_epochs=stage_epochs, noise=noise,
+                         dense_deeper=dense_deeper)
 
     def _make_policy(self):
         # longest token list the search can reach: the start plus deeper_steps layers per stage
