@@ -13,8 +13,9 @@ The paper's last step — the top networks of the last stage trained for the ful
 whole training set — is a separate experiment written by ``nni-xfer eas finalize``
 (:mod:`.finalize`).
 
-``eas_random`` draws the actions at random (paper Fig. 5 baseline); ``eas`` draws them from the
-RL meta-controller and updates it with REINFORCE after each episode.
+``eas_random`` draws the actions at random (paper Fig. 5 baseline), wider and deeper steps in a
+random order per episode (``action_order``); ``eas`` draws them from the RL meta-controller and
+updates it with REINFORCE after each episode.
 
 Space-specific options (``strategy_args``; rejected for a space they do not apply to):
 ``dense_deeper`` (``eas_densenet``: ``duplicate`` | ``eq5``, the Net2Deeper scheme).
@@ -68,7 +69,7 @@ class RandomPolicy:
 
     Wider: every widenable layer independently with probability 1/2; deeper: the space's uniform
     random deeper action (a uniform non-empty block, a uniform layer in it, and for plain CNNs a
-    uniform kernel).
+    uniform kernel). The order of the wider and deeper steps is the strategy's ``action_order``.
     """
 
     def __init__(self, ops, rng):
@@ -144,6 +145,7 @@ class _EASBase(BaseStrategy):
             'cache': {},          # arch key -> accuracy
             'stage_best': None,   # {'id', 'architecture', 'acc', 'checkpoint', 'sha256'}
             'log': [],            # per-episode stats
+            'order': None,        # this episode's step order (interleaved random order of eas_random)
         }
 
     def _make_policy(self):
@@ -282,6 +284,7 @@ class _EASBase(BaseStrategy):
         st['log'].append({'stage': st['stage'], 'episode': st['episode'], 'best': max(accs),
                           'mean': sum(accs) / len(accs), **{k: float(v) for k, v in (stats or {}).items()}})
         st['batch'] = []
+        st['order'] = None
         st['episode'] += 1
         if st['episode'] == sum(self.stage_budgets[:st['stage'] + 1]):  # this stage's budget is spent
             st['stage'] += 1
@@ -301,6 +304,7 @@ class _EASBase(BaseStrategy):
 
     def _load_state_dict(self, state: dict) -> None:
         self.st = state['st']
+        self.st.setdefault('order', None)  # states saved before the interleaved random order
         # states saved before DenseNet support kept plain-CNN token lists under 'tokens'/'layers'
         for child in self.st['batch']:
             if 'architecture' not in child:
@@ -318,9 +322,48 @@ def _jsonable(traj: list) -> list:
     return [[kind, tokens, record] for kind, tokens, record in traj]
 
 
+ACTION_ORDERS = ('interleaved', 'sequential')
+
+
 @STRATEGIES.register('eas_random', description='EAS random-transformation baseline (paper Fig. 5)')
 class EASRandomStrategy(_EASBase):
-    """EAS with uniformly random Net2Wider/Net2Deeper actions; same budget knobs as ``eas``."""
+    """EAS with uniformly random Net2Wider/Net2Deeper actions; same budget knobs as ``eas``.
+
+    ``action_order: interleaved`` (default, the authors' code): the ``wider_steps`` wider and
+    ``deeper_steps`` deeper actions come in a random order, drawn once per episode and shared by
+    its networks — each next step is a wider one with probability (wider steps left) / (steps
+    left), i.e. a uniformly random arrangement. ``sequential``: all wider steps, then all deeper
+    steps (as the RL controller acts).
+    """
+
+    def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize',
+                 episodes_per_stage: int | list[int] = 30, networks_per_episode: int = 10,
+                 wider_steps: int | None = None, deeper_steps: int | None = None, stages: int = 1,
+                 stage_epochs: int | None = None, noise: bool = True, dense_deeper: str | None = None,
+                 action_order: str = 'interleaved'):
+        if action_order not in ACTION_ORDERS:
+            raise ConfigError('strategy_args.action_order', f'{action_order!r} is not an action order',
+                              allowed=list(ACTION_ORDERS))
+        self.action_order = action_order
+        super().__init__(space, seed=seed, mode=mode, episodes_per_stage=episodes_per_stage,
+                         networks_per_episode=networks_per_episode, wider_steps=wider_steps,
+                         deeper_steps=deeper_steps, stages=stages, stage_epochs=stage_epochs, noise=noise,
+                         dense_deeper=dense_deeper)
+
+    def _step_order(self) -> list[str]:
+        if self.action_order == 'sequential':
+            return super()._step_order()
+        if self.st.get('order') is None:  # the episode's first network draws the order
+            wider, deeper, order = self.wider_steps, self.deeper_steps, []
+            while wider or deeper:
+                if self.rng.random() < wider / (wider + deeper):
+                    order.append('wider')
+                    wider -= 1
+                else:
+                    order.append('deeper')
+                    deeper -= 1
+            self.st['order'] = order
+        return list(self.st['order'])
 
     #: tiny real run for the reliability tests (nni_xfer.testing.quick)
     quick_config = {'space': 'eas_plain_cnn', 'space_args': {'start': ['conv-16-3', 'pool', 'conv-16-3', 'pool', 'fc-64']},
