@@ -36,7 +36,13 @@ PAPER_START = ['conv-16-3', 'pool', 'conv-32-3', 'pool', 'conv-64-3', 'pool', 'c
 
 _CONV = re.compile(r'^conv-(\d+)-(\d+)$')
 _FC = re.compile(r'^fc-(\d+)$')
-N_BLOCKS = 5  # the controller's block head: 4 conv blocks + the fc block
+N_BLOCKS = 5  # the controller's block head: at least 4 conv blocks + the fc block (more when the start has more pools)
+#: What the fc block (the last block of :func:`block_layout`) offers to a deeper action:
+#: ``code`` (default, the authors' code) — the FC layers after the global pool, or the global pool
+#: itself when there is no FC layer (so a start without an FC can gain one); ``paper`` — the global
+#: pool followed by the FC layers (paper: a new layer may go "after a fully-connected layer or the
+#: final global average pooling layer").
+FC_BLOCK_MODES = ('code', 'paper')
 WIDER_NOISE = 1e-2
 DEEPER_NOISE = 1e-3
 
@@ -108,12 +114,21 @@ def _gpool(tokens: Sequence[str]) -> int:
     return max(i for i, t in enumerate(tokens) if t == 'pool')
 
 
-def block_layout(tokens: Sequence[str], n_blocks: int = N_BLOCKS) -> list[list[int]]:
+def block_layout(tokens: Sequence[str], n_blocks: int = N_BLOCKS, fc_block: str = 'code') -> list[list[int]]:
     """Token positions of the layers of each block; ``n_blocks`` lists, the last is the fc block.
 
     Conv block ``j`` holds the conv layers between pool ``j-1`` and pool ``j``; the fc block holds
-    the fc layers after the last (global) pool. Unused conv blocks are empty lists.
+    the fc layers after the last (global) pool, preceded by the global pool's own position with
+    ``fc_block='paper'`` or when there is no fc layer (a deeper action there inserts the first FC
+    right after the global pool; see :data:`FC_BLOCK_MODES`). Unused conv blocks are empty lists.
+
+    >>> block_layout(['conv-16-3', 'pool', 'conv-32-3', 'pool'])
+    [[0], [2], [], [], [3]]
+    >>> block_layout(['conv-16-3', 'pool', 'fc-64'], fc_block='paper')
+    [[0], [], [], [], [1, 2]]
     """
+    if fc_block not in FC_BLOCK_MODES:
+        raise ValueError(f'block_layout: fc_block must be one of {FC_BLOCK_MODES}, got {fc_block!r}')
     pools = [i for i, t in enumerate(tokens) if t == 'pool']
     if not pools:
         raise ValueError("block_layout: token list needs a final 'pool' (global pool)")
@@ -133,6 +148,8 @@ def block_layout(tokens: Sequence[str], n_blocks: int = N_BLOCKS) -> list[list[i
             if i < pools[-1]:
                 raise ValueError(f'block_layout: fc token {t!r} before the global pool')
             blocks[-1].append(i)
+    if fc_block == 'paper' or not blocks[-1]:
+        blocks[-1].insert(0, pools[-1])
     return blocks
 
 
@@ -206,14 +223,30 @@ def wider_ops(tokens: Sequence[str], decisions: Sequence[int], conv_widths: Sequ
     return ops
 
 
-def deeper_ops(tokens: Sequence[str], decision, n_blocks: int = N_BLOCKS) -> list[dict]:
+def deeper_ops(tokens: Sequence[str], decision, n_blocks: int = N_BLOCKS, fc_block: str = 'code',
+               fc_units: Sequence[int] | None = None) -> list[dict]:
     """The ``deeper`` op of a (block, layer, kernel) decision: a new layer right after that layer
-    (``conv-<C>-<kernel>`` in a conv block, ``fc-<units>`` in the fc block)."""
+    (``conv-<C>-<kernel>`` in a conv block, ``fc-<units>`` in the fc block).
+
+    Right after the global pool (``fc_block`` position of :func:`block_layout`) the new FC is an
+    identity of the pooled width ``C``; when ``C`` is not in ``fc_units`` a ``wider`` op follows
+    that takes it to the smallest listed width above ``C`` (both function-preserving).
+    """
     block, layer, kernel = (int(x) if x is not None else 3 for x in tuple(decision)[:3])
-    blocks = block_layout(tokens, n_blocks)
+    blocks = block_layout(tokens, n_blocks, fc_block)
     if not 0 <= block < n_blocks or not 0 <= layer < len(blocks[block]):
         raise ValueError(f'deeper_ops: no layer {layer} in block {block} (block sizes {[len(b) for b in blocks]})')
-    return [{'op': 'deeper', 'after': blocks[block][layer], 'kernel': kernel}]
+    after = blocks[block][layer]
+    ops = [{'op': 'deeper', 'after': after, 'kernel': kernel}]
+    units = list(fc_units) if fc_units is not None else FC_UNITS
+    if tokens[after] == 'pool':  # the global pool: a first FC of the pooled width, then up to a listed width
+        c = _width(tokens, after, 3)  # as transform_tokens' default (a start without conv layers)
+        if c not in units:
+            above = [u for u in units if u > c]
+            if not above:
+                raise ValueError(f'deeper_ops: no fc width >= {c} in {sorted(units)} for an FC after the global pool')
+            ops.append({'op': 'wider', 'layer': after + 1, 'width': min(above)})
+    return ops
 
 
 def apply_wider(tokens: Sequence[str], decisions: Sequence[int], conv_widths: Sequence[int],
@@ -222,9 +255,10 @@ def apply_wider(tokens: Sequence[str], decisions: Sequence[int], conv_widths: Se
     return transform_tokens(list(tokens), wider_ops(tokens, decisions, conv_widths, fc_units))
 
 
-def apply_deeper(tokens: Sequence[str], decision, n_blocks: int = N_BLOCKS) -> list[str]:
+def apply_deeper(tokens: Sequence[str], decision, n_blocks: int = N_BLOCKS, fc_block: str = 'code',
+                 fc_units: Sequence[int] | None = None) -> list[str]:
     """Tokens after a deeper step (:func:`deeper_ops` then :func:`transform_tokens`)."""
-    return transform_tokens(list(tokens), deeper_ops(tokens, decision, n_blocks))
+    return transform_tokens(list(tokens), deeper_ops(tokens, decision, n_blocks, fc_block, fc_units))
 
 
 class PlainEASOps:
@@ -236,11 +270,25 @@ class PlainEASOps:
 
     default_steps = (4, 5)  # wider, deeper steps per network (methods.md §1.8)
     controller_kind = 'plain'
+    #: strategy options this space takes (``strategy_args.<name>``): allowed values, default first
+    options = {'fc_block': FC_BLOCK_MODES}
 
-    def __init__(self, info):
+    def __init__(self, info, fc_block: str = 'code'):
         self.info = info
         self.conv_widths, self.fc_units = list(info.extra['conv_widths']), list(info.extra['fc_units'])
         self.kernels = list(info.extra['kernels'])
+        if fc_block not in FC_BLOCK_MODES:
+            raise ConfigError('strategy_args.fc_block', f'{fc_block!r} is not an fc block mode',
+                              allowed=list(FC_BLOCK_MODES))
+        self.fc_block = fc_block
+        start = list(info.extra['start']['layers'])
+        # deeper actions never add pools: the block head covers the start's conv blocks + the fc block
+        self.n_blocks = max(N_BLOCKS, start.count('pool') + 1)
+        has_fc = any(parse_token(t)[0] == 'fc' for t in start)
+        if (fc_block == 'paper' or not has_fc) and max(self.conv_widths) > max(self.fc_units, default=0):
+            raise ConfigError('space_args.fc_units', f'an FC inserted after the global pool takes the pooled width '
+                              f'(up to {max(self.conv_widths)} channels), more than the largest fc width '
+                              f'{max(self.fc_units, default=0)}; add a larger fc width or start with an fc layer')
 
     def start(self) -> dict:
         return {'layers': list(self.info.extra['start']['layers'])}
@@ -261,25 +309,28 @@ class PlainEASOps:
         return wider_ops(tokens, decisions, self.conv_widths, self.fc_units)
 
     def layout(self, tokens: Sequence[str]) -> list[list[int]]:
-        return block_layout(tokens)
+        return block_layout(tokens, self.n_blocks, self.fc_block)
 
     def deeper_ops(self, tokens: Sequence[str], decision) -> list[dict]:
-        return deeper_ops(tokens, decision)
+        return deeper_ops(tokens, decision, self.n_blocks, self.fc_block, self.fc_units)
 
     def random_deeper(self, tokens: Sequence[str], rng) -> tuple[list[dict], None]:
-        """A uniform non-empty block (the fc block only when it has a layer: a new FC copies the
-        width of the FC before it), a uniform layer in it, a uniform kernel."""
-        blocks = [b for b in block_layout(tokens) if b]
-        block = blocks[int(rng.integers(len(blocks)))]
-        after = block[int(rng.integers(len(block)))]
+        """A uniform non-empty block of :meth:`layout` (the fc block: after an FC, or after the global
+        pool when it has no FC or with ``fc_block: paper``), a uniform position in it, a uniform kernel."""
+        blocks = self.layout(tokens)
+        nonempty = [b for b in range(len(blocks)) if blocks[b]]
+        b = nonempty[int(rng.integers(len(nonempty)))]
+        layer = int(rng.integers(len(blocks[b])))
         kernel = self.kernels[int(rng.integers(len(self.kernels)))]
-        return [{'op': 'deeper', 'after': after, 'kernel': kernel}], None
+        return self.deeper_ops(tokens, (b, layer, kernel)), None
 
     def controller_args(self, max_tokens: int) -> dict:
         """Arguments of :class:`nni_xfer.strategies.eas.controller.Controller` for this space."""
         from nni_xfer.strategies.eas.controller import build_vocab
+        from nni_xfer.strategies.eas.controller import MAX_LEN
         return {'vocab': build_vocab(self.conv_widths, self.kernels, self.fc_units), 'conv_widths': self.conv_widths,
-                'fc_units': self.fc_units, 'kernels': self.kernels}
+                'fc_units': self.fc_units, 'kernels': self.kernels, 'n_blocks': self.n_blocks,
+                'max_len': max(MAX_LEN, int(max_tokens)), 'fc_block': self.fc_block}
 
 
 # --------------------------------------------------------------------------- network
@@ -397,3 +448,16 @@ class EASPlainCNN(XferSpace):
     def xfer_space_info(self, info):
         info.extra.update(kind='eas_plain_cnn', start={'layers': self.start}, **self.limits)
         return info
+
+    @staticmethod
+    def portal_summary(architecture: dict) -> dict:
+        """What NNI's web portal plots (nni_xfer.spec.portal_summary): conv/fc layer counts, depth
+        (weighted layers), conv widths, kernels and fc units as ``-``-joined strings, the layers."""
+        parsed = [parse_token(t) for t in architecture['layers']]
+        convs = [(w, k) for kind, w, k in parsed if kind == 'conv']
+        fcs = [w for kind, w, _ in parsed if kind == 'fc']
+        return {'depth': len(convs) + len(fcs), 'conv_layers': len(convs), 'fc_layers': len(fcs),
+                'widths': '-'.join(str(w) for w, _ in convs) or 'none',
+                'kernels': '-'.join(str(k) for _, k in convs) or 'none',
+                'fc_units': '-'.join(str(w) for w in fcs) or 'none',
+                'architecture': ' '.join(architecture['layers'])}

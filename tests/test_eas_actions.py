@@ -1,19 +1,27 @@
-"""EAS action order (eas_random interleaving, issue 15 item 7)."""
+"""EAS action order (eas_random interleaving, issue 15 item 7) and start-network robustness (item 8):
+more than 4 pooling layers, no FC layer, ``fc_block: paper``."""
 from __future__ import annotations
 
 import copy
 import math
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from nni_xfer.errors import ConfigError
-from nni_xfer.strategies.eas import EASRandom
+from nni_xfer.search_spaces.eas_plain_cnn import PlainEASOps, block_layout, deeper_ops, parse_layers
+from nni_xfer.space import build_space, freeze
+from nni_xfer.strategies.eas import EAS, EASRandom
 from nni_xfer.strategy import SpaceInfo
 from nni_xfer.testing.strategy_contract import drive
+from nni_xfer.transfer.net2net import calibrate_inserted
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures('one_torch_thread')]
 
 START = ['conv-16-3', 'pool', 'conv-32-3', 'pool', 'conv-64-3', 'pool', 'fc-64']
+FIVE_POOLS = ['conv-16-3', 'pool', 'conv-16-3', 'pool', 'conv-32-3', 'pool', 'conv-32-3', 'pool',
+              'conv-64-3', 'pool', 'conv-64-3', 'pool']          # 6 conv blocks, no FC layer
 LIMITS = {'conv_widths': [16, 32, 64, 96, 128], 'kernels': [1, 3, 5], 'fc_units': [64, 128, 256]}
 
 
@@ -83,3 +91,87 @@ def test_state_round_trip_mid_episode_and_old_states_load():
     c = make()
     c.load_state_dict(old)
     assert c.st['order'] is None and c.propose(10) is not None
+
+
+# --------------------------------------------------------------------------- item 8: robustness
+
+@pytest.mark.parametrize('cls', [EASRandom, EAS])
+def test_start_with_more_than_four_pools_and_no_fc(cls):
+    """Six pools (the controller's block head grows to 7) and no FC: every proposal is a valid network,
+    deeper actions reach the 5th/6th conv blocks, and children gain FC layers of listed widths."""
+    s = cls(space(FIVE_POOLS), seed=0, networks_per_episode=4, wider_steps=1, deeper_steps=4, episodes_per_stage=6)
+    assert s.adapter.n_blocks == 7 and block_layout(FIVE_POOLS, 7)[-1] == [11]
+    props = drive(s, 25, metrics=metrics)
+    assert len(props) == 25
+    gained_fc = deep_blocks = 0
+    for p in props:
+        layers = p['architecture']['layers']
+        parse_layers(layers, **LIMITS)                # valid under the space's width lists
+        gained_fc += any(t.startswith('fc-') for t in layers)
+        blocks = block_layout(layers, 7)
+        deep_blocks += len(blocks[4]) + len(blocks[5]) > 2
+    assert gained_fc > 0 and deep_blocks > 0
+
+
+def test_first_fc_after_the_global_pool_is_function_preserving():
+    digits = SimpleNamespace(in_channels=1, num_classes=10, image_size=8)
+    start = ['conv-16-3', 'pool', 'conv-32-3', 'pool']
+    sp = build_space('eas_plain_cnn', {'start': start, **LIMITS}, digits)
+    ops = deeper_ops(start, (4, 0, 3), fc_units=LIMITS['fc_units'])
+    assert ops == [{'op': 'deeper', 'after': 3, 'kernel': 3}, {'op': 'wider', 'layer': 4, 'width': 64}]
+    torch.manual_seed(0)
+    net = freeze(sp, {'layers': start})
+    x = torch.randn(32, 1, 8, 8)
+    net.train()(x)                                    # non-trivial BN statistics
+    net.eval()
+    for noise in (False, True):
+        child = sp.net2net_transform(net, ops, noise=noise, generator=torch.Generator().manual_seed(1))
+        assert child.tokens == ['conv-16-3', 'pool', 'conv-32-3', 'pool', 'fc-64']
+        calibrate_inserted(child, x)
+        with torch.no_grad():
+            err = ((child.eval()(x) - net(x)).abs().max() / net(x).abs().max()).item()
+        assert (err <= 1e-5) if not noise else (0 < err < 0.05)
+    freeze(sp, {'layers': child.tokens}).load_state_dict(child.state_dict())
+
+
+def test_fc_block_modes():
+    paper = PlainEASOps(space(), fc_block='paper')
+    assert paper.layout(START) == [[0], [2], [4], [], [5, 6]]
+    ops = paper.deeper_ops(START, (4, 0, 5))          # right after the global pool, before fc-64
+    assert ops == [{'op': 'deeper', 'after': 5, 'kernel': 5}]   # pooled width 64 is a listed fc width
+    assert paper.apply({'layers': START}, ops)['layers'][-2:] == ['fc-64', 'fc-64']
+    code = PlainEASOps(space())
+    assert code.layout(START)[-1] == [6]             # the authors' code: after an FC only
+    s = EAS(space(), seed=0, networks_per_episode=2, wider_steps=1, deeper_steps=2, fc_block='paper')
+    assert s.policy.controller.fc_block == 'paper'
+    drive(s, 5, metrics=metrics)
+    with pytest.raises(ConfigError, match='^strategy_args.fc_block'):
+        EASRandom(space(), fc_block='always')
+    dense = SpaceInfo('eas_densenet', {}, {}, extra={
+        'kind': 'eas_densenet', 'start': {'growths': [[4], [4]], 'stem': 8, 'transitions': [8]},
+        'growth_rates': [4, 6]})
+    with pytest.raises(ConfigError, match="^strategy_args.fc_block: has no effect with space 'eas_densenet'"):
+        EASRandom(dense, fc_block='paper')
+
+
+def test_fc_less_start_needs_an_fc_width_for_the_pooled_channels():
+    small = dict(LIMITS, fc_units=[32, 64])           # conv widths go up to 128
+    with pytest.raises(ConfigError, match='^space_args.fc_units'):
+        EASRandom(space(['conv-16-3', 'pool'], **small))
+    EASRandom(space(['conv-16-3', 'pool', 'fc-32'], **small))     # has an FC: the gpool is never offered
+
+
+def test_check_accepts_such_starts(tmp_path):
+    import yaml
+
+    from nni_xfer.config import check_config
+    cfg = yaml.safe_load(open('examples/eas/quick_digits.yml'))
+    args = cfg['tuner']['classArgs']
+    args['space_args']['start'] = FIVE_POOLS
+    args['strategy_args']['fc_block'] = 'paper'
+    path = tmp_path / 'exp.yml'
+    path.write_text(yaml.safe_dump(cfg))
+    assert check_config(path) == []
+    args['strategy_args']['fc_block'] = 'sometimes'
+    path.write_text(yaml.safe_dump(cfg))
+    assert any('strategy_args.fc_block' in p for p in check_config(path))

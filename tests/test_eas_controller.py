@@ -113,9 +113,12 @@ def test_controller_wider_never_widens_masked_layers():
 def test_block_layout():
     toks = ['conv-16-3', 'conv-16-3', 'pool', 'conv-32-3', 'pool', 'pool', 'fc-64', 'fc-128']
     assert block_layout(toks) == [[0, 1], [3], [], [], [6, 7]]
-    assert block_layout(['conv-16-3', 'pool']) == [[0], [], [], [], []]
+    # no FC layer: the fc block offers the global pool (a first FC goes right after it)
+    assert block_layout(['conv-16-3', 'pool']) == [[0], [], [], [], [1]]
+    assert block_layout(toks, fc_block='paper') == [[0, 1], [3], [], [], [5, 6, 7]]
     with pytest.raises(ValueError):
         block_layout(['conv-16-3', 'pool'] * 5)
+    assert block_layout(['conv-16-3', 'pool'] * 5, n_blocks=6)[-1] == [9]
 
 
 def _state(seed=0):

@@ -389,8 +389,9 @@ class Controller(nn.Module):
     def __init__(self, vocab: dict[str, int], seed: int = 0, *, conv_widths=None, fc_units=None,
                  kernels=None, growths=None, max_len: int | None = None, n_blocks: int | None = None,
                  max_layers: int | None = None, lr: float = 2e-3, baseline_decay: float = 0.95,
-                 entropy_coef: float = 1e-5, baseline_rule: str = 'code'):
+                 entropy_coef: float = 1e-5, baseline_rule: str = 'code', fc_block: str = 'code'):
         super().__init__()
+        self.fc_block = fc_block  # plain CNN: what the fc block offers (eas_plain_cnn.block_layout)
         if baseline_rule not in BASELINE_RULES:
             raise ValueError(f'Controller: baseline_rule must be one of {BASELINE_RULES}, got {baseline_rule!r}')
         self.baseline_rule = baseline_rule
@@ -442,7 +443,7 @@ class Controller(nn.Module):
         """Token positions of the layers of each block (``n_blocks`` lists)."""
         if self.kind == 'densenet':
             return densenet_layout(tokens, self.n_blocks)
-        return block_layout(tokens, self.n_blocks)
+        return block_layout(tokens, self.n_blocks, self.fc_block)
 
     def layer_counts(self, tokens) -> list[int]:
         return [len(b) for b in self.layout(tokens)]
@@ -457,7 +458,7 @@ class Controller(nn.Module):
         """Tokens after a deeper step (:func:`apply_deeper` / :func:`apply_densenet_deeper`)."""
         if self.kind == 'densenet':
             return apply_densenet_deeper(tokens, decision, self.n_blocks)
-        return apply_deeper(tokens, decision, self.n_blocks)
+        return apply_deeper(tokens, decision, self.n_blocks, self.fc_block, self.fc_units)
 
     # acting ----------------------------------------------------------------------
     @torch.no_grad()

@@ -18,7 +18,8 @@ random order per episode (``action_order``); ``eas`` draws them from the RL meta
 updates it with REINFORCE after each episode.
 
 Space-specific options (``strategy_args``; rejected for a space they do not apply to):
-``dense_deeper`` (``eas_densenet``: ``duplicate`` | ``eq5``, the Net2Deeper scheme).
+``dense_deeper`` (``eas_densenet``: ``duplicate`` | ``eq5``, the Net2Deeper scheme) and ``fc_block``
+(``eas_plain_cnn``: ``code`` | ``paper``, whether a new FC may always go right after the global pool).
 
 Spaces: any space whose class has ``eas_operators`` (the space's own grammar: start point, tokens,
 decisions -> ops, ops -> child): ``eas_plain_cnn`` (default 4 wider + 5 deeper steps; ops of
@@ -47,8 +48,8 @@ def eas_operators(space: SpaceInfo, options: dict | None = None):
     """The space's EAS operators (its class attribute ``eas_operators``), bound to ``space``.
 
     ``options``: space-specific strategy arguments (``None`` = not given); each must be one the
-    operators declare in their ``options`` table (``dense_deeper`` for DenseNet), else a
-    :class:`ConfigError` naming ``strategy_args.<name>``.
+    operators declare in their ``options`` table (``dense_deeper`` for DenseNet, ``fc_block`` for
+    the plain CNN), else a :class:`ConfigError` naming ``strategy_args.<name>``.
     """
     from nni_xfer.registry import SEARCH_SPACES
     cls = SEARCH_SPACES.get(space.name, field='space') if space.name in SEARCH_SPACES else None
@@ -102,9 +103,10 @@ class _EASBase(BaseStrategy):
     def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize',
                  episodes_per_stage: int | list[int] = 30, networks_per_episode: int = 10,
                  wider_steps: int | None = None, deeper_steps: int | None = None, stages: int = 1,
-                 stage_epochs: int | None = None, noise: bool = True, dense_deeper: str | None = None):
+                 stage_epochs: int | None = None, noise: bool = True, dense_deeper: str | None = None,
+                 fc_block: str | None = None):
         super().__init__(space, seed=seed, mode=mode)
-        self.adapter = eas_operators(space, {'dense_deeper': dense_deeper})
+        self.adapter = eas_operators(space, {'dense_deeper': dense_deeper, 'fc_block': fc_block})
         if mode != 'maximize':
             raise ConfigError('mode', 'EAS maximises validation accuracy', allowed=['maximize'])
         # per-stage budgets (paper C10+: 300 then 150 networks = [30, 15] episodes of 10); an int is the
@@ -340,7 +342,7 @@ class EASRandomStrategy(_EASBase):
                  episodes_per_stage: int | list[int] = 30, networks_per_episode: int = 10,
                  wider_steps: int | None = None, deeper_steps: int | None = None, stages: int = 1,
                  stage_epochs: int | None = None, noise: bool = True, dense_deeper: str | None = None,
-                 action_order: str = 'interleaved'):
+                 fc_block: str | None = None, action_order: str = 'interleaved'):
         if action_order not in ACTION_ORDERS:
             raise ConfigError('strategy_args.action_order', f'{action_order!r} is not an action order',
                               allowed=list(ACTION_ORDERS))
@@ -348,7 +350,7 @@ class EASRandomStrategy(_EASBase):
         super().__init__(space, seed=seed, mode=mode, episodes_per_stage=episodes_per_stage,
                          networks_per_episode=networks_per_episode, wider_steps=wider_steps,
                          deeper_steps=deeper_steps, stages=stages, stage_epochs=stage_epochs, noise=noise,
-                         dense_deeper=dense_deeper)
+                         dense_deeper=dense_deeper, fc_block=fc_block)
 
     def _step_order(self) -> list[str]:
         if self.action_order == 'sequential':
@@ -440,7 +442,7 @@ class EASStrategy(_EASBase):
                  episodes_per_stage: int | list[int] = 30, networks_per_episode: int = 10,
                  wider_steps: int | None = None, deeper_steps: int | None = None, stages: int = 1,
                  stage_epochs: int | None = None, noise: bool = True, dense_deeper: str | None = None,
-                 lr: float = 2e-3, baseline: str = 'code',
+                 fc_block: str | None = None, lr: float = 2e-3, baseline: str = 'code',
                  baseline_decay: float = 0.95):
         from nni_xfer.strategies.eas.controller import BASELINE_RULES
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
@@ -455,7 +457,7 @@ class EASStrategy(_EASBase):
         super().__init__(space, seed=seed, mode=mode, episodes_per_stage=episodes_per_stage,
                          networks_per_episode=networks_per_episode, wider_steps=wider_steps,
                          deeper_steps=deeper_steps, stages=stages, stage_epochs=stage_epochs, noise=noise,
-                         dense_deeper=dense_deeper)
+                         dense_deeper=dense_deeper, fc_block=fc_block)
 
     def _make_policy(self):
         # longest token list the search can reach: the start plus deeper_steps layers per stage
