@@ -28,7 +28,7 @@ from .config import make_strategy
 from .errors import ConfigError
 from .registry import DATASETS, EVALUATORS, SEARCH_SPACES
 from .space import DATASET_ARGS, space_info
-from .spec import TrialSpec
+from .spec import TrialSpec, read_artifacts, with_artifacts
 from .store import KnowledgeStore
 from .strategy import BaseStrategy
 from .trial import nas_evaluate, trial_failure
@@ -175,6 +175,9 @@ class XferStrategy(Strategy):
             try:
                 if event.status == ModelStatus.Trained and final is not None and error is None:
                     metrics = final if isinstance(final, dict) else {'default': final}
+                    row = self.store.get(self.experiment_id, pid)
+                    if row is not None and row.spec and 'checkpoint' not in metrics:  # numbers only: add
+                        metrics = with_artifacts(metrics, read_artifacts(row.spec))  # checkpoint, sha256
                     self.core.observe(pid, metrics)
                     self.store.record_result(self.experiment_id, pid, metrics, status='SUCCEEDED')
                 else:

@@ -1,13 +1,35 @@
 """The trial spec: everything a trial needs, carried by NNI as the trial's parameters.
 
 A trial reads only files named in its spec and never opens the knowledge-store database.
+
+What NNI carries (:meth:`TrialSpec.to_parameters`) is the spec's own keys plus
+:data:`PORTAL_KEY`: a flat dict of the architecture's choices (one key per NNI label of a categorical
+space) or readable summaries of a variable-length one, each a number or a string. NNI's web portal
+plots and lists only that dict when it is present (the key NNI's own NAS uses); the whole spec stays
+in the parameters ("Original parameters" in a trial's row), so ``python -m nni_xfer.trial`` gets
+everything it needs on every training service, without files.
+
+What a trial reports as its final result is numbers only (:func:`numeric_metrics`); its strings
+(checkpoint path, sha256...) go to a JSON *artifacts* file next to its checkpoint
+(:meth:`TrialSpec.artifacts_path`), which the tuner reads when the result arrives.
 """
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+
+#: The parameters' key NNI's web portal shows instead of the whole parameters (NNI's NAS uses it).
+PORTAL_KEY = 'mutation_summary'
+
+#: Final-metric keys in the order the portal lists them; other numeric keys follow in their order.
+METRIC_ORDER = ('default', 'val_acc', 'test_acc', 'accuracy', 'params', 'trainable_params', 'flops', 'mult_adds',
+                'train_seconds', 'images_per_second', 'setup_seconds', 'trial_seconds', 'inherited_acc',
+                'shared_fraction')
 
 
 @dataclass
@@ -33,6 +55,7 @@ class TrialSpec:
         if not isinstance(d, dict):
             raise ConfigError('trial spec', f'expected a dict, got {type(d).__name__}')
         names = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k != PORTAL_KEY}
         unknown = [k for k in d if k not in names]
         if unknown:
             raise ConfigError(f'trial spec.{unknown[0]}', 'unknown key', allowed=sorted(names))
@@ -61,12 +84,155 @@ class TrialSpec:
                    experiment_id=experiment_id, strategy=strategy, parent=proposal.parent,
                    checkpoint_root=checkpoint_root, mode=mode)
 
+    @classmethod
+    def from_parameters(cls, params: Any) -> 'TrialSpec':
+        """The spec in what NNI hands a trial: :meth:`to_parameters` output, an older plain spec dict,
+        or either as a JSON string."""
+        if isinstance(params, str):
+            try:
+                params = json.loads(params)
+            except ValueError as exc:
+                raise ConfigError('trial spec', f'not JSON: {exc}') from exc
+        return cls.from_dict(params)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def checkpoint_path(self):
-        from pathlib import Path
+    def to_parameters(self, space: Any = None) -> dict[str, Any]:
+        """What NNI carries to the trial: the spec plus the portal's summary (see the module doc)."""
+        return {**self.to_dict(), PORTAL_KEY: portal_summary(self.architecture, space)}
 
+    def checkpoint_path(self) -> Path:
+        """Where the trial writes its checkpoint; relative to this process's default root when the
+        spec names no ``checkpoint_root`` (a remote trial's default root is on its own machine)."""
         from .checkpoint import default_checkpoint_root
         root = Path(self.checkpoint_root) if self.checkpoint_root else default_checkpoint_root()
         return root / self.experiment_id / f'{self.proposal_id}.pt'
+
+    def artifacts_path(self) -> Path:
+        """The trial's artifacts file (checkpoint path, sha256, string results), next to its checkpoint."""
+        return self.checkpoint_path().with_suffix('.json')
+
+
+def proposal_id_of(params: Any) -> int | None:
+    """The proposal id in a trial's NNI parameters (any form :meth:`TrialSpec.from_parameters` takes)."""
+    if isinstance(params, str):
+        try:
+            params = json.loads(params)
+        except ValueError:
+            return None
+    if isinstance(params, dict) and params.get('proposal_id') is not None:
+        try:
+            return int(params['proposal_id'])
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# what the web portal shows
+# ---------------------------------------------------------------------------------------------
+
+def _compact(obj: Any) -> str:
+    return json.dumps(obj, separators=(',', ':'), default=str)
+
+
+def _portal_value(value: Any) -> int | float | str:
+    """A number or a string: what the portal's axes can draw (never ``[object Object]``)."""
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if value is not None else 'none'
+    if isinstance(value, (int, float)):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return value
+    return _compact(value)
+
+
+def default_portal_summary(architecture: Any) -> dict[str, int | float | str]:
+    """The generic summary: every top-level choice that is a number or a string as itself; for each
+    list, its length (``<key>_count``); and, when anything was not a plain choice, the whole
+    architecture as one compact JSON string (``architecture``)."""
+    if not isinstance(architecture, dict):
+        return {'architecture': _compact(architecture)}
+    out: dict[str, Any] = {}
+    plain = True
+    for key, value in architecture.items():
+        if value is None or isinstance(value, (bool, int, float, str)):
+            out[str(key)] = _portal_value(value)
+        else:
+            plain = False
+            if isinstance(value, (list, tuple)):
+                out[f'{key}_count'] = len(value)
+    if not plain:
+        out.setdefault('architecture', _compact(architecture))
+    return out
+
+
+def portal_summary(architecture: Any, space: Any = None) -> dict[str, int | float | str]:
+    """The flat, plottable summary of an architecture for NNI's web portal.
+
+    A space may define ``portal_summary(architecture) -> dict[str, number | str]`` (variable-length
+    spaces: depth, widths, the architecture as one string...); otherwise, or if it fails,
+    :func:`default_portal_summary`. Values that are not numbers or strings become compact JSON.
+    """
+    method = getattr(space, 'portal_summary', None)
+    if callable(method):
+        try:
+            summary = method(architecture)
+            if isinstance(summary, dict):
+                return {str(k): _portal_value(v) for k, v in summary.items()}
+        except Exception as exc:  # noqa: BLE001 - a display summary never stops a search
+            import logging
+            logging.getLogger('nni_xfer.spec').warning('portal_summary of space %s failed (%s: %s); generic summary',
+                                                       type(space).__name__, type(exc).__name__, exc)
+    return default_portal_summary(architecture)
+
+
+# ---------------------------------------------------------------------------------------------
+# final metrics: numbers for NNI, the rest in the artifacts file
+# ---------------------------------------------------------------------------------------------
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def numeric_metrics(metrics: dict) -> dict[str, int | float]:
+    """The numeric entries of a metrics dict, ``default`` first then :data:`METRIC_ORDER`."""
+    nums = {k: v for k, v in metrics.items() if _is_number(v)}
+    ordered = {k: nums[k] for k in METRIC_ORDER if k in nums}
+    ordered.update((k, v) for k, v in nums.items() if k not in ordered)
+    return ordered
+
+
+def non_numeric_metrics(metrics: dict) -> dict[str, Any]:
+    """What :func:`numeric_metrics` leaves out (checkpoint path, sha256, ids as strings...)."""
+    return {k: v for k, v in metrics.items() if not _is_number(v)}
+
+
+def read_artifacts(spec: 'TrialSpec | dict', retries: int = 0, wait: float = 0.2) -> dict | None:
+    """The artifacts a trial wrote next to its checkpoint, or ``None`` if this process cannot read
+    them (not written, or a trial on another machine whose checkpoint root this one does not see).
+
+    ``retries`` re-reads after ``wait`` seconds (a network filesystem may show the file late)."""
+    import time
+    if not isinstance(spec, TrialSpec):
+        spec = TrialSpec.from_dict(spec)
+    path = spec.artifacts_path()
+    for attempt in range(retries + 1):
+        try:
+            with open(path, encoding='utf-8') as f:
+                data = json.load(f)
+            return data if isinstance(data, dict) else None
+        except (OSError, ValueError):
+            if attempt < retries:
+                time.sleep(wait)
+    return None
+
+
+def with_artifacts(metrics: dict, artifacts: dict | None) -> dict:
+    """The metrics a strategy and the store see: the reported numbers plus the trial's artifacts
+    (``checkpoint``, ``sha256``, ``trial_id``, string results); a reported key wins."""
+    merged = dict(metrics)
+    for key, value in (artifacts or {}).items():
+        merged.setdefault(key, value)
+    return merged

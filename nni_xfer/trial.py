@@ -24,6 +24,8 @@ from typing import Any
 # ``python -m nni_xfer.trial`` process. A value the user exported wins.
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 if __name__ == '__main__':  # a trial process: no Lightning/torchmetrics behind NNI's model spaces (issue 13)
+    from nni_xfer.known_warnings import filter_known_warnings
+    filter_known_warnings()
     from nni_xfer.lightweight import enable as _lean_nni_imports
     _lean_nni_imports()
 
@@ -34,7 +36,7 @@ import torch.nn as nn  # noqa: E402
 from .checkpoint import save_checkpoint
 from .errors import ConfigError
 from .registry import INITIALIZERS
-from .spec import TrialSpec
+from .spec import TrialSpec, non_numeric_metrics, numeric_metrics, proposal_id_of, with_artifacts
 
 
 def error_line(exc: BaseException, limit: int = 500) -> str:
@@ -160,7 +162,7 @@ def run_trial(spec: dict | TrialSpec, model: nn.Module | None = None, reporter: 
     """Run one trial end to end and return (and report) its final metrics."""
     t_start = time.time()
     if not isinstance(spec, TrialSpec):
-        spec = TrialSpec.from_dict(spec)
+        spec = TrialSpec.from_parameters(spec)
     reporter = reporter or Reporter()
     ctx = TrialContext(spec, reporter, space=space)
     initializer = INITIALIZERS.get(spec.init['kind'], field='init.kind')
@@ -204,19 +206,28 @@ def run_trial(spec: dict | TrialSpec, model: nn.Module | None = None, reporter: 
         'metrics': {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
     }, default=str))
     uri, sha = save_checkpoint({'state_dict': state, **meta}, spec.checkpoint_path())
-    metrics.update({
-        'checkpoint': uri,
-        'sha256': sha,
-        'proposal_id': spec.proposal_id,
-        'setup_seconds': t_ready - t_start,
-        'trial_seconds': time.time() - t_start,
-    })
+    metrics.update({'setup_seconds': t_ready - t_start, 'trial_seconds': time.time() - t_start})
+    # NNI gets numbers only (the portal draws every key as an axis); the strings go to the artifacts
+    # file next to the checkpoint, which the tuner reads when this result arrives.
+    artifacts = {'checkpoint': uri, 'sha256': sha, 'proposal_id': spec.proposal_id, **non_numeric_metrics(metrics)}
     trial_id = os.environ.get('NNI_TRIAL_JOB_ID')
     if trial_id:
-        metrics['trial_id'] = trial_id
+        artifacts['trial_id'] = trial_id
+    write_artifacts(spec, artifacts)
     ctx.progress(f"final {spec.evaluator} metrics: default {metrics['default']:.4f}; checkpoint {uri}")
-    reporter.final(metrics)
-    return metrics
+    reporter.final(numeric_metrics(metrics))
+    return with_artifacts(numeric_metrics(metrics), artifacts)
+
+
+def write_artifacts(spec: TrialSpec, artifacts: dict) -> None:
+    """Write the trial's artifacts file atomically (temp file + rename) next to its checkpoint."""
+    path = spec.artifacts_path()
+    tmp = path.with_name(f'{path.name}.{os.getpid()}.tmp')
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(artifacts, f, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def nas_evaluate(model: nn.Module, spec: dict) -> None:
@@ -228,8 +239,7 @@ def nas_evaluate(model: nn.Module, spec: dict) -> None:
     try:
         run_trial(spec, model=model, reporter=reporter)
     except Exception as exc:
-        pid = spec.get('proposal_id') if isinstance(spec, dict) else None
-        reporter.final(failure_report(error_line(exc), pid))
+        reporter.final(failure_report(error_line(exc), proposal_id_of(spec)))
         raise
 
 
@@ -254,8 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         line = error_line(exc)
         if params is not None:  # under NNI: the tuner records this line and the trial id
             try:
-                pid = params.get('proposal_id') if isinstance(params, dict) else None
-                NNIReporter().final(failure_report(line, pid))
+                NNIReporter().final(failure_report(line, proposal_id_of(params)))
             except Exception as report_exc:  # noqa: BLE001 - the exit code still says FAILED
                 print(f'nni-xfer: could not report the failure to NNI: {report_exc}', file=sys.stderr)
         print(f'nni-xfer trial failed: {line}', file=sys.stderr, flush=True)

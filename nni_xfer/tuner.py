@@ -25,7 +25,8 @@ from nni import NoMoreTrialError
 from nni.tuner import Tuner
 
 from .errors import ConfigError
-from .spec import TrialSpec
+from .known_warnings import filter_known_warnings
+from .spec import TrialSpec, proposal_id_of, read_artifacts, with_artifacts
 
 # Kept light on purpose: NNI gives the dispatcher 10 seconds from its start to connect, and it
 # constructs the tuner before connecting. Under nnictl the heavy set-up (torch, the plugin
@@ -78,7 +79,8 @@ def nni_trial_jobs(timeout: float = 10.0) -> list[dict] | None:
 
 
 def _proposal_of(trial: dict, experiment_id: str) -> int | None:
-    """Proposal id carried in an NNI trial's hyper-parameters (our trial spec)."""
+    """Proposal id carried in an NNI trial's hyper-parameters (our trial spec, with or without the
+    portal summary: both keep ``proposal_id`` and ``experiment_id`` at the top)."""
     for hp in trial.get('hyperParameters') or []:
         try:
             packed = json.loads(hp) if isinstance(hp, str) else hp
@@ -136,6 +138,7 @@ class XferTuner(Tuner):
     def __init__(self, **class_args: Any):
         if os.environ.get('SDK_PROCESS') == 'dispatcher':
             _log_to_dispatcher_log()
+            filter_known_warnings()  # NNI's "Buffer is found to be not a nn.Module" (see known_warnings)
         self._lock = threading.RLock()
         self._error: str | None = None
         self._error_reported = False
@@ -174,10 +177,16 @@ class XferTuner(Tuner):
     def _setup(self, class_args: dict) -> None:
         from .config import build
         from .store import KnowledgeStore
+        if os.environ.get('NNI_TUNER_COMMAND_CHANNEL'):
+            # the dispatcher shares the machine with its trials: controllers (NAO, EAS) train tiny
+            # models, one intra-op thread is faster than fighting the trials for every core
+            import torch
+            torch.set_num_threads(int(os.environ.get('NNI_XFER_TUNER_THREADS', '1')))
         built = build(class_args, self.fixed_strategy)
         self.config = built.config
         self.space_info = built.space_info
         self.strategy = built.strategy
+        self.space = built.space  # for the portal summary of each proposal (TrialSpec.to_parameters)
         self.experiment_id = _experiment_id()
         self.store = KnowledgeStore.resolve(self.config.store)
         state = self.store.strategy_state(self.experiment_id)
@@ -200,6 +209,7 @@ class XferTuner(Tuner):
         self._reissue: list[int] = []
         self.trial_lister = nni_trial_jobs  # replaceable in tests
         self._crash_at = None if self.resumed else _crash_point()
+        self._artifacts_warned = False
         self.store.record_experiment(self.experiment_id, strategy=self.config.strategy, space=self.config.space,
                                      dataset=self.config.dataset, config=dict(class_args))
 
@@ -269,10 +279,10 @@ class XferTuner(Tuner):
                         params = json.loads(params)
                     except ValueError:
                         continue
-                pid = params.get('proposal_id') if isinstance(params, dict) else None
+                pid = proposal_id_of(params)
                 if pid is None:
                     continue
-                self._result(int(pid), item.get('value'), item.get('trialJobId'), 'import_data')
+                self._result(pid, item.get('value'), item.get('trialJobId'), 'import_data')
 
     def save_checkpoint(self) -> None:
         with self._lock:
@@ -308,7 +318,7 @@ class XferTuner(Tuner):
                 if ev.status == 'CANCELED':
                     self.store.reopen(self.experiment_id, pid)
                 _logger.info('proposal %d sent again (NNI had no trial for it after the resume)', pid)
-                return ev.spec
+                return self._parameters(ev.spec)
         d = self._guard('generate_parameters', self._propose, parameter_id, trial_id)
         if d is None:
             raise NoMoreTrialError('strategy has nothing to propose now' if self._error is None
@@ -328,7 +338,7 @@ class XferTuner(Tuner):
             dataset=cfg.dataset, evaluator=cfg.evaluator, seed=cfg.seed, space_args=cfg.space_args,
             dataset_args=cfg.dataset_args, evaluator_args=cfg.evaluator_args, mode=cfg.mode,
             checkpoint_root=cfg.checkpoint_root)
-        d = spec.to_dict()
+        d = spec.to_dict()  # the store keeps the plain spec; NNI gets it with the portal summary
         parent = None if proposal.parent is None else {'experiment_id': self.experiment_id,
                                                         'parameter_id': proposal.parent}
         self.store.record_proposal(self.experiment_id, pid, architecture=proposal.architecture,
@@ -336,7 +346,35 @@ class XferTuner(Tuner):
                                    init=proposal.init, spec=d, trial_id=trial_id)
         self._save_state()
         self._maybe_crash('proposal', pid)
-        return d
+        return self._parameters(d)
+
+    def _parameters(self, spec: dict) -> dict:
+        """What NNI carries to the trial: the spec and its portal summary (``TrialSpec.to_parameters``)."""
+        return TrialSpec.from_dict(spec).to_parameters(getattr(self, 'space', None))
+
+    def _with_artifacts(self, pid: int, metrics: dict) -> dict:
+        """The trial's numeric final result plus what it wrote next to its checkpoint (checkpoint path,
+        sha256, trial id, string results): what the strategy and the store get.
+
+        The tuner finds the file from the spec (the checkpoint path is fixed at proposal time). A trial
+        on a machine whose ``checkpoint_root`` this machine does not see leaves no readable file: the
+        strategy then gets the expected path and no sha256 (a warning says so once)."""
+        if 'checkpoint' in metrics and 'sha256' in metrics:  # an older trial reported them itself
+            return metrics
+        ev = self.store.get(self.experiment_id, pid)
+        if ev is None or not ev.spec:
+            return metrics
+        spec = TrialSpec.from_dict(ev.spec)
+        artifacts = read_artifacts(spec, retries=0 if self._artifacts_warned else 3)
+        if artifacts is None:
+            if not self._artifacts_warned:
+                self._artifacts_warned = True
+                _logger.warning('cannot read %s (trial artifacts: checkpoint path and sha256): the trial ran on '
+                                'a machine whose checkpoint_root this one does not see; set checkpoint_root to '
+                                'storage both reach. Recording the expected path without a sha256.',
+                                spec.artifacts_path())
+            artifacts = {'checkpoint': str(spec.checkpoint_path()), 'sha256': None, 'proposal_id': pid}
+        return with_artifacts(metrics, artifacts)
 
     def _result(self, pid: int | None, value: Any, trial_id: str | None, where: str) -> None:
         if isinstance(value, str):
@@ -357,7 +395,8 @@ class XferTuner(Tuner):
                 self.store.record_result(self.experiment_id, pid, None, status='FAILED', error=error,
                                          trial_id=trial_id)
             elif self._error is not None and error is None and self.store.get(self.experiment_id, pid) is not None:
-                self.store.record_result(self.experiment_id, pid, metrics, status='SUCCEEDED', trial_id=trial_id)
+                self.store.record_result(self.experiment_id, pid, self._with_artifacts(pid, metrics),
+                                         status='SUCCEEDED', trial_id=trial_id)
             else:
                 _logger.info('result for finished proposal %s ignored', pid)
             return
@@ -367,6 +406,8 @@ class XferTuner(Tuner):
         self._guard(where, self._observe, pid, metrics, trial_id)
 
     def _observe(self, pid: int, metrics: dict, trial_id: str | None) -> None:
+        metrics = self._with_artifacts(pid, metrics)
+        trial_id = trial_id or metrics.get('trial_id')
         self.strategy.observe(pid, metrics)
         self.store.record_result(self.experiment_id, pid, metrics, status='SUCCEEDED', trial_id=trial_id)
         self._save_state()
@@ -472,8 +513,8 @@ class XferTuner(Tuner):
 
     # ---- helpers ----
     def _proposal_id(self, parameter_id: int, parameters: Any) -> int | None:
-        if isinstance(parameters, dict) and 'proposal_id' in parameters:
-            pid = int(parameters['proposal_id'])
+        pid = proposal_id_of(parameters)
+        if pid is not None:
             self._param_to_proposal[int(parameter_id)] = pid
             return pid
         return self._param_to_proposal.get(int(parameter_id))

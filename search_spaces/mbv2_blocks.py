@@ -417,6 +417,21 @@ class MBV2Blocks(XferSpace):
         return MBV2Net(arch, self.in_channels, self.num_classes, self.stem_channels, self.stem_stride,
                        self.strides, self.head_channels, self.dropout, self.skip_projection)
 
+    @staticmethod
+    def portal_summary(architecture: dict) -> dict:
+        """What NNI's web portal plots (nni_xfer.spec.portal_summary): total depth (layers), blocks
+        with a skip, and per block (``,``-joined) ops, kernels, depths and width multipliers, plus
+        the architecture as JSON."""
+        import json
+        blocks = architecture['blocks']
+
+        def col(key: str) -> str:
+            return ','.join(f"{b[key]:g}" if isinstance(b[key], float) else str(b[key]) for b in blocks)
+
+        return {'depth': sum(int(b['depth']) for b in blocks), 'skips': sum(int(b['skip']) for b in blocks),
+                'ops': col('op'), 'kernels': col('kernel'), 'depths': col('depth'), 'widths': col('width'),
+                'architecture': json.dumps(architecture, separators=(',', ':'))}
+
     def xfer_space_info(self, info):
         info.extra.update(kind='mbv2_blocks', grammar=self.grammar.to_dict(), preset=self.preset,
                           example=example(self.grammar), stem_channels=self.stem_channels,
