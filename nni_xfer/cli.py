@@ -83,9 +83,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     store = KnowledgeStore(args.store)
     out = args.output or os.path.join('nni-xfer-report', args.experiment_id)
     result = make_report(store, args.experiment_id, out, k=args.top)
-    print(result.table)
-    for p in result.plots:
-        print(f'plot: {p}')
+    print(result.table, end='')  # names each plot once and the folder they are in
     return 0
 
 

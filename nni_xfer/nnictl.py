@@ -178,9 +178,7 @@ def run_experiment(config: Path, port: int = 8080, keep: bool = False, timeout: 
         rc = 0 if ok else 1
         from .report import make_report
         result = make_report(kstore, exp, Path('nni-xfer-report') / exp)
-        print(result.table)
-        for p in result.plots:
-            print(f'plot: {p}')
+        print(result.table, end='')  # names each plot once and the folder they are in
     finally:
         if keep:
             print(f'experiment {exp} kept running for the web portal; stop it with: nnictl stop {exp}')

@@ -2,8 +2,12 @@
 
 ``export_evaluations`` writes every evaluation (of one experiment or of all) as JSON or CSV.
 ``make_report`` writes, for one experiment, a fixed-width table of the best trials
-(``report.txt``) and two PNG plots: validation accuracy over trials and accuracy against
-model size with its Pareto front.
+(``report.txt``, and the same rows as ``report.csv``) and PNG plots: validation accuracy over
+trials, accuracy against model size with its Pareto front, the parent→child lineage of
+experiments whose trials have parents (EAS, EAT-NAS: ``lineage.png``, coloured by accuracy, with
+each child's ``inherited_acc`` against its parent's accuracy) and, for strategies whose proposals
+carry a ``generation`` (ModuleNet's NSGA-II), the trials and survivors per generation
+(``generations.png``). The table's last lines name each plot once.
 
 >>> pareto_front([(1, 0.5), (2, 0.7), (2, 0.6), (3, 0.7), (4, 0.9)])
 [0, 1, 4]
@@ -20,7 +24,8 @@ from typing import Any, TextIO
 from .errors import ConfigError
 from .store import Evaluation, KnowledgeStore
 
-__all__ = ['EXPORT_FIELDS', 'EXPORT_FORMATS', 'ReportResult', 'export_evaluations', 'pareto_front', 'make_report']
+__all__ = ['EXPORT_FIELDS', 'EXPORT_FORMATS', 'ReportResult', 'export_evaluations', 'pareto_front', 'make_report',
+           'lineage_layout']
 
 EXPORT_FIELDS = ['experiment_id', 'trial_id', 'parameter_id', 'strategy', 'space', 'dataset', 'architecture',
                  'parent', 'status', 'metrics', 'error', 'checkpoint', 'sha256', 'created', 'updated']
@@ -31,7 +36,10 @@ _CSV_HEAD = [f for f in EXPORT_FIELDS if f not in ('metrics', 'error')]
 
 VAL_ACC_PLOT = 'val_acc_over_trials.png'
 PARETO_PLOT = 'acc_vs_params.png'
+LINEAGE_PLOT = 'lineage.png'
+GENERATIONS_PLOT = 'generations.png'
 REPORT_TEXT = 'report.txt'
+REPORT_CSV = 'report.csv'
 
 _ARCH_WIDTH = 60
 
@@ -224,12 +232,24 @@ def _format_table(header: str, rows: list[list[str]], columns: list[str], numeri
     return lines
 
 
-def _figure():
+def _figure(figsize: tuple[float, float] = (7, 4.5)):
     from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg canvas below
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    fig = Figure(figsize=(7, 4.5), dpi=100)
+    fig = Figure(figsize=figsize, dpi=100)
     FigureCanvasAgg(fig)
     return fig
+
+
+def _integer_ticks(axis) -> None:
+    """Whole-number ticks on an axis that counts trials or generations."""
+    from matplotlib.ticker import MaxNLocator
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _save(fig, path: Path) -> None:
+    """Lay out and write a PNG with nothing clipped (labels, annotations, legends outside the axes)."""
+    fig.tight_layout()
+    fig.savefig(path, format='png', bbox_inches='tight', pad_inches=0.1)
 
 
 def _plot_val_acc(evs: list[Evaluation], path: Path, experiment_id: str) -> str:
@@ -261,11 +281,11 @@ def _plot_val_acc(evs: list[Evaluation], path: Path, experiment_id: str) -> str:
                    label=f'failed ({len(failed_x)})', zorder=3, clip_on=False)
     ax.set_xlabel('trial (order of proposal)')
     ax.set_ylabel('validation accuracy')
+    _integer_ticks(ax.xaxis)
     ax.set_title(f'{experiment_id}: validation accuracy over trials')
     ax.grid(True, alpha=0.3)
     ax.legend(loc='best', fontsize='small')
-    fig.tight_layout()
-    fig.savefig(path, format='png')
+    _save(fig, path)
     note = f'plot: {path.name} ({len(xs)} trials'
     if failed_x:
         note += f', {len(failed_x)} failed marked x'
@@ -295,9 +315,198 @@ def _plot_pareto(evs: list[Evaluation], path: Path, experiment_id: str) -> str:
     ax.set_title(f'{experiment_id}: accuracy vs. parameters')
     ax.grid(True, which='both', alpha=0.3)
     ax.legend(loc='best', fontsize='small')
-    fig.tight_layout()
-    fig.savefig(path, format='png')
+    _save(fig, path)
     return f'plot: {path.name} ({len(pts)} trials, {len(front)} on the Pareto front)'
+
+
+def _parent_key(ev: Evaluation) -> tuple[str, int] | None:
+    p = ev.parent
+    if not isinstance(p, dict) or p.get('experiment_id') is None:
+        return None
+    pid = p.get('proposal_id', p.get('parameter_id'))
+    try:
+        return str(p['experiment_id']), int(pid)
+    except (TypeError, ValueError):
+        return None
+
+
+def _acc_key(evs: list[Evaluation]) -> str:
+    """``val_acc`` when trials report it, else ``default``: what the lineage colours by."""
+    return 'val_acc' if any(_num(e.metric('val_acc')) is not None for e in evs) else 'default'
+
+
+def lineage_layout(parents: dict[Any, Any]) -> dict[Any, tuple[int, float]]:
+    """A layered layout of a forest: ``{node: parent or None}`` → ``{node: (depth, position)}``.
+
+    Depth is the number of parent steps from a root (a parent outside the map is none); in each
+    layer nodes are ordered by their parent's position, then by key, and spaced one apart around 0.
+    A cycle (corrupt data) is cut where it closes.
+
+    >>> lineage_layout({0: None, 1: 0, 2: 0, 3: 1})
+    {0: (0, 0.0), 1: (1, -0.5), 2: (1, 0.5), 3: (2, 0.0)}
+    """
+    depth: dict[Any, int] = {}
+    for node in parents:
+        chain, cur = [], node
+        while cur in parents and cur not in depth and cur not in chain:
+            chain.append(cur)
+            cur = parents[cur]
+        base = depth[cur] + 1 if cur in depth else 0
+        for i, n in enumerate(reversed(chain)):
+            depth[n] = base + i
+    layers: dict[int, list] = {}
+    for node in sorted(parents, key=lambda n: (depth[n], str(type(n)), n)):
+        layers.setdefault(depth[node], []).append(node)
+    pos: dict[Any, tuple[int, float]] = {}
+    for d in sorted(layers):
+        nodes = sorted(layers[d], key=lambda n: (pos[parents[n]][1] if parents.get(n) in pos else -math.inf,
+                                                  str(type(n)), n))
+        for i, n in enumerate(nodes):
+            pos[n] = (d, i - (len(nodes) - 1) / 2)
+    return {n: pos[n] for n in parents}
+
+
+def _plot_lineage(store: KnowledgeStore, evs: list[Evaluation], path: Path, experiment_id: str) -> str | None:
+    """Parent→child tree of an experiment, coloured by accuracy, and each child's accuracy right after
+    inheriting its weights (``inherited_acc``) against its parent's accuracy. ``None`` without parents."""
+    own = {(e.experiment_id, e.parameter_id): e for e in evs}
+    if not any(_parent_key(e) is not None for e in evs):
+        return None
+    nodes: dict[tuple[str, int], Evaluation | None] = dict(own)
+    for e in evs:  # a parent in another experiment (EAT-NAS seed, resumed searches) is drawn as a root
+        pk = _parent_key(e)
+        if pk is not None and pk not in nodes:
+            nodes[pk] = store.get(*pk)
+    parents = {key: (_parent_key(e) if e is not None else None) for key, e in nodes.items()}
+    parents = {k: (v if v in nodes and v != k else None) for k, v in parents.items()}
+    layout = lineage_layout(parents)
+    key = _acc_key([e for e in nodes.values() if e is not None])
+
+    def acc(e: Evaluation | None) -> float | None:
+        return None if e is None or e.status != 'SUCCEEDED' else _num(e.metric(key))
+
+    depth_n = max(d for d, _ in layout.values()) + 1
+    width_n = max(sum(1 for d, _ in layout.values() if d == layer) for layer in range(depth_n))
+    fig = _figure((11, min(14.0, max(4.5, 0.22 * width_n + 2))))
+    gs = fig.add_gridspec(1, 2, width_ratios=[2.2, 1])
+    ax, ax2 = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
+    from matplotlib.collections import LineCollection
+    segs = [[layout[p], layout[c]] for c, p in parents.items() if p is not None]
+    ax.add_collection(LineCollection(segs, colors='0.6', linewidths=0.8, zorder=1))
+    known = [(k, acc(nodes[k])) for k in nodes if acc(nodes[k]) is not None]
+    sc = None
+    if known:
+        vals = [a for _, a in known]
+        sc = ax.scatter([layout[k][0] for k, _ in known], [layout[k][1] for k, _ in known], c=vals, cmap='viridis',
+                        vmin=min(vals), vmax=max(vals) if max(vals) > min(vals) else min(vals) + 1e-9, s=40,
+                        edgecolors=['tab:red' if k[0] != experiment_id else 'k' for k, _ in known],
+                        linewidths=[1.5 if k[0] != experiment_id else 0.4 for k, _ in known], zorder=3)
+        fig.colorbar(sc, ax=ax, label=key, fraction=0.05, pad=0.02)
+    failed = [k for k, e in nodes.items() if e is not None and e.status == 'FAILED']
+    if failed:
+        ax.scatter([layout[k][0] for k in failed], [layout[k][1] for k in failed], marker='x', color='tab:red',
+                   s=30, label=f'failed ({len(failed)})', zorder=3)
+    other = [k for k, e in nodes.items() if acc(e) is None and (e is None or e.status != 'FAILED')]
+    if other:
+        ax.scatter([layout[k][0] for k in other], [layout[k][1] for k in other], facecolors='none',
+                   edgecolors='0.4', s=30, label=f'no result ({len(other)})', zorder=3)
+    if len(nodes) <= 60:
+        for k, (x, y) in layout.items():
+            ax.annotate(str(k[1]) if k[0] == experiment_id else f'{k[0]}:{k[1]}', (x, y),
+                        textcoords='offset points', xytext=(0, 6), ha='center', fontsize=6)
+    ax.set_xlim(-0.5, depth_n - 0.5)
+    spread = max(abs(y) for _, y in layout.values()) if layout else 0.0
+    ax.set_ylim(spread + 0.8, -spread - 0.8)  # first in each layer on top
+    _integer_ticks(ax.xaxis)
+    ax.set_yticks([])
+    ax.set_xlabel('generation (parent steps from a root)')
+    n_ext = sum(1 for k in nodes if k[0] != experiment_id)
+    ax.set_title(f'{experiment_id}: lineage ({len(own)} trials'
+                 + (f'; red rim: {n_ext} parent(s) from other experiments' if n_ext else '') + ')', fontsize=10)
+    if failed or other:
+        ax.legend(loc='upper left', fontsize='small')
+
+    # inherited_acc of each child against its parent's accuracy (on the diagonal: function-preserving)
+    xs, ys = [], []
+    for c, p in parents.items():
+        if p is None or c[0] != experiment_id:
+            continue
+        pa, ia = acc(nodes[p]), _num(nodes[c].metric('inherited_acc')) if nodes[c] is not None else None
+        if pa is not None and ia is not None:
+            xs.append(pa)
+            ys.append(ia)
+    if xs:
+        lo, hi = min(xs + ys), max(xs + ys)
+        pad = 0.02 * (hi - lo or 1)
+        ax2.plot([lo - pad, hi + pad], [lo - pad, hi + pad], '--', color='0.5', lw=0.8, label='inherited = parent')
+        ax2.scatter(xs, ys, s=18, color='tab:blue', zorder=3, label=f'children ({len(xs)})')
+        ax2.legend(loc='best', fontsize='small')
+    else:
+        ax2.text(0.5, 0.5, 'no child reported inherited_acc', ha='center', va='center', transform=ax2.transAxes,
+                 fontsize=8)
+    ax2.set_xlabel(f'parent {key}')
+    ax2.set_ylabel('child inherited_acc (before training)')
+    ax2.set_title('inherited vs. parent accuracy', fontsize=10)
+    ax2.grid(True, alpha=0.3)
+    _save(fig, path)
+    close = sum(1 for x, y in zip(xs, ys) if abs(x - y) <= 0.01)
+    return (f'plot: {path.name} (lineage of {len(own)} trials, {depth_n} generations; '
+            f'inherited_acc of {len(xs)} children: {close} within 0.01 of the parent\'s {key})')
+
+
+def _plot_generations(state: dict | None, evs: list[Evaluation], path: Path, experiment_id: str,
+                      maximize: bool) -> str | None:
+    """Trials per generation and the survivors, for strategies whose proposals carry
+    ``meta.generation`` (ModuleNet's NSGA-II). ``None`` when the strategy state has no generations."""
+    history = (state or {}).get('history') or []
+    gens = {h.get('id'): h['meta']['generation'] for h in history
+            if isinstance(h.get('meta'), dict) and isinstance(h['meta'].get('generation'), int)}
+    if not gens:
+        return None
+    from .store import arch_key
+    extra = (state or {}).get('extra') or {}
+    survivors = {arch_key(m['architecture']) for m in extra.get('population') or []
+                 if isinstance(m, dict) and 'architecture' in m}
+    log = [e for e in extra.get('log') or [] if isinstance(e, dict) and isinstance(e.get('generation'), int)]
+    pts, surv = [], []
+    for e in evs:
+        g, v = gens.get(e.parameter_id), _num(e.metric('default'))
+        if g is None or v is None or e.status != 'SUCCEEDED':
+            continue
+        (surv if arch_key(e.architecture) in survivors else pts).append((g, v))
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    ax.scatter([g for g, _ in pts], [v for _, v in pts], s=16, color='tab:gray', alpha=0.7, label='trials',
+               zorder=2)
+    if surv:
+        ax.scatter([g for g, _ in surv], [v for _, v in surv], s=40, facecolors='none', edgecolors='tab:red',
+                   linewidths=1.4, label=f'final survivors ({len(surv)})', zorder=3)
+    ax.set_xlabel('generation')
+    ax.set_ylabel(f'default ({"maximize" if maximize else "minimize"})')
+    _integer_ticks(ax.xaxis)
+    ax.grid(True, alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if log and any('new_survivors' in e for e in log):
+        ax3 = ax.twinx()
+        ax3.bar([e['generation'] for e in log], [e.get('new_survivors', 0) for e in log], width=0.5, alpha=0.25,
+                color='tab:green', label='new survivors per generation', zorder=1)
+        ax3.set_ylabel('new survivors')
+        _integer_ticks(ax3.yaxis)
+        h3, l3 = ax3.get_legend_handles_labels()
+        handles, labels = handles + h3, labels + l3
+    ax.legend(handles, labels, loc='best', fontsize='small')
+    ax.set_title(f'{experiment_id}: trials and survivors per generation')
+    _save(fig, path)
+    n_gen = len(set(gens.values()))
+    return f'plot: {path.name} ({len(pts) + len(surv)} trials over {n_gen} generations, {len(surv)} final survivors)'
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[list[Any]]) -> None:
+    with open(path, 'w', newline='', encoding='utf-8') as f:
+        writer = csv.writer(f, lineterminator='\n')
+        writer.writerow(columns)
+        for r in rows:
+            writer.writerow([_csv_cell(v) for v in r])
 
 
 def make_report(store: KnowledgeStore, experiment_id: str, out_dir: str | Path, k: int = 10) -> ReportResult:
@@ -340,6 +549,13 @@ def make_report(store: KnowledgeStore, experiment_id: str, out_dir: str | Path, 
     lines = _format_table(header, rows, columns, numeric)
     if not best:
         lines.append('(no succeeded evaluation with a default metric)')
+    # the same rows, unformatted (full precision, whole architecture as JSON)
+    csv_columns = ['rank', 'trial', 'proposal_id', 'default', 'val_acc', 'inherited_acc', 'params', 'flops',
+                   'train_seconds', 'checkpoint', 'architecture']
+    _write_csv(out_dir / REPORT_CSV, csv_columns,
+               [[rank, _trial_name(ev), ev.parameter_id] + [_num(ev.metric(c)) for c in csv_columns[3:9]]
+                + [ev.checkpoint or (ev.metrics or {}).get('checkpoint'), ev.architecture]
+                for rank, ev in enumerate(best, 1)])
 
     notes, plots = [], []
     has_val = any(_num(e.metric('val_acc')) is not None for e in succeeded)
@@ -356,6 +572,17 @@ def make_report(store: KnowledgeStore, experiment_id: str, out_dir: str | Path, 
             if path.exists():          # do not leave a stale plot of an earlier report next to this one
                 path.unlink()
             notes.append(f'plot skipped: {name} ({missing})')
+    for name, draw in ((LINEAGE_PLOT, lambda path: _plot_lineage(store, evs, path, experiment_id)),
+                       (GENERATIONS_PLOT, lambda path: _plot_generations(store.strategy_state(experiment_id), evs,
+                                                                        path, experiment_id, maximize))):
+        path = out_dir / name
+        note = draw(path)
+        if note is None:   # nothing to draw for this experiment: no note, no stale file
+            if path.exists():
+                path.unlink()
+            continue
+        notes.append(note)
+        plots.append(path)
     from .registry import REPORT_SECTIONS
     import inspect
     for entry in REPORT_SECTIONS.entries():   # method sections (e.g. ModuleNet's comparison table)
@@ -365,11 +592,19 @@ def make_report(store: KnowledgeStore, experiment_id: str, out_dir: str | Path, 
         if section:
             lines.append('')
             lines += section
+    # every plot named once: the core's notes, the sections' own lines, then any a section only listed
+    unique: list[Path] = []
+    for path in plots:
+        if Path(path) not in unique:
+            unique.append(Path(path))
+    announced = ' '.join(lines + notes)
+    notes += [f'plot: {p.name}' for p in unique if f'plot: {p.name}' not in announced]
     lines.append('')
     lines += notes
+    lines.append(f'written to {out_dir}: {REPORT_TEXT}, {REPORT_CSV}' + (' and the plots above' if unique else ''))
     table = '\n'.join(lines) + '\n'
     (out_dir / REPORT_TEXT).write_text(table, encoding='utf-8')
-    return ReportResult(table=table, plots=plots, best=best)
+    return ReportResult(table=table, plots=unique, best=best)
 
 
 # helpers for the report sections of method packages

@@ -121,7 +121,7 @@ def test_make_report(store, tmp_path):
     res = make_report(store, EXP, out_dir, k=10)
     assert isinstance(res, ReportResult)
     names = sorted(p.name for p in res.plots)
-    assert names == ['acc_vs_params.png', 'val_acc_over_trials.png']
+    assert names == ['acc_vs_params.png', 'lineage.png', 'val_acc_over_trials.png']  # trial 1 has a parent
     for p in res.plots:
         assert p.parent == out_dir and p.stat().st_size > 0
         assert p.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
@@ -162,3 +162,66 @@ def test_make_report_unknown_experiment(store, tmp_path):
     assert msg.startswith('EXPERIMENT_ID')
     assert "'nope'" in msg
     assert EXP in info.value.allowed and 'other' in info.value.allowed
+
+
+def test_report_csv_and_each_plot_named_once(store, tmp_path):
+    out_dir = tmp_path / 'report'
+    res = make_report(store, EXP, out_dir, k=10)
+    rows = list(csv.DictReader(open(out_dir / 'report.csv', encoding='utf-8')))
+    assert [r['trial'] for r in rows] == [e.trial_id for e in res.best] == ['t1', 't3', 't0']
+    assert float(rows[0]['default']) == pytest.approx(0.92) and rows[0]['checkpoint'] == '/ckpt/t1.pt'
+    assert json.loads(rows[0]['architecture']) == {'width': 32, 'depth': 2}
+    for p in res.plots:
+        assert res.table.count(p.name) == 1, p.name
+    assert "lineage.png (lineage of 4 trials, 2 generations; inherited_acc of 1 children: 0 within 0.01 of the " \
+        "parent's val_acc)" in res.table
+
+
+def test_lineage_plot_and_layout(tmp_path):
+    from nni_xfer.report import lineage_layout
+    s = KnowledgeStore(tmp_path / 'store.db')
+    s.record_proposal('seed', 0, architecture={'w': 1})
+    s.record_result('seed', 0, {'default': 0.7, 'val_acc': 0.7}, status='SUCCEEDED')
+    parents = {0: ('seed', 0), 1: 0, 2: 0, 3: 1, 4: 1}
+    for i, par in parents.items():
+        pk = par if isinstance(par, tuple) else ('e', par)
+        s.record_proposal('e', i, architecture={'w': i}, parent={'experiment_id': pk[0], 'parameter_id': pk[1]})
+        if i == 4:
+            s.record_result('e', i, None, status='FAILED', error='boom')
+        else:
+            s.record_result('e', i, {'default': 0.8 + i / 100, 'val_acc': 0.8 + i / 100, 'inherited_acc': 0.79},
+                            status='SUCCEEDED')
+    res = make_report(s, 'e', tmp_path / 'out')
+    assert (tmp_path / 'out' / 'lineage.png').read_bytes()[:4] == b'\x89PNG'
+    # 3 children of parents with a result (1, 2 of 0; 3 of 1) and the seed's child 0; 4 failed
+    assert 'lineage of 5 trials, 4 generations; inherited_acc of 4 children: 0 within' in res.table
+    lay = lineage_layout({('s', 0): None, ('e', 0): ('s', 0), ('e', 1): ('e', 0), ('e', 2): ('e', 0)})
+    assert [lay[k][0] for k in [('s', 0), ('e', 0), ('e', 1), ('e', 2)]] == [0, 1, 2, 2]
+    assert lay[('e', 1)][1] == -0.5 and lay[('e', 2)][1] == 0.5
+    # a cycle (corrupt parents) does not hang
+    assert set(lineage_layout({1: 2, 2: 1})) == {1, 2}
+    # no parents: no lineage plot, and an old one is removed
+    s.record_proposal('flat', 0, architecture={'w': 1})
+    s.record_result('flat', 0, {'default': 0.5}, status='SUCCEEDED')
+    (tmp_path / 'out' / 'lineage.png').touch()
+    res = make_report(s, 'flat', tmp_path / 'out')
+    assert not (tmp_path / 'out' / 'lineage.png').exists() and 'lineage.png' not in res.table
+
+
+def test_generations_plot_from_strategy_state(tmp_path):
+    s = KnowledgeStore(tmp_path / 'store.db')
+    s.record_experiment('g', config={'mode': 'minimize'})
+    history = []
+    for i in range(6):
+        arch = {'module_0': f'm{i}'}
+        s.record_proposal('g', i, architecture=arch)
+        s.record_result('g', i, {'default': 0.5 - i / 20}, status='SUCCEEDED')
+        history.append({'id': i, 'status': 'SUCCEEDED', 'architecture': arch, 'metrics': {'default': 0.5 - i / 20},
+                        'meta': {'generation': i // 3}})
+    s.save_strategy_state('g', {'history': history, 'extra': {
+        'population': [{'architecture': {'module_0': 'm5'}, 'objectives': [0.25]},
+                       {'architecture': {'module_0': 'm4'}, 'objectives': [0.3]}],
+        'log': [{'generation': 0, 'new_survivors': 3}, {'generation': 1, 'new_survivors': 2}]}})
+    res = make_report(s, 'g', tmp_path / 'out')
+    assert 'generations.png (6 trials over 2 generations, 2 final survivors)' in res.table
+    assert (tmp_path / 'out' / 'generations.png').read_bytes()[:4] == b'\x89PNG'
