@@ -147,10 +147,15 @@ def test_report_draws_transfer_and_scratch_per_cycle(tmp_path):
     cfg = store.experiments()[-1]['config']
     store.record_experiment('other', strategy='eatnas', space='mbv2_blocks', dataset='digits',
                             config={**cfg, 'dataset_args': {'val_size': 0.3}})
+    longer = EATNASStrategy(make_info(), seed=3, population=4, sample=2, patience=None)  # other training: not drawn
+    _record(store, 'longer', longer, drive(longer, 6, metrics=fake_metrics), fake_metrics)
+    store.record_experiment('longer', strategy='eatnas', space='mbv2_blocks', dataset='digits',
+                            config={**cfg, 'evaluator_args': {**cfg['evaluator_args'], 'epochs': 2}})
     res = make_report(store, 'transfer', tmp_path / 'rep')
     text = res.table
     assert 'EAT-NAS population per cycle of transfer (transfer): 9 cycles' in text
     assert 'searches of the same task in the store (2):' in text and 'other' not in text.split('searches of')[1]
+    assert 'longer' not in text.split('searches of')[1]
     assert (tmp_path / 'rep' / 'eatnas_cycles.png').stat().st_size > 1000
     assert tmp_path / 'rep' / 'eatnas_cycles.png' in res.plots
     # the per-cycle table equals the strategy state

@@ -2,7 +2,7 @@
 
 - For an ``eatnas`` search: mean accuracy, std and population quality Q per cycle from the strategy
   state in the knowledge store, next to every other ``eatnas`` search of the same task (same space,
-  space arguments, dataset and dataset arguments) in the store — the transfer run and its
+  dataset, their arguments and the same training settings) in the store — the transfer run and its
   from-scratch baseline — with, for each pair, the number of trials transfer needed to reach the
   best population mean the other reached. Plot ``eatnas_cycles.png`` (mean accuracy and Q over
   trials, one line per search), and ``acc_vs_mult_adds.png`` (Pareto view) when the search's
@@ -30,7 +30,8 @@ def _task_key(config: dict | None) -> tuple | None:
         return None
     import json
     return (config.get('space'), json.dumps(config.get('space_args') or {}, sort_keys=True),
-            config.get('dataset'), json.dumps(config.get('dataset_args') or {}, sort_keys=True))
+            config.get('dataset'), json.dumps(config.get('dataset_args') or {}, sort_keys=True),
+            config.get('evaluator'), json.dumps(config.get('evaluator_args') or {}, sort_keys=True))
 
 
 def _seed_of(config: dict | None) -> dict | None:
