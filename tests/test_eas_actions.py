@@ -165,7 +165,8 @@ def test_check_accepts_such_starts(tmp_path):
     import yaml
 
     from nni_xfer.config import check_config
-    cfg = yaml.safe_load(open('examples/eas/quick_digits.yml'))
+    from pathlib import Path
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / 'examples/eas/quick_digits.yml').read_text())
     args = cfg['tuner']['classArgs']
     args['space_args']['start'] = FIVE_POOLS
     args['strategy_args']['fc_block'] = 'paper'
