@@ -112,6 +112,9 @@ def test_retrain_experiment_seeds_the_transfer_and_is_reported(tmp_path):
     store.record_experiment('rt', strategy='fixed', space='mbv2_blocks', dataset='digits',
                             config=cfg['tuner']['classArgs'])
     for i, (a, t) in enumerate(zip(archs, [0.81, 0.93, 0.88])):   # the second is the best after retraining
+        # as NNI hands classArgs back: whole widths arrive as ints (1.0 -> 1)
+        a = {'blocks': [{**b, 'width': int(b['width']) if b['width'] == int(b['width']) else b['width']}
+                        for b in a['blocks']]}
         store.record_proposal('rt', i, architecture=a, space='mbv2_blocks', strategy='fixed')
         store.record_result('rt', i, {'default': 1.0, 'val_acc': 1.0, 'test_acc': t, 'params': 1e5, 'flops': 4e6},
                             status='SUCCEEDED')

@@ -64,6 +64,14 @@ def _population_size(state: dict) -> int:
     return int(extra.get('init_done') or len(extra.get('population') or []) or 0)
 
 
+def _arch_key(arch) -> str:
+    """``arch_key`` with widths as floats (NNI's JSON round trip turns ``1.0`` into ``1``)."""
+    if isinstance(arch, dict) and isinstance(arch.get('blocks'), list):
+        arch = {**arch, 'blocks': [{**b, 'width': float(b['width'])} if isinstance(b, dict) and
+                                   isinstance(b.get('width'), (int, float)) else b for b in arch['blocks']]}
+    return arch_key(arch)
+
+
 def _rows(cycles: list[dict]) -> list[dict]:
     if len(cycles) <= MAX_ROWS:
         return cycles
@@ -192,11 +200,11 @@ def _retrain_section(evs, experiment_id, db: KnowledgeStore) -> list[str]:
     searched: dict[str, Evaluation] = {}
     for e in db.evaluations(space='mbv2_blocks', status='SUCCEEDED'):
         if e.strategy == 'eatnas':
-            searched[arch_key(e.architecture)] = e   # the latest search trial of that architecture
+            searched[_arch_key(e.architecture)] = e   # the latest search trial of that architecture
     rows.sort(key=lambda e: (-num(e.metric('test_acc')), e.parameter_id))
     table = []
     for rank, e in enumerate(rows, 1):
-        src = searched.get(arch_key(e.architecture))
+        src = searched.get(_arch_key(e.architecture))
         table.append([str(rank), trial_name(e), fixed(e.metric('test_acc')), si(e.metric('params')),
                       si(None if e.metric('flops') is None else e.metric('flops') / 2),
                       '-' if src is None else f'{src.experiment_id}#{src.parameter_id}',
