@@ -492,6 +492,8 @@ def _plot_generations(state: dict | None, evs: list[Evaluation], path: Path, exp
                 color='tab:green', label='new survivors per generation', zorder=1)
         ax3.set_ylabel('new survivors')
         _integer_ticks(ax3.yaxis)
+        ax.set_zorder(ax3.get_zorder() + 1)  # the trials in front of the bars
+        ax.patch.set_visible(False)
         h3, l3 = ax3.get_legend_handles_labels()
         handles, labels = handles + h3, labels + l3
     ax.legend(handles, labels, loc='best', fontsize='small')
