@@ -34,3 +34,5 @@ def test_nas_experiment_mock_evaluator(tmp_path):
     evs = KnowledgeStore(store).evaluations(experiment_id=strategy.experiment_id)
     assert len(evs) == 5 and all(e.status == 'SUCCEEDED' for e in evs)
     assert len({str(sorted(e.architecture.items())) for e in evs}) == 5
+    # numeric final results; checkpoint and sha256 come from the trial's artifacts file (issue 17)
+    assert all(e.checkpoint and len(e.sha256) == 64 and e.metrics['sha256'] == e.sha256 for e in evs)
