@@ -79,7 +79,10 @@ def contract_case(name_or_cls) -> ContractCase:
 def case_from_quick_config(name: str) -> ContractCase:
     """A case from the strategy's ``quick_config`` (:mod:`nni_xfer.testing.quick`): its real space
     built for ``digits``, its ``strategy_args``, and :func:`hashed_metrics`."""
+    import os
+
     from nni_xfer.datasets import dataset_info
+    from nni_xfer.registry import STRATEGIES
     from nni_xfer.space import build_space, space_info
     from nni_xfer.testing.quick import quick_config
     cfg = quick_config(name)
@@ -88,6 +91,14 @@ def case_from_quick_config(name: str) -> ContractCase:
     kwargs = dict(cfg.get('strategy_args', {}))
     if 'mode' in cfg:
         kwargs['mode'] = cfg['mode']
+    import inspect
+    if 'context' in inspect.signature(STRATEGIES.get(name).__init__).parameters:
+        import tempfile
+
+        from nni_xfer.strategy import StrategyContext
+        # an empty store of its own: a strategy reading the store sees no earlier search
+        store = os.path.join(tempfile.mkdtemp(prefix='nni-xfer-contract-'), 'store.db')
+        kwargs['context'] = StrategyContext(store=store, dataset='digits', dataset_args={})
     return ContractCase(info, kwargs, hashed_metrics)
 
 

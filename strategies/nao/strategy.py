@@ -59,8 +59,10 @@ class NAOStrategy(BaseStrategy):
     """
 
     #: tiny real run for the reliability tests (nni_xfer.testing.quick)
+    #: (4 seed cells + 2 rounds x 2, short rounds filled at random: exactly the reliability tests' 8 trials)
     quick_config = {'space': 'nasnet_cells', 'space_args': {'B': 2, 'N': 1, 'F': 4, 'ops': 'nao_ws'},
-                    'strategy_args': {'seed_archs': 3, 'iterations': 2, 'new_per_iteration': 2, 'top_k': 3,
+                    'strategy_args': {'seed_archs': 4, 'iterations': 2, 'new_per_iteration': 2, 'top_k': 3,
+                                      'fill_random': True,
                                       'controller': {'epochs': 3, 'batch_size': 8, 'embedding_size': 8,
                                                      'hidden_size': 16, 'max_lambda': 5}},
                     'stateful': True}

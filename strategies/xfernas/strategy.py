@@ -105,8 +105,8 @@ class XferNASStrategy(NAOStrategy):
 
     #: tiny real run for the reliability tests (nni_xfer.testing.quick)
     quick_config = {'space': 'nasnet_cells', 'space_args': {'B': 2, 'N': 1, 'F': 4, 'ops': 'nao_ws'},
-                    'strategy_args': {'seed_archs': 3, 'iterations': 2, 'new_per_iteration': 2, 'top_k': 3,
-                                      'phase2_after': 3, 'target': 'digits',
+                    'strategy_args': {'seed_archs': 4, 'iterations': 2, 'new_per_iteration': 2, 'top_k': 3,
+                                      'phase2_after': 3,
                                       'controller': {'epochs': 3, 'batch_size': 8, 'embedding_size': 8,
                                                      'hidden_size': 16, 'max_lambda': 5}},
                     'stateful': True}
