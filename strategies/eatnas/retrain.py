@@ -22,6 +22,7 @@ import yaml
 
 from nni_xfer.errors import ConfigError
 from nni_xfer.store import KnowledgeStore, arch_key
+from nni_xfer.stages import stage_config, write_stage_config
 
 POPULATIONS = ('best', 'final')
 RANKS = ('score', 'acc')
@@ -104,29 +105,11 @@ def retrain_config(search_config: str | Path, experiment_id: str, *, store: str 
         'dataset': args.get('dataset', 'digits'), 'dataset_args': dataset_args,
         'evaluator': 'train', 'evaluator_args': ev_args, 'seed': args.get('seed', 0), 'mode': 'maximize',
     }
-    for key in ('store', 'checkpoint_root'):
-        if args.get(key) is not None:
-            new_args[key] = args[key]
-    tuner['classArgs'] = new_args
-    out = {k: v for k, v in raw.items() if k not in ('tuner', 'maxTrialNumber', 'experimentName')}
     what = 'best-quality' if population == 'best' else 'final'
-    out['experimentName'] = (f"{raw.get('experimentName', 'EAT-NAS')} - retraining of the top {len(archs)} "
-                             f'of the {what} population of {experiment_id}')
-    out['maxTrialNumber'] = len(archs)
-    out['tuner'] = tuner
-    return out
+    return stage_config(raw, tuner, new_args, trials=len(archs),
+                        name=(f"{raw.get('experimentName', 'EAT-NAS')} - retraining of the top {len(archs)} "
+                              f'of the {what} population of {experiment_id}'))
 
 
-def write_config(path: str | Path, config: dict[str, Any], search_config: str | Path) -> Path:
-    """Write ``config``; code directories relative to the search config's folder are made absolute."""
-    path = Path(path)
-    src_dir = Path(search_config).resolve().parent
-    config = copy.deepcopy(config)
-    if 'trialCodeDirectory' in config and not Path(str(config['trialCodeDirectory'])).is_absolute():
-        config['trialCodeDirectory'] = str((src_dir / config['trialCodeDirectory']).resolve())
-    tuner = config.get('tuner') or {}
-    if 'codeDirectory' in tuner and not Path(str(tuner['codeDirectory'])).is_absolute():
-        tuner['codeDirectory'] = str((src_dir / tuner['codeDirectory']).resolve())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+# the one writer of every method's stage config (kept under this module's old name)
+write_config = write_stage_config

@@ -19,6 +19,7 @@ import yaml
 
 from nni_xfer.errors import ConfigError
 from nni_xfer.store import Evaluation, KnowledgeStore, arch_key
+from nni_xfer.stages import stage_config, write_stage_config
 
 
 def _positions(arch: dict) -> list[str]:
@@ -119,28 +120,9 @@ def finetune_config(search_config: str | Path, experiment_id: str, *, store: str
         'dataset': args.get('dataset', 'digits'), 'dataset_args': args.get('dataset_args') or {},
         'evaluator': 'train', 'evaluator_args': ev_args, 'seed': args.get('seed', 0), 'mode': 'maximize',
     }
-    for key in ('store', 'checkpoint_root'):
-        if args.get(key) is not None:
-            new_args[key] = args[key]
-    tuner['classArgs'] = new_args
-    out = {k: v for k, v in raw.items() if k not in ('tuner', 'maxTrialNumber', 'experimentName')}
-    out['experimentName'] = f"{raw.get('experimentName', 'ModuleNet')} - fine-tune of {experiment_id}"
-    out['maxTrialNumber'] = len(chains)
-    out['tuner'] = tuner
-    return out
+    return stage_config(raw, tuner, new_args, trials=len(chains),
+                        name=f"{raw.get('experimentName', 'ModuleNet')} - fine-tune of {experiment_id}")
 
 
-def write_finetune_config(path: str | Path, config: dict[str, Any], search_config: str | Path) -> Path:
-    """Write the config next to where the user wants it; relative code directories stay valid."""
-    path = Path(path)
-    src_dir = Path(search_config).resolve().parent
-    config = copy.deepcopy(config)
-    for key in ('trialCodeDirectory',):
-        if key in config and not Path(str(config[key])).is_absolute():
-            config[key] = str((src_dir / config[key]).resolve())
-    tuner = config.get('tuner') or {}
-    if 'codeDirectory' in tuner and not Path(str(tuner['codeDirectory'])).is_absolute():
-        tuner['codeDirectory'] = str((src_dir / tuner['codeDirectory']).resolve())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+# the one writer of every method's stage config (kept under this module's old name)
+write_finetune_config = write_stage_config
