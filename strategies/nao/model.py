@@ -361,6 +361,9 @@ class NAOController:
         (grad,) = torch.autograd.grad(pred.sum(), enc)
         return enc.detach(), grad.detach(), pred.detach()
 
+    #: first λ of the latent step (NAO: 1; XferNAS phase 1 starts at η)
+    lambda_start: float = 1
+
     def generate(self, seed_seqs: Sequence[Sequence[int]], n_new: int, is_new: Callable[[list[int]], bool],
                  task: int | None = None, max_lambda: int | None = None) -> list[dict]:
         """NAO's search step: move the seeds' codes uphill with growing λ until ``n_new`` new
@@ -371,7 +374,8 @@ class NAOController:
             return []
         enc, grad, pred = self.latent_gradient(seed_seqs, task)
         found: list[dict] = []
-        for lam in range(1, max_lambda + 1):
+        for k in range(max_lambda):  # λ = start, start + 1, …: max_lambda tries (NAO: 1 … max_lambda)
+            lam = k + 1 if self.lambda_start == 1 else self.lambda_start + k
             moved = _normalize(enc + lam * grad)
             with torch.no_grad():
                 after = self.model.predictor(pool(moved), self._task(task, len(seed_seqs)))

@@ -42,29 +42,7 @@ log = logging.getLogger(__name__)
 class XferController(NAOController):
     """NAO's controller whose latent step can start at a larger λ (XferNAS phase 1: η = 10)."""
 
-    lambda_start: float = 1.0
-
-    def generate(self, seed_seqs, n_new, is_new, task=None, max_lambda=None) -> list[dict]:
-        if self.lambda_start == 1.0:
-            return super().generate(seed_seqs, n_new, is_new, task=task, max_lambda=max_lambda)
-        max_lambda = self.config.max_lambda if max_lambda is None else max_lambda
-        if not len(seed_seqs) or n_new <= 0:
-            return []
-        enc, grad, pred = self.latent_gradient(seed_seqs, task)
-        t = self._task(task, len(seed_seqs))
-        found: list[dict] = []
-        for k in range(max_lambda):  # λ = η, η + 1, …: as many tries as NAO's 1 … max_lambda
-            lam = self.lambda_start + k
-            moved = torch.nn.functional.normalize(enc + lam * grad, p=2, dim=-1)
-            with torch.no_grad():
-                after = self.model.predictor(pool(moved), t)
-            for i, seq in enumerate(self.decode_outputs(moved)):
-                if is_new(seq):
-                    found.append({'seq': seq, 'parent': i, 'lam': lam, 'pred_before': float(pred[i]),
-                                  'pred_after': float(after[i])})
-                    if len(found) >= n_new:
-                        return found
-        return found
+    lambda_start: float = 1.0  # NAOController.generate starts its λ here
 
 
 def _target_key(target: Any) -> str | None:
