@@ -387,15 +387,7 @@ def calibrate_identity_bn(bn: _BN, activations: torch.Tensor) -> _BN:
     Returns:
         ``bn`` itself.
     """
-    if not (bn.affine and bn.track_running_stats):
-        raise ConfigError('bn', 'needs affine parameters and running statistics')
-    a = activations.detach()
-    if a.dim() < 2 or a.shape[1] != bn.num_features:
-        raise ConfigError('activations', f'expected shape (N, {bn.num_features}, ...), got {tuple(a.shape)}')
-    dims = [d for d in range(a.dim()) if d != 1]
-    a64 = a.double()
-    mean = a64.mean(dim=dims)
-    var = a64.var(dim=dims, unbiased=False)
+    mean, var = _channel_stats(bn, activations)
     with torch.no_grad():
         target = bn.running_mean
         bn.running_mean.copy_(mean.to(target))
@@ -403,6 +395,18 @@ def calibrate_identity_bn(bn: _BN, activations: torch.Tensor) -> _BN:
         bn.bias.copy_(mean.to(bn.bias))
         bn.weight.copy_(torch.sqrt(var + bn.eps).to(bn.weight))
     return bn
+
+
+def _channel_stats(bn: _BN, activations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and biased variance (float64) of ``activations`` for ``bn`` (checked)."""
+    if not (bn.affine and bn.track_running_stats):
+        raise ConfigError('bn', 'needs affine parameters and running statistics')
+    a = activations.detach()
+    if a.dim() < 2 or a.shape[1] != bn.num_features:
+        raise ConfigError('activations', f'expected shape (N, {bn.num_features}, ...), got {tuple(a.shape)}')
+    dims = [d for d in range(a.dim()) if d != 1]
+    a64 = a.double()
+    return a64.mean(dim=dims), a64.var(dim=dims, unbiased=False)
 
 
 def recalibrate_bn(bn: _BN, activations: torch.Tensor) -> _BN:
@@ -415,13 +419,7 @@ def recalibrate_bn(bn: _BN, activations: torch.Tensor) -> _BN:
     that is an identity this is :func:`calibrate_identity_bn`; the EAS Eq. 5 DenseNet layer's BNs
     (shifts, sign flips, constant channels) use it (``needs_calibration = 'affine'``).
     """
-    if not (bn.affine and bn.track_running_stats):
-        raise ConfigError('bn', 'needs affine parameters and running statistics')
-    a = activations.detach()
-    if a.dim() < 2 or a.shape[1] != bn.num_features:
-        raise ConfigError('activations', f'expected shape (N, {bn.num_features}, ...), got {tuple(a.shape)}')
-    dims = [d for d in range(a.dim()) if d != 1]
-    mean, var = a.double().mean(dim=dims), a.double().var(dim=dims, unbiased=False)
+    mean, var = _channel_stats(bn, activations)
     with torch.no_grad():
         slope = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
         shift = bn.bias.double() - slope * bn.running_mean.double()
