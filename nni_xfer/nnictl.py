@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -103,10 +104,29 @@ def wait(port: int, until, timeout: float = 600, poll: float = 2.0):
                        f'{[(t["trialJobId"], t["status"]) for t in ts]}')
 
 
-def finished(max_trials: int):
+def search_over(status: str, ts: list[dict], max_trials: int = 0, search_finished: bool = False) -> bool:
+    """Whether an experiment has nothing left to run: every trial ended and either NNI is DONE (or
+    STOPPED), the budget is used (NO_MORE_TRIAL), or the strategy itself finished below the budget
+    (``search_finished``: the tuner's mark in the knowledge store).
+
+    NNI's TUNER_NO_MORE_TRIAL alone is not an end: NNI sets it whenever the tuner hands out fewer
+    trials than asked, which a stateful strategy (EAT-NAS, NAO, EAS) does while it waits for a
+    generation's results; the next proposal sets RUNNING again."""
+    if status in ('DONE', 'STOPPED'):
+        return True
+    if not ts or not all(t['status'] in TERMINAL for t in ts):
+        return False
+    if status == 'NO_MORE_TRIAL':
+        return not max_trials or len(ts) >= max_trials
+    return status == 'TUNER_NO_MORE_TRIAL' and search_finished
+
+
+def finished(max_trials: int, store: Any = None, experiment_id: str | None = None):
+    """``wait`` condition: the budget of ``max_trials`` used and every trial ended, or (given the store
+    and experiment) the strategy finished below it."""
     def cond(status: str, ts: list[dict]) -> bool:
-        return (status in ('DONE', 'NO_MORE_TRIAL', 'STOPPED') and len(ts) >= max_trials
-                and all(t['status'] in TERMINAL for t in ts))
+        done = store is not None and experiment_id is not None and store.search_finished(experiment_id)
+        return search_over(status, ts, max_trials, done)
     return cond
 
 
@@ -162,9 +182,7 @@ def run_experiment(config: Path, port: int = 8080, keep: bool = False, timeout: 
                     print(f'[{time.time() - t0:7.1f}s] trial {t["trialJobId"]} {t["status"]}{extra}', flush=True)
             if kstore.experiment_errors(exp):  # the strategy failed: the search will not go on
                 raise SearchStopped(kstore.experiment_errors(exp)[0])
-            done = all(t['status'] in TERMINAL for t in ts) and len(ts) > 0
-            return (status in ('DONE', 'STOPPED') or (status == 'NO_MORE_TRIAL' and done)) and \
-                (done or not ts) and (not max_trials or len(ts) >= max_trials or status != 'RUNNING')
+            return search_over(status, ts, max_trials, kstore.search_finished(exp))
         try:
             _, ts = wait(port, progress, timeout=timeout, poll=2.0)
         except (SearchStopped, RuntimeError) as exc:  # RuntimeError: NNI says ERROR

@@ -69,6 +69,10 @@ CREATE TABLE IF NOT EXISTS strategy_state (
     state TEXT NOT NULL,           -- JSON state_dict of the strategy
     updated REAL
 );
+CREATE TABLE IF NOT EXISTS search_finished (
+    experiment_id TEXT PRIMARY KEY,  -- the strategy will never propose again (its ``done``)
+    finished REAL
+);
 CREATE TABLE IF NOT EXISTS experiment_errors (
     experiment_id TEXT NOT NULL,
     message TEXT NOT NULL,         -- one line: why the search stopped (a strategy or store exception)
@@ -234,6 +238,18 @@ class KnowledgeStore:
         with self._lock, self._conn:
             self._conn.execute('INSERT INTO experiment_errors VALUES (?,?,?)',
                                (experiment_id, ' '.join(str(message).split()), time.time()))
+
+    def record_search_finished(self, experiment_id: str) -> None:
+        """The strategy will never propose again: NNI's TUNER_NO_MORE_TRIAL is then final, not a pause
+        while a stateful strategy waits for results."""
+        with self._lock, self._conn:
+            self._conn.execute('INSERT OR IGNORE INTO search_finished VALUES (?,?)', (experiment_id, time.time()))
+
+    def search_finished(self, experiment_id: str) -> bool:
+        with self._lock:
+            row = self._conn.execute('SELECT 1 FROM search_finished WHERE experiment_id=?',
+                                     (experiment_id,)).fetchone()
+        return row is not None
 
     def experiment_errors(self, experiment_id: str) -> list[str]:
         with self._lock:

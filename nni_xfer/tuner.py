@@ -320,6 +320,8 @@ class XferTuner(Tuner):
                 _logger.info('proposal %d sent again (NNI had no trial for it after the resume)', pid)
                 return self._parameters(ev.spec)
         d = self._guard('generate_parameters', self._propose, parameter_id, trial_id)
+        if d is None and self._error is None and self.strategy.done:
+            self._guard('generate_parameters', self.store.record_search_finished, self.experiment_id)
         if d is None:
             raise NoMoreTrialError('strategy has nothing to propose now' if self._error is None
                                    else f'search stopped: {self._error}')
@@ -521,6 +523,8 @@ class XferTuner(Tuner):
 
     def _save_state(self) -> None:
         self.store.save_strategy_state(self.experiment_id, self.strategy.state_dict())
+        if self.strategy.done:
+            self.store.record_search_finished(self.experiment_id)
 
 
 class XferClassArgsValidator:

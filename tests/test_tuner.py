@@ -68,6 +68,26 @@ def test_no_more_trials_when_space_exhausted(tmp_path, exp_env):
     with pytest.raises(NoMoreTrialError):
         t.generate_parameters(1)
     t.receive_trial_result(0, s, {'default': 0.5})
+    assert KnowledgeStore(tmp_path / 'store.db').search_finished('exp-test')  # TUNER_NO_MORE_TRIAL is final
+
+
+def test_search_over_tells_a_waiting_strategy_from_a_finished_one(tmp_path, exp_env):
+    """NNI sets TUNER_NO_MORE_TRIAL whenever the tuner hands out fewer trials than asked; only the
+    strategy's own mark in the store makes it an end (CI once stopped an EAT-NAS run after 2 of 8)."""
+    from nni_xfer.nnictl import finished, search_over
+    ended = [{'status': 'SUCCEEDED'}, {'status': 'FAILED'}]
+    assert not search_over('TUNER_NO_MORE_TRIAL', ended, 8, search_finished=False)
+    assert search_over('TUNER_NO_MORE_TRIAL', ended, 8, search_finished=True)
+    assert not search_over('TUNER_NO_MORE_TRIAL', ended + [{'status': 'RUNNING'}], 8, search_finished=True)
+    assert not search_over('NO_MORE_TRIAL', ended, 3) and search_over('NO_MORE_TRIAL', ended, 2)
+    assert search_over('DONE', ended, 8) and not search_over('RUNNING', ended, 2)
+    # a stateful strategy waiting for its first batch is not finished; it is once it says so
+    t = XferTuner(**_args(tmp_path, strategy='eatnas', space='mbv2_blocks',
+                          strategy_args={'population': 2, 'sample': 2, 'patience': None}))
+    assert len(t.generate_multiple_parameters([0, 1, 2], st_callback=lambda *a: None)) == 2
+    store = KnowledgeStore(tmp_path / 'store.db')
+    assert not store.search_finished('exp-test')
+    assert not finished(8, store, 'exp-test')('TUNER_NO_MORE_TRIAL', ended)
 
 
 def test_fixed_strategy_tuner_class(tmp_path, exp_env):

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from nni_xfer.evaluators import FaultConfig
-from nni_xfer.nnictl import TERMINAL, create, free_port, nnictl, rest, trials, write_config
+from nni_xfer.nnictl import create, free_port, nnictl, rest, search_over, trials, write_config
 from nni_xfer.registry import STRATEGIES
 from nni_xfer.store import KnowledgeStore
 from nni_xfer.testing.quick import quick_class_args
@@ -58,8 +58,7 @@ def test_every_strategy_survives_injected_faults(tmp_path, name):
         while time.time() < deadline:
             st = rest(port, 'check-status')['status']
             ts = trials(port)
-            if st == 'ERROR' or (st in ('DONE', 'NO_MORE_TRIAL', 'TUNER_NO_MORE_TRIAL')
-                                 and ts and all(t['status'] in TERMINAL for t in ts)):
+            if st == 'ERROR' or search_over(st, ts, BUDGET, KnowledgeStore(store_path).search_finished(exp)):
                 break
             time.sleep(2)
         else:

@@ -18,7 +18,7 @@ import time
 import pytest
 from nni import NoMoreTrialError
 
-from nni_xfer.nnictl import TERMINAL, create, free_port, nnictl, rest, trials, wait, write_config
+from nni_xfer.nnictl import finished, free_port, nnictl, rest, wait, write_config
 from nni_xfer.store import KnowledgeStore
 from nni_xfer.testing.quick import quick_class_args, stateful_strategies
 from nni_xfer.trial import Reporter, error_line, failure_report, run_trial
@@ -107,10 +107,8 @@ def test_kill_dispatcher_then_resume_equals_uninterrupted(tmp_path, monkeypatch,
     nnictl('resume', exp, '--port', str(port2))
     try:
         # done: every trial ended and NNI has nothing left to run (DONE / NO_MORE_TRIAL at the budget,
-        # TUNER_NO_MORE_TRIAL when the strategy finished below it, e.g. a NAO round decoding fewer cells)
-        _, ts = wait(port2, lambda s, ts: ts and all(t['status'] in TERMINAL for t in ts) and
-                     (s in ('DONE', 'TUNER_NO_MORE_TRIAL') or (s == 'NO_MORE_TRIAL' and len(ts) >= BUDGET)),
-                     timeout=300)
+        # or the strategy marked itself finished below it, e.g. a NAO round decoding fewer cells)
+        _, ts = wait(port2, finished(BUDGET, KnowledgeStore(store_path), exp), timeout=300)
     finally:
         nnictl('stop', exp)
 
