@@ -84,6 +84,27 @@ class Splits:
     def device(self) -> torch.device:
         return self.train_x.device
 
+    #: In memory (``imagefolder``'s :class:`~nni_xfer.imagefolder.StreamedSplits` streams from disk).
+    streamed = False
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """``(C, H, W)`` of one image."""
+        return tuple(self.train_x.shape[1:])
+
+    def size(self, split: str) -> int:
+        return len(getattr(self, f'{split}_y'))
+
+    def batches(self, split: str, batch_size: int):
+        """``(images, labels)`` slices of ``split`` ('train', 'val', 'test') in order (evaluation)."""
+        x, y = getattr(self, f'{split}_x'), getattr(self, f'{split}_y')
+        for i in range(0, len(y), batch_size):
+            yield x[i:i + batch_size], y[i:i + batch_size]
+
+    def sample_images(self, n: int) -> torch.Tensor:
+        """The first ``n`` training images (BatchNorm calibration of inserted layers)."""
+        return self.train_x[:n]
+
     def __repr__(self) -> str:
         return (f'Splits({self.info.name!r}, train={len(self.train_y)}, val={len(self.val_y)}, '
                 f'test={len(self.test_y)}, shape={tuple(self.train_x.shape[1:])}, device={self.device})')
@@ -156,7 +177,8 @@ def dataset_info(name: str, **args: Any) -> DatasetInfo:
     own = dict(args)
     _check_load_args(**{k: own[k] for k in _LOAD_ARGS if k in own})
     for key in _LOAD_ARGS:
-        if key in own and not (key == 'seed' and 'seed' in getattr(ds, 'args', {})):
+        if key in own and not (key == 'seed' and 'seed' in getattr(ds, 'args', {})) \
+                and not (key == 'root' and getattr(ds, 'info_needs_root', False)):
             own.pop(key)
     return ds.info(**own)
 
@@ -182,7 +204,8 @@ def _check_load_args(root: Any = None, val_size: Any = 0.1, seed: Any = 0, limit
 def load_dataset(name: str, *, root: str | None = None, val_size: float | int = 0.1, seed: int = 0,
                  limit_train: int | None = None, download: bool = False, cache: bool | None = None,
                  **args: Any) -> Splits:
-    """Load dataset ``name`` as normalised in-memory :class:`Splits`.
+    """Load dataset ``name`` as normalised in-memory :class:`Splits` (a streamed dataset such as
+    ``imagefolder`` returns :class:`~nni_xfer.imagefolder.StreamedSplits` instead).
 
     ``val_size`` (a fraction < 1 or an absolute count) examples are held out of the training
     split with a permutation seeded by ``seed``; ``limit_train`` then truncates the remaining
@@ -196,6 +219,8 @@ def load_dataset(name: str, *, root: str | None = None, val_size: float | int = 
     """
     ds = _instance(name)
     _check_load_args(root=root, val_size=val_size, seed=seed, limit_train=limit_train, download=download)
+    if getattr(ds, 'streamed', False):  # read from disk batch by batch (imagefolder): never cached whole
+        return ds.open(root, val_size=val_size, seed=seed, limit_train=limit_train, **args)
     if isinstance(getattr(ds, 'args', None), dict) and 'seed' in ds.args and 'seed' not in args:
         args['seed'] = seed
     info = ds.info(**args)
@@ -663,3 +688,8 @@ class Synthetic(ImageDataset):
         train_x, train_y = draw(n_train)
         test_x, test_y = draw(n_test)
         return train_x, train_y, test_x, test_y
+
+
+# --------------------------------------------------------------------------- streamed (registers 'imagefolder')
+
+from . import imagefolder  # noqa: E402,F401  (imports this module's names: keep it last)

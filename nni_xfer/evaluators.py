@@ -137,7 +137,7 @@ class TrainEvaluator(Evaluator):
         trainer = Trainer(self.config, log_dir=ctx.log_dir)
         model.to(trainer.device)
         splits = splits.to(trainer.device)
-        inherited = trainer.evaluate(model, splits.val_x, splits.val_y)
+        inherited = trainer.evaluate_split(model, splits, 'val')
         ctx.progress(f'inherited val_acc {inherited:.4f}; training {self.config.epochs} epochs on {trainer.device}')
 
         def on_epoch(ep):
@@ -154,12 +154,12 @@ class TrainEvaluator(Evaluator):
             'inherited_acc': inherited,
             'params': params,
             'trainable_params': trainable,
-            'flops': count_flops(model, tuple(splits.train_x.shape[1:])),
+            'flops': count_flops(model, splits.input_shape),
             'train_seconds': result.train_seconds,
             'images_per_second': result.images_per_second,
         }
         if self.test:
-            metrics['test_acc'] = trainer.evaluate(model, splits.test_x, splits.test_y)
+            metrics['test_acc'] = trainer.evaluate_split(model, splits, 'test')
         return metrics
 
 

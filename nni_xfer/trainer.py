@@ -9,6 +9,10 @@ on CUDA only. Options the NASNet-cell children need: ``cutout``, a linear drop-p
 (``drop_path``), the auxiliary head's loss (``aux_weight``, for models that return
 ``(logits, aux_logits)`` in training mode), ``lr_schedule`` (``cosine`` | ``constant``) and
 ``grad_clip``; their defaults keep the plain behaviour.
+
+A streamed dataset (``imagefolder``: :class:`~nni_xfer.imagefolder.StreamedSplits`) is read batch by
+batch through a DataLoader with worker processes instead, its augmentation done by the dataset's own
+transforms (the paper's random-resized crop and flip); the step itself is the same code.
 """
 from __future__ import annotations
 
@@ -284,6 +288,27 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
 
     @torch.no_grad()
+    def evaluate_split(self, model: nn.Module, splits: Any, split: str = 'val') -> float:
+        """Top-1 accuracy on ``split`` ('val' or 'test') of in-memory or streamed splits."""
+        if not getattr(splits, 'streamed', False):
+            return self.evaluate(model, getattr(splits, f'{split}_x'), getattr(splits, f'{split}_y'))
+        n = splits.size(split)
+        if n == 0:
+            return 0.0
+        was_training = model.training
+        model.eval()
+        try:
+            correct = torch.zeros((), dtype=torch.long, device=self._device)
+            for xb, yb in splits.loader(split, self.config.eval_batch_size, pin_memory=self._device.type == 'cuda'):
+                xb, yb = xb.to(self._device, non_blocking=True), yb.to(self._device, non_blocking=True)
+                with self._autocast():
+                    out = model(xb)
+                correct += (out.argmax(1) == yb).sum()
+            return correct.item() / n
+        finally:
+            model.train(was_training)
+
+    @torch.no_grad()
     def evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         """Top-1 accuracy in [0, 1] of ``model`` on ``(x, y)``; 0.0 for empty data."""
         n = len(y)
@@ -318,13 +343,14 @@ class Trainer:
             torch.manual_seed(cfg.seed)  # dropout and other stochastic layers
             model.to(dev)
             splits = splits.to(dev)
+            streamed = getattr(splits, 'streamed', False)
             params = list(trainable) if trainable is not None else [p for p in model.parameters() if p.requires_grad]
             if cfg.epochs == 0 or not params:
                 if cfg.epochs > 0 and not params:
                     raise ValueError('no trainable parameters')
-                return TrainResult(val_acc=self.evaluate(model, splits.val_x, splits.val_y))
+                return TrainResult(val_acc=self.evaluate_split(model, splits, 'val'))
 
-            n = len(splits.train_y)
+            n = splits.size('train')
             bs = cfg.batch_size
             full, rest = divmod(n, bs)
             batches = [(i * bs, bs) for i in range(full)]
@@ -351,13 +377,53 @@ class Trainer:
             shuffle_gen = torch.Generator().manual_seed(cfg.seed)
             aug_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
             info = splits.info
-            augment = cfg.augment and (info.pad > 0 or info.flip)
-            x_train, y_train = splits.train_x, splits.train_y
+            augment = cfg.augment and (info.pad > 0 or info.flip) and not streamed  # streamed: its transforms
+            loader = None
+            if streamed:  # one loader for the whole fit: its workers live across epochs
+                if not cfg.augment:
+                    splits = splits.without_augmentation()
+                loader = splits.loader('train', bs, shuffle=True, generator=shuffle_gen,
+                                       pin_memory=dev.type == 'cuda', persistent=True)
+            else:
+                x_train, y_train = splits.train_x, splits.train_y
 
             if self.log_dir is not None:
                 from torch.utils.tensorboard import SummaryWriter
 
                 writer = SummaryWriter(self.log_dir)
+
+            def train_step(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                nonlocal step
+                if augment:
+                    xb = augment_batch(xb, info.pad, info.flip, aug_gen)
+                if cfg.cutout > 0:
+                    xb = cutout_batch(xb, cfg.cutout, aug_gen)
+                if cfg.drop_path is not None:  # linear ramp over training (NASNet/NAO)
+                    set_drop_path(model, cfg.drop_path * step / total_steps)
+                step += 1
+                with self._autocast():
+                    out = model(xb)
+                    aux = None
+                    if isinstance(out, (tuple, list)):  # (logits, auxiliary logits) in training mode
+                        out, aux = out
+                    loss = F.cross_entropy(out, yb, label_smoothing=cfg.label_smoothing)
+                    if aux is not None and cfg.aux_weight > 0:
+                        loss = loss + cfg.aux_weight * F.cross_entropy(aux, yb, label_smoothing=cfg.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                if use_scaler:
+                    scaler.scale(loss).backward()
+                    if cfg.grad_clip is not None:
+                        scaler.unscale_(opt)
+                        nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    if cfg.grad_clip is not None:
+                        nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    opt.step()
+                sched.step()
+                return loss.detach().float() * len(yb), (out.detach().argmax(1) == yb).sum()
 
             history: list[EpochResult] = []
             train_seconds = 0.0
@@ -366,52 +432,28 @@ class Trainer:
             for epoch in range(1, cfg.epochs + 1):
                 t0 = time.perf_counter()
                 lr = opt.param_groups[0]['lr']
-                perm = torch.randperm(n, generator=shuffle_gen).to(dev, non_blocking=True)
                 loss_sum = torch.zeros((), dtype=torch.float32, device=dev)
                 correct = torch.zeros((), dtype=torch.long, device=dev)
                 model.train()
-                for start, size in batches:
-                    idx = perm[start:start + size]
-                    xb = x_train.index_select(0, idx)
-                    yb = y_train.index_select(0, idx)
-                    if augment:
-                        xb = augment_batch(xb, info.pad, info.flip, aug_gen)
-                    if cfg.cutout > 0:
-                        xb = cutout_batch(xb, cfg.cutout, aug_gen)
-                    if cfg.drop_path is not None:  # linear ramp over training (NASNet/NAO)
-                        set_drop_path(model, cfg.drop_path * step / total_steps)
-                    step += 1
-                    with self._autocast():
-                        out = model(xb)
-                        aux = None
-                        if isinstance(out, (tuple, list)):  # (logits, auxiliary logits) in training mode
-                            out, aux = out
-                        loss = F.cross_entropy(out, yb, label_smoothing=cfg.label_smoothing)
-                        if aux is not None and cfg.aux_weight > 0:
-                            loss = loss + cfg.aux_weight * F.cross_entropy(aux, yb, label_smoothing=cfg.label_smoothing)
-                    opt.zero_grad(set_to_none=True)
-                    if use_scaler:
-                        scaler.scale(loss).backward()
-                        if cfg.grad_clip is not None:
-                            scaler.unscale_(opt)
-                            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                        scaler.step(opt)
-                        scaler.update()
-                    else:
-                        loss.backward()
-                        if cfg.grad_clip is not None:
-                            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                        opt.step()
-                    sched.step()
-                    loss_sum += loss.detach().float() * size
-                    correct += (out.detach().argmax(1) == yb).sum()
+                if streamed:
+                    for xb, yb in loader:
+                        l_sum, c = train_step(xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True))
+                        loss_sum += l_sum
+                        correct += c
+                else:
+                    perm = torch.randperm(n, generator=shuffle_gen).to(dev, non_blocking=True)
+                    for start, size in batches:
+                        idx = perm[start:start + size]
+                        l_sum, c = train_step(x_train.index_select(0, idx), y_train.index_select(0, idx))
+                        loss_sum += l_sum
+                        correct += c
                 if dev.type == 'cuda':
                     torch.cuda.synchronize(dev)
                 t_train = time.perf_counter() - t0
                 train_seconds += t_train
                 train_loss = loss_sum.item() / images_per_epoch
                 train_acc = correct.item() / images_per_epoch
-                val_acc = self.evaluate(model, splits.val_x, splits.val_y)
+                val_acc = self.evaluate_split(model, splits, 'val')
                 result = EpochResult(epoch, train_loss, train_acc, val_acc, time.perf_counter() - t0, lr)
                 history.append(result)
                 if writer is not None:

@@ -603,7 +603,7 @@ def net2net(model: nn.Module, init: dict, ctx: Any) -> None:
         raise ConfigError('init.ops', f'transforming the parent gives {got}, not the trial architecture {want}')
     n = int(init.get('calibration_images', 64))
     if any(getattr(m, 'needs_calibration', False) for m in child.modules()):
-        batch = ctx.splits().train_x[:n].cpu()
+        batch = ctx.splits().sample_images(n).cpu()
         child.eval()
         calibrate_inserted(child, batch)
     model.load_state_dict(child.state_dict())

@@ -118,8 +118,8 @@ class ModuleNetEvaluator(Evaluator):
         dev = trainer.device
         model.to(dev)
         splits = splits.to(dev)
-        inherited = trainer.evaluate(model, splits.val_x, splits.val_y)
-        cached = self.cache_features and model.trunk_is_fixed() and not (
+        inherited = trainer.evaluate_split(model, splits, 'val')
+        cached = self.cache_features and model.trunk_is_fixed() and not splits.streamed and not (
             self.config.augment and (splits.info.pad > 0 or splits.info.flip))
         t0 = time.perf_counter()
         if cached:
@@ -143,7 +143,7 @@ class ModuleNetEvaluator(Evaluator):
             ctx.progress(f'epoch {ep.epoch}: loss {ep.train_loss:.4f} val_acc {ep.val_acc:.4f} ({ep.seconds:.1f}s)')
 
         result = trainer.fit(target, data, on_epoch=on_epoch, trainable=ctx.trainable_parameters(target))
-        val_acc = trainer.evaluate(model, splits.val_x, splits.val_y)
+        val_acc = trainer.evaluate_split(model, splits, 'val')
         losses = [h.train_loss for h in result.history]
         codes = [p.source for p in model.positions]
         err, lr_, sm = 1.0 - val_acc, loss_rate(losses), similarity(codes)
@@ -153,10 +153,10 @@ class ModuleNetEvaluator(Evaluator):
             'default': s, 'score': s, 'err_val': err, 'val_acc': val_acc, 'lrate': lr_, 'sim': sm,
             'loss_first': losses[0] if losses else None, 'loss_last': losses[-1] if losses else None,
             'inherited_acc': inherited, 'params': params, 'trainable_params': trainable,
-            'flops': count_flops(model, tuple(splits.train_x.shape[1:])),
+            'flops': count_flops(model, splits.input_shape),
             'train_seconds': result.train_seconds, 'feature_seconds': feature_seconds,
             'cached_features': cached,
         }
         if self.test:
-            metrics['test_acc'] = trainer.evaluate(model, splits.test_x, splits.test_y)
+            metrics['test_acc'] = trainer.evaluate_split(model, splits, 'test')
         return metrics

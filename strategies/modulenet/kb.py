@@ -351,8 +351,8 @@ def build_kb(config: KBConfig | dict, progress: Callable[[str], None] = print, s
 
         result = trainer.fit(model, splits, on_epoch=on_epoch)
         model.eval()
-        val_acc = trainer.evaluate(model, splits.val_x, splits.val_y)
-        test_acc = trainer.evaluate(model, splits.test_x, splits.test_y)
+        val_acc = trainer.evaluate_split(model, splits, 'val')
+        test_acc = trainer.evaluate_split(model, splits, 'test')
         model.cpu()
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         meta = {'name': src.name, 'arch': src.arch, 'width': src.width, 'small_input': small}
