@@ -34,7 +34,10 @@ def main(argv=None):
     # The sequential engine evaluates in this process; 'raw' keeps the model objects as built.
     config = NasExperimentConfig('sequential', 'raw', 'local', max_trial_number=args.trials)
     exp = NasExperiment(space, evaluator, strategy, config=config)
-    exp.run(port=args.port)
+    try:
+        exp.run(port=args.port)
+    finally:
+        exp.stop()  # NNI leaves a finished experiment to atexit otherwise (it then logs to closed streams)
     print(f'experiment {strategy.experiment_id}: best', strategy.core.best())
     return strategy
 
