@@ -287,41 +287,28 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
-    @torch.no_grad()
     def evaluate_split(self, model: nn.Module, splits: Any, split: str = 'val') -> float:
         """Top-1 accuracy on ``split`` ('val' or 'test') of in-memory or streamed splits."""
         if not getattr(splits, 'streamed', False):
             return self.evaluate(model, getattr(splits, f'{split}_x'), getattr(splits, f'{split}_y'))
-        n = splits.size(split)
-        if n == 0:
-            return 0.0
-        was_training = model.training
-        model.eval()
-        try:
-            correct = torch.zeros((), dtype=torch.long, device=self._device)
-            for xb, yb in splits.loader(split, self.config.eval_batch_size, pin_memory=self._device.type == 'cuda'):
-                xb, yb = xb.to(self._device, non_blocking=True), yb.to(self._device, non_blocking=True)
-                with self._autocast():
-                    out = model(xb)
-                correct += (out.argmax(1) == yb).sum()
-            return correct.item() / n
-        finally:
-            model.train(was_training)
+        batches = splits.loader(split, self.config.eval_batch_size, pin_memory=self._device.type == 'cuda')
+        return self._accuracy(model, batches, splits.size(split))
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         """Top-1 accuracy in [0, 1] of ``model`` on ``(x, y)``; 0.0 for empty data."""
-        n = len(y)
+        bs = self.config.eval_batch_size
+        return self._accuracy(model, ((x[i:i + bs], y[i:i + bs]) for i in range(0, len(y), bs)), len(y))
+
+    @torch.no_grad()
+    def _accuracy(self, model: nn.Module, batches: Iterable, n: int) -> float:
         if n == 0:
             return 0.0
         was_training = model.training
         model.eval()
         try:
             correct = torch.zeros((), dtype=torch.long, device=self._device)
-            bs = self.config.eval_batch_size
-            for i in range(0, n, bs):
-                xb = x[i:i + bs].to(self._device, non_blocking=True)
-                yb = y[i:i + bs].to(self._device, non_blocking=True)
+            for xb, yb in batches:
+                xb, yb = xb.to(self._device, non_blocking=True), yb.to(self._device, non_blocking=True)
                 with self._autocast():
                     out = model(xb)
                 correct += (out.argmax(1) == yb).sum()
