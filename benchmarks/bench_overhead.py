@@ -1,6 +1,6 @@
 """Benchmark (not a test): experiment overhead per trial, and strategy ``propose`` latency (issue 13).
 
-    python benchmarks/bench_overhead.py [--trials 20] [--concurrency 2] [--no-torch-floor] [--no-nnictl]
+    python benchmarks/bench_overhead.py [--trials 20] [--concurrency 2] [--no-torch-floor] [--no-warm] [--no-nnictl]
                                         [--proposals 30] [--strategies random,eas,...]
 
 1. Real ``nnictl`` experiments on the local training service, one after the other on this machine:
@@ -10,11 +10,15 @@
      training);
    * ``nni floor``: NNI's built-in ``Random`` tuner and a trivial trial script
      (``nni.get_next_parameter()``, ``nni.report_final_result()``), NNI's own floor;
+   * ``xfer + warm``: ``xfer`` with ``trialCommand: python -m nni_xfer.launch`` (the warm trial
+     launcher, issue 13 item 5: trials forked from a server that has imported torch, NNI and
+     nni-xfer). No server runs before the experiment: its first trial starts one (a few seconds
+     of imports, included in the seconds per trial); skip with ``--no-warm``;
    * ``nni + torch``: the same trivial script that also imports ``torch, torchvision`` (the floor of
      any PyTorch trial; skip with ``--no-torch-floor``).
 
    Seconds per trial = (last trial end - experiment start) / trials, from NNI's REST API; also the
-   mean trial duration (NNI's start -> end). Ratios are ``xfer`` over each floor.
+   mean trial duration (NNI's start -> end). Ratios are ``xfer`` (and ``xfer + warm``) over each floor.
 2. ``propose`` latency p50/p99 (milliseconds) of every registered strategy on its contract case
    (``nni_xfer.testing.strategy_contract.contract_case``, i.e. its quick configuration), each proposal
    followed by ``observe`` with the case's mock metrics (refits of controllers/surrogates happen in
@@ -23,6 +27,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -78,7 +83,8 @@ def nni_floor_config(tmp: Path, n: int, concurrency: int, script: str) -> Path:
     return path
 
 
-def overhead(n: int, concurrency: int, torch_floor: bool) -> None:
+def overhead(n: int, concurrency: int, torch_floor: bool, warm: bool = True) -> None:
+    from nni_xfer import launcher
     from nni_xfer.nnictl import write_config
 
     base = Path(tempfile.mkdtemp(prefix='bench_overhead_'))
@@ -92,16 +98,33 @@ def overhead(n: int, concurrency: int, torch_floor: bool) -> None:
     xfer_cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
     runs = {'nni floor': _run(nni_floor_config(base / 'floor', n, concurrency, TRIVIAL), n),
             'xfer': _run(xfer_cfg, n)}
+    if warm:
+        warm_dir = base / 'xfer_warm'
+        warm_dir.mkdir()
+        warm_cfg, _ = write_config(warm_dir, max_trials=n, concurrency=concurrency, evaluator='mock',
+                                   evaluator_args={})
+        raw = yaml.safe_load(warm_cfg.read_text())
+        raw['trialCodeDirectory'] = str(ROOT)
+        raw['trialCommand'] = f'{sys.executable} -m nni_xfer.launch'
+        warm_cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
+        try:
+            runs['xfer + warm'] = _run(warm_cfg, n)
+        finally:
+            launcher.stop(all_keys=True)  # the benchmark's server (private NNI_XFER_HOME), by pid
     if torch_floor:
         runs['nni + torch'] = _run(nni_floor_config(base / 'torch', n, concurrency, TRIVIAL_TORCH), n)
     print(f'nnictl experiments: {n} trials each, trialConcurrency {concurrency}, local training service')
+    print(f'load average {" ".join(f"{x:.2f}" for x in os.getloadavg())}, cores {os.cpu_count()}')
     print(f'{"run":<12} {"s/trial":>8} {"mean trial":>11}  experiment')
     for name, r in runs.items():
         print(f'{name:<12} {r["per_trial"]:>8.2f} {r["duration"]:>9.2f} s  {r["id"]}')
-    x = runs['xfer']['per_trial']
-    print(f'xfer / nni floor: {x / runs["nni floor"]["per_trial"]:.2f}x (target <= 1.2)')
-    if torch_floor:
-        print(f'xfer / nni + torch floor: {x / runs["nni + torch"]["per_trial"]:.2f}x')
+    for name in ('xfer', 'xfer + warm'):
+        if name not in runs:
+            continue
+        x = runs[name]['per_trial']
+        print(f'{name} / nni floor: {x / runs["nni floor"]["per_trial"]:.2f}x (target <= 1.2)')
+        if torch_floor:
+            print(f'{name} / nni + torch floor: {x / runs["nni + torch"]["per_trial"]:.2f}x')
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -141,15 +164,15 @@ def main() -> None:
     ap.add_argument('--trials', type=int, default=20)
     ap.add_argument('--concurrency', type=int, default=2)
     ap.add_argument('--no-torch-floor', action='store_true', help='skip the trivial trial that imports torch')
+    ap.add_argument('--no-warm', action='store_true', help='skip xfer with the warm launcher (python -m nni_xfer.launch)')
     ap.add_argument('--no-nnictl', action='store_true', help='only the propose latencies')
     ap.add_argument('--proposals', type=int, default=30)
     ap.add_argument('--strategies', help='comma-separated strategy names (default: every registered strategy)')
     args = ap.parse_args()
-    import os
     os.environ['NNI_XFER_HOME'] = tempfile.mkdtemp(prefix='bench_overhead_home_')  # never the user's store
     propose_latency(args.strategies.split(',') if args.strategies else None, args.proposals)
     if not args.no_nnictl:
-        overhead(args.trials, args.concurrency, not args.no_torch_floor)
+        overhead(args.trials, args.concurrency, not args.no_torch_floor, not args.no_warm)
 
 
 if __name__ == '__main__':

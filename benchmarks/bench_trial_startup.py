@@ -1,6 +1,7 @@
 """Benchmark (not a test): trial start-up, process start -> first training step (issue 13).
 
     python benchmarks/bench_trial_startup.py [--repeats 2] [--spaces simple_cnn,...] [--legacy] [--no-datasets]
+                                             [--no-warm] [--share-spaces simple_cnn,eas_plain_cnn]
 
 For every registered search space this starts a fresh ``python -m nni_xfer.trial --spec`` on the
 space's ``example()`` sample (``evaluator: train``, 1 epoch, a small dataset: ``digits``, or
@@ -16,6 +17,15 @@ trial then loads PyTorch Lightning and torchmetrics) so that before/after is mea
 The ``lightning`` column says whether ``pytorch_lightning``/``torchmetrics`` were in ``sys.modules``
 at the first step. Last, the dataset cache: ``load_dataset`` in a fresh process without the cache,
 building it, and reading it (``digits`` and a 50k-image CIFAR-shaped ``synthetic`` set).
+
+Warm launcher (issue 13 item 5; ``--no-warm`` skips it): the same spec through
+``python -m nni_xfer.launch --spec`` (the trial forked from a server that has imported torch, NNI
+and nni-xfer), from the client's ``Popen`` to the end of the first optimizer step (a hook the server
+preloads ends the trial there; the client exits with it). The server is started once by a first,
+untimed client (its start-up, ``server start`` below, is paid once per machine and idle period).
+``set-up share`` (spaces of ``--share-spaces``): a whole 1-epoch trial, direct and warm, and the
+share of its wall time (client start to exit) that is not training (``train_seconds`` of its final
+metrics).
 """
 from __future__ import annotations
 
@@ -49,6 +59,25 @@ _opt.register_optimizer_step_post_hook(_first_step)
 sys.argv = ['nni_xfer.trial', '--spec', sys.argv[1]]
 runpy.run_module('nni_xfer.trial', run_name='__main__', alter_sys=True)
 raise SystemExit('the trial ended without a training step')
+'''
+
+
+# Preloaded by the warm launcher's server (NNI_XFER_LAUNCHER_PRELOAD): in a trial whose environment
+# names a marker file, the first optimizer step writes it and ends the trial (exit code 0).
+WARM_HOOK = r'''
+import json, os, sys
+import torch.optim.optimizer as _opt
+def _first_step(optimizer, args, kwargs):
+    out = os.environ.get('BENCH_FIRST_STEP')
+    if not out:
+        return
+    heavy = sorted({m.split('.')[0] for m in sys.modules
+                    if m.split('.')[0] in ('pytorch_lightning', 'lightning', 'lightning_fabric', 'torchmetrics')})
+    with open(out, 'w') as f:
+        json.dump({'heavy': heavy, 'modules': len(sys.modules)}, f)
+    sys.stdout.flush()
+    os._exit(0)
+_opt.register_optimizer_step_post_hook(_first_step)
 '''
 
 
@@ -122,12 +151,30 @@ def dataset_rows(env: dict) -> None:
               f'from cache {hit:.3f} s ({off / max(hit, 1e-9):.0f}x)')
 
 
+def run_out(cmd: list[str], env: dict) -> tuple[float, str]:
+    """Wall time and output of ``cmd`` (an error if it fails or the launcher fell back)."""
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, env=env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    dt = time.perf_counter() - t0
+    if p.returncode or 'without the launcher' in p.stdout:
+        raise SystemExit(f'{" ".join(cmd[:4])}... failed ({p.returncode}):\n{p.stdout[-3000:]}')
+    return dt, p.stdout
+
+
+def final_metrics(out: str) -> dict:
+    line = [x for x in out.splitlines() if x.startswith('[final] ')][-1]
+    return json.loads(line[len('[final] '):])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--repeats', type=int, default=2, help='timed trial starts per space (median)')
     ap.add_argument('--spaces', help='comma-separated space names (default: every registered space)')
     ap.add_argument('--legacy', action='store_true', help='also time NNI_XFER_LEAN_IMPORTS=0 (before issue 13)')
     ap.add_argument('--no-datasets', action='store_true', help='skip the dataset cache timings')
+    ap.add_argument('--no-warm', action='store_true', help='skip the warm launcher (python -m nni_xfer.launch)')
+    ap.add_argument('--share-spaces', default='simple_cnn,eas_plain_cnn',
+                    help='spaces whose whole 1-epoch trial gives the set-up share, direct and warm ("" for none)')
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix='bench_startup_'))
@@ -137,51 +184,104 @@ def main() -> None:
     cases = space_cases(args.spaces.split(',') if args.spaces else None, tmp)
     base_cmd = [sys.executable, '-c', 'import torch, torchvision']
     marker = tmp / 'first_step.json'
+    (tmp / 'bench_first_step_hook.py').write_text(WARM_HOOK)
+    warm_env = dict(env, NNI_XFER_LAUNCHER_PRELOAD='bench_first_step_hook', NNI_XFER_LAUNCHER_IDLE='900',
+                    PYTHONPATH=os.pathsep.join(p for p in (str(tmp), env.get('PYTHONPATH')) if p))
 
     def trial(case: dict, lean: bool = True) -> tuple[float, list[str]]:
         e = dict(env, NNI_XFER_LEAN_IMPORTS='1' if lean else '0')
         dt = timed([sys.executable, '-c', CHILD, str(case['spec']), str(marker)], e)
         return dt, json.loads(marker.read_text())['heavy']
 
-    timed(base_cmd, env)  # warm the page cache for torch/torchvision before anything is timed
-    cold: dict[str, float] = {}
-    for case in cases:  # the first trial per dataset builds the cache
-        if case['dataset'] not in cold:
-            cold[case['dataset']] = trial(case)[0]
-            case['cold'] = cold[case['dataset']]
+    def warm_trial(case: dict) -> tuple[float, list[str]]:
+        marker.unlink(missing_ok=True)
+        dt, out = run_out([sys.executable, '-m', 'nni_xfer.launch', '--spec', str(case['spec'])],
+                          dict(warm_env, BENCH_FIRST_STEP=str(marker)))
+        if not marker.exists():
+            raise SystemExit(f'the warm trial ended without a training step:\n{out[-3000:]}')
+        return dt, json.loads(marker.read_text())['heavy']
 
-    base: list[float] = []
-    rows = []
-    for case in cases:
-        times, legacy, heavy = [], [], []
-        for _ in range(args.repeats):
-            base.append(timed(base_cmd, env))
-            dt, heavy = trial(case)
-            times.append(dt)
-            if args.legacy:
+    from nni_xfer import launcher
+    try:
+        timed(base_cmd, env)  # warm the page cache for torch/torchvision before anything is timed
+        cold: dict[str, float] = {}
+        for case in cases:  # the first trial per dataset builds the cache
+            if case['dataset'] not in cold:
+                cold[case['dataset']] = trial(case)[0]
+                case['cold'] = cold[case['dataset']]
+        server_start = None
+        if not args.no_warm:  # the first client starts the server (untimed as a row; reported below)
+            server_start = warm_trial(cases[0])[0]
+
+        base: list[float] = []
+        rows = []
+        for case in cases:
+            times, legacy, warm, heavy, warm_heavy = [], [], [], [], []
+            for _ in range(args.repeats):
                 base.append(timed(base_cmd, env))
-                legacy.append(trial(case, lean=False)[0])
-        rows.append((case, statistics.median(times), statistics.median(legacy) if legacy else None, heavy))
-    b = statistics.median(base)
-    print(f'python -c "import torch, torchvision": median {b:.2f} s over {len(base)} runs '
-          f'(min {min(base):.2f}, max {max(base):.2f}); cores {os.cpu_count()}')
-    head = f'{"space":<16} {"dataset":<10} {"to first step":>13} {"ratio":>6} {"lightning":>9}'
-    if args.legacy:
-        head += f' {"legacy":>8} {"ratio":>6}'
-    print(head + f' {"cold (builds cache)":>20}')
-    for case, t, leg, heavy in rows:
-        line = (f'{case["name"]:<16} {case["dataset"]:<10} {t:>11.2f} s {t / b:>6.2f} '
-                f'{"yes" if heavy else "no":>9}')
+                dt, heavy = trial(case)
+                times.append(dt)
+                if args.legacy:
+                    base.append(timed(base_cmd, env))
+                    legacy.append(trial(case, lean=False)[0])
+                if not args.no_warm:
+                    dt, warm_heavy = warm_trial(case)
+                    warm.append(dt)
+            rows.append((case, statistics.median(times), statistics.median(legacy) if legacy else None,
+                         statistics.median(warm) if warm else None, heavy + warm_heavy))
+        b = statistics.median(base)
+        print(f'python -c "import torch, torchvision": median {b:.2f} s over {len(base)} runs '
+              f'(min {min(base):.2f}, max {max(base):.2f}); cores {os.cpu_count()}; '
+              f'load average {" ".join(f"{x:.2f}" for x in os.getloadavg())}')
+        head = f'{"space":<16} {"dataset":<10} {"to first step":>13} {"ratio":>6} {"lightning":>9}'
         if args.legacy:
-            line += f' {leg:>6.2f} s {leg / b:>6.2f}'
-        if 'cold' in case:
-            line += f' {case["cold"]:>18.2f} s'
-        print(line)
-    ratios = [t / b for _, t, _, _ in rows]
-    print(f'ratio to bare torch+torchvision import: median {statistics.median(ratios):.2f}, '
-          f'max {max(ratios):.2f} (target <= 1.3)')
+            head += f' {"legacy":>8} {"ratio":>6}'
+        if not args.no_warm:
+            head += f' {"warm launcher":>13} {"ratio":>6}'
+        print(head + f' {"cold (builds cache)":>20}')
+        for case, t, leg, w, heavy in rows:
+            line = (f'{case["name"]:<16} {case["dataset"]:<10} {t:>11.2f} s {t / b:>6.2f} '
+                    f'{"yes" if heavy else "no":>9}')
+            if args.legacy:
+                line += f' {leg:>6.2f} s {leg / b:>6.2f}'
+            if w is not None:
+                line += f' {w:>11.2f} s {w / b:>6.2f}'
+            if 'cold' in case:
+                line += f' {case["cold"]:>18.2f} s'
+            print(line)
+        ratios = [t / b for _, t, _, _, _ in rows]
+        print(f'ratio to bare torch+torchvision import: median {statistics.median(ratios):.2f}, '
+              f'max {max(ratios):.2f} (target <= 1.3)')
+        if not args.no_warm:
+            wr = [w / b for _, _, _, w, _ in rows]
+            print(f'warm launcher (python -m nni_xfer.launch, client start -> first step): ratio median '
+                  f'{statistics.median(wr):.2f}, max {max(wr):.2f}; the first client, which started the server, '
+                  f'took {server_start:.2f} s to its first step')
+            share_rows(args, cases, env, warm_env)
+    finally:
+        if not args.no_warm:
+            launcher.stop(all_keys=True)  # the benchmark's own server (private NNI_XFER_HOME), by pid
     if not args.no_datasets:
         dataset_rows(dict(env, NNI_XFER_HOME=str(tmp / 'home-datasets')))
+
+
+def share_rows(args, cases: list[dict], env: dict, warm_env: dict) -> None:
+    """Whole 1-epoch trials, direct and warm: wall time (process start to exit) and the share of it
+    that is not training."""
+    names = [n for n in args.share_spaces.split(',') if n]
+    chosen = [c for c in cases if c['name'] in names]
+    if not chosen:
+        return
+    print('whole trial (1 epoch, evaluator train), wall time from process start to exit; set-up share = '
+          '1 - train_seconds / wall')
+    print(f'{"space":<16} {"direct wall":>11} {"train":>7} {"set-up share":>12} {"warm wall":>10} {"train":>7} '
+          f'{"set-up share":>12}')
+    for case in chosen:
+        dw, dout = run_out([sys.executable, '-m', 'nni_xfer.trial', '--spec', str(case['spec'])], env)
+        ww, wout = run_out([sys.executable, '-m', 'nni_xfer.launch', '--spec', str(case['spec'])], warm_env)
+        dt, wt = final_metrics(dout)['train_seconds'], final_metrics(wout)['train_seconds']
+        print(f'{case["name"]:<16} {dw:>9.2f} s {dt:>5.2f} s {1 - dt / dw:>12.2f} {ww:>8.2f} s {wt:>5.2f} s '
+              f'{1 - wt / ww:>12.2f}')
 
 
 if __name__ == '__main__':
