@@ -67,7 +67,7 @@ def enabled(env: dict | None = None) -> bool:
     off = ('0', 'false', 'no', 'off')
     return (env.get('NNI_XFER_LAUNCHER', '1').lower() not in off
             and env.get('NNI_XFER_LEAN_IMPORTS', '1').lower() not in off
-            and hasattr(socket, 'AF_UNIX') and hasattr(socket, 'send_fds'))
+            and sys.platform.startswith('linux') and hasattr(socket, 'send_fds'))  # fork, SO_PEERCRED, /proc
 
 
 def launcher_dir(env: dict | None = None) -> str:
