@@ -292,20 +292,50 @@ def exit_code(message: dict) -> int:
     return int(message.get('exit', 1))
 
 
-def wait_trial(s: socket.socket, messages: Messages, pid: int) -> int:
-    """Forward signals to the trial until it ends; its exit code."""
-    def forward(signum, frame):  # noqa: ARG001 - signal handler signature
+class Forwarder:
+    """Signal handlers of the client: signals that arrive while the request is out and the trial's
+    pid unknown are kept, then sent on; once the trial runs, each goes to it (through the server,
+    or directly when the server is gone)."""
+
+    def __init__(self, s: socket.socket):
+        self.s = s
+        self.pid: int | None = None
+        self.pending: list[int] = []
+        self.signals = [getattr(signal, n) for n in FORWARDED_SIGNALS if hasattr(signal, n)]
+        for signum in self.signals:
+            signal.signal(signum, self.handle)
+
+    def handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        if self.pid is None:
+            self.pending.append(signum)
+        else:
+            self.forward(signum)
+
+    def forward(self, signum: int) -> None:
         try:
-            s.sendall(json.dumps({'signal': signum}).encode() + b'\n')
+            self.s.sendall(json.dumps({'signal': signum}).encode() + b'\n')
         except OSError:  # the server is gone: signal the trial directly
             try:
-                os.kill(pid, signum)
+                os.kill(self.pid, signum)
             except OSError:
                 pass
 
-    for name in FORWARDED_SIGNALS:
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), forward)
+    def started(self, pid: int) -> None:
+        self.pid = pid
+        while self.pending:
+            self.forward(self.pending.pop(0))
+
+    def restore(self) -> None:
+        """Default handlers again; a signal kept meanwhile now acts on this process (as it would
+        have on a trial run directly)."""
+        for signum in self.signals:
+            signal.signal(signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler)
+        for signum in self.pending:
+            os.kill(os.getpid(), signum)
+
+
+def wait_trial(messages: Messages) -> int:
+    """Wait until the trial ends; its exit code."""
     while True:
         message = messages.next()
         if message is None:
@@ -335,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - any launcher problem: run the trial directly
         run_direct(args, f'no launcher server ({type(exc).__name__}: {exc})')
     messages = Messages(s)
+    forwarder = Forwarder(s)
     try:
         send_request(s, args, cwd)
         started = messages.next()
@@ -342,8 +373,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConnectionError((started or {}).get('error', 'the server closed the connection'))
     except Exception as exc:  # noqa: BLE001 - died mid-handshake: the trial has not started
         s.close()
+        forwarder.restore()
         run_direct(args, f'the launcher server failed before the trial started ({type(exc).__name__}: {exc})')
-    return wait_trial(s, messages, int(started['pid']))
+    forwarder.started(int(started['pid']))
+    return wait_trial(messages)
 
 
 if __name__ == '__main__':

@@ -58,6 +58,8 @@ PRELOAD = ('numpy', 'torch', 'torch.nn', 'torch.optim', 'torchvision', 'nni', 'n
 
 #: Seconds a trial may outlive its client's connection (time to exit after sending its exit code).
 KILL_GRACE = 0.5
+#: Signals blocked in the server across a fork, until the child has reset their handlers.
+CHILD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD}
 
 
 def log(message: str) -> None:
@@ -212,6 +214,8 @@ class Server:
         go_r, go_w = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
+        # a signal forwarded as soon as the client has the pid waits until the child has its own handlers
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, CHILD_SIGNALS)
         pid = os.fork()
         if pid == 0:  # the trial
             code = 1
@@ -221,13 +225,16 @@ class Server:
                 if self.listener is not None:
                     others.append(self.listener.fileno())
                 others += [fd for fd in (*self.wakeup, self.sel.fileno(), self.lock_fd) if fd not in keep]
-                code = run_child(request, fds, conn, go_r, others)
+                code = run_child(request, fds, conn, go_r, others, mask)
+            except KeyboardInterrupt:
+                _die_of_sigint(conn)
             except BaseException:  # noqa: BLE001 - never return into the server's loop
                 try:
                     traceback.print_exc()
                 finally:
                     os._exit(1)
             os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(go_r)
         for fd in fds:
             os.close(fd)
@@ -497,13 +504,34 @@ def _finish(code: int, conn: socket.socket, send: bool = True) -> int:
     return code
 
 
-def run_child(request: dict, fds: list[int], conn: socket.socket, go_r: int, close: list[int]) -> int:
+def _die_of_sigint(conn: socket.socket, print_traceback: bool = True) -> None:
+    """What Python does with an uncaught KeyboardInterrupt: the traceback, then death by SIGINT."""
+    if print_traceback:
+        traceback.print_exc()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001
+            pass
+    try:
+        conn.sendall(json.dumps({'signal': int(signal.SIGINT)}).encode() + b'\n')
+    except OSError:
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    os.kill(os.getpid(), signal.SIGINT)
+    os._exit(128 + signal.SIGINT)
+
+
+def run_child(request: dict, fds: list[int], conn: socket.socket, go_r: int, close: list[int],
+              mask: set) -> int:
     """The trial: wait for the server's go, become the client's process, run ``nni_xfer.trial.main``."""
     os.setpgid(0, 0)
     signal.set_wakeup_fd(-1)
     for name in ('SIGCHLD', 'SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'):
         signal.signal(getattr(signal, name), signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # signals sent meanwhile arrive now
     for fd in close:
         try:
             os.close(fd)
@@ -526,6 +554,7 @@ def run_child(request: dict, fds: list[int], conn: socket.socket, go_r: int, clo
     os.chdir(request['cwd'])
     from . import trial
     sys.argv = [trial.__file__, *request['argv']]
+    sys.orig_argv = [sys.executable, '-m', 'nni_xfer.trial', *request['argv']]
     # what ``python -m nni_xfer.trial`` sets in its own environment before its imports
     os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     from .lightweight import enabled
@@ -545,16 +574,10 @@ def run_child(request: dict, fds: list[int], conn: socket.socket, go_r: int, clo
         else:
             print(exc.code, file=sys.stderr)
             code = 1
-    except KeyboardInterrupt:  # as Python: traceback, then die of SIGINT
+    except KeyboardInterrupt:  # as Python: traceback, exit handlers, then death by SIGINT
         traceback.print_exc()
-        _finish(130, conn, send=False)
-        try:
-            conn.sendall(json.dumps({'signal': int(signal.SIGINT)}).encode() + b'\n')
-        except OSError:
-            pass
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
-        return 130
+        _finish(128 + signal.SIGINT, conn, send=False)
+        _die_of_sigint(conn, print_traceback=False)
     except BaseException:  # noqa: BLE001 - as Python: the traceback and exit code 1
         traceback.print_exc()
         code = 1

@@ -161,8 +161,10 @@ def test_failing_trial_same_line_and_exit_code(warm):
 def test_signals_are_forwarded_and_a_killed_client_takes_its_trial(warm):
     folder, env = warm['folder'], warm['env']
     spec = _spec(folder, 'slow', 'mock', {'sleep': 60})
-    for sig, expect in ((signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 128 + signal.SIGINT),
-                        (signal.SIGKILL, -signal.SIGKILL)):
+    # (signal, the client's exit code, seconds after the server started the trial); a delay of 0 hits
+    # the moment the client may not have the trial's pid yet: kept, then forwarded
+    for sig, expect, delay in ((signal.SIGTERM, 128 + signal.SIGTERM, 0.0), (signal.SIGTERM, 128 + signal.SIGTERM, 0.5),
+                               (signal.SIGINT, 128 + signal.SIGINT, 0.5), (signal.SIGKILL, -signal.SIGKILL, 0.5)):
         before = _server_log(warm['home']).count(' for client ')
         client = subprocess.Popen([sys.executable, '-m', 'nni_xfer.launch', '--spec', str(spec)], cwd=str(folder),
                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -170,7 +172,7 @@ def test_signals_are_forwarded_and_a_killed_client_takes_its_trial(warm):
                          what='the trial to start')
         child = int(line[0])
         assert _server_log(warm['home']).count(' for client ') == before + 1
-        time.sleep(0.5)  # the trial is (most likely) inside the evaluator's sleep
+        time.sleep(delay)  # 0.5: the trial is (most likely) inside the evaluator's sleep
         client.send_signal(sig)
         out, err = client.communicate(timeout=30)
         assert client.returncode == expect, (sig, client.returncode, err[-2000:])
