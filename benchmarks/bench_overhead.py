@@ -167,7 +167,8 @@ def main() -> None:
     ap.add_argument('--torch-floor', action='store_true',
                     help='also the trivial trial that imports torch and torchvision (about 2 more minutes)')
     ap.add_argument('--no-torch-floor', action='store_true', help=argparse.SUPPRESS)  # the default now
-    ap.add_argument('--no-warm', action='store_true', help='skip xfer with the warm launcher (python -m nni_xfer.launch)')
+    ap.add_argument('--no-warm', action='store_true',
+                    help='skip xfer with the warm launcher (python -m nni_xfer.launch)')
     ap.add_argument('--no-nnictl', action='store_true', help='only the propose latencies')
     ap.add_argument('--proposals', type=int, default=30)
     ap.add_argument('--strategies', help='comma-separated strategy names (default: every registered strategy)')

@@ -206,17 +206,42 @@ class Server:
                 pass
             conn.close()
             return
-        self.fork(conn, request, fds)
+        try:
+            go_r, go_w, mask, pid = self.start_child()
+        except Exception as exc:  # noqa: BLE001 - no trial started: the client runs it directly
+            log(f'cannot start a trial: {type(exc).__name__}: {exc}')
+            for fd in fds:
+                os.close(fd)
+            try:
+                conn.sendall(json.dumps({'error': f'{type(exc).__name__}: {exc}'}).encode() + b'\n')
+            except OSError:
+                pass
+            conn.close()
+            return
+        self.after_fork(conn, request, fds, go_r, go_w, mask, pid)
 
-    def fork(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
+    @staticmethod
+    def start_child() -> tuple[int, int, set, int]:
+        """Fork (the go pipe made, the forwarded signals blocked); raises with nothing left open."""
         import torch
-        assert not torch.cuda.is_initialized(), 'the launcher server must never initialise CUDA'
+        if torch.cuda.is_initialized():
+            raise RuntimeError('CUDA is initialised in the launcher server: it must never be before a fork')
         go_r, go_w = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
         # a signal forwarded as soon as the client has the pid waits until the child has its own handlers
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, CHILD_SIGNALS)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            os.close(go_r)
+            os.close(go_w)
+            raise
+        return go_r, go_w, mask, pid
+
+    def after_fork(self, conn: socket.socket, request: dict, fds: list[int], go_r: int, go_w: int, mask: set,
+                   pid: int) -> None:
         if pid == 0:  # the trial
             code = 1
             try:
@@ -235,6 +260,10 @@ class Server:
                     os._exit(1)
             os._exit(code)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        try:
+            os.setpgid(pid, pid)  # as the child does: its group exists before anyone signals it
+        except OSError:
+            pass
         os.close(go_r)
         for fd in fds:
             os.close(fd)

@@ -168,7 +168,7 @@ def test_signals_are_forwarded_and_a_killed_client_takes_its_trial(warm):
         before = _server_log(warm['home']).count(' for client ')
         client = subprocess.Popen([sys.executable, '-m', 'nni_xfer.launch', '--spec', str(spec)], cwd=str(folder),
                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = _wait_for(lambda: [m for m in re.findall(rf'pid (\d+) for client {client.pid} ', _server_log(warm['home']))],
+        line = _wait_for(lambda: re.findall(rf'pid (\d+) for client {client.pid} ', _server_log(warm['home'])),
                          what='the trial to start')
         child = int(line[0])
         assert _server_log(warm['home']).count(' for client ') == before + 1
@@ -248,7 +248,8 @@ def test_dead_or_broken_server_never_fails_a_trial(tmp_path):
         # a "server" that accepts the connection and closes it mid-handshake: the trial runs directly
         sock.parent.mkdir(parents=True, exist_ok=True)
         fake = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        address = str(sock) if len(str(sock)) < 100 else f'/proc/self/fd/{os.open(sock.parent, os.O_RDONLY)}/{sock.name}'
+        short = len(str(sock)) < 100
+        address = str(sock) if short else f'/proc/self/fd/{os.open(sock.parent, os.O_RDONLY)}/{sock.name}'
         fake.bind(address)
         fake.listen(4)
 
