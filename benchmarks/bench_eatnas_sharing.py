@@ -14,16 +14,10 @@ import argparse
 import copy
 import tempfile
 
+from nni_xfer.search_spaces.mbv2_blocks import EXAMPLE
 from nni_xfer.trial import Reporter, run_trial
 
-PARENT = {'blocks': [
-    {'op': 'sepconv', 'kernel': 3, 'skip': 0, 'depth': 1, 'width': 0.5},
-    {'op': 'mbconv6', 'kernel': 3, 'skip': 1, 'depth': 2, 'width': 2.0},
-    {'op': 'mbconv6', 'kernel': 3, 'skip': 1, 'depth': 3, 'width': 1.5},
-    {'op': 'mbconv6', 'kernel': 3, 'skip': 1, 'depth': 4, 'width': 2.0},
-    {'op': 'mbconv6', 'kernel': 5, 'skip': 1, 'depth': 3, 'width': 1.5},
-    {'op': 'mbconv6', 'kernel': 5, 'skip': 1, 'depth': 3, 'width': 1.0},
-    {'op': 'mbconv6', 'kernel': 3, 'skip': 0, 'depth': 1, 'width': 2.0}]}
+PARENT = EXAMPLE  # the quick examples' basic architecture
 # (label, block index, key, new value, depth_extra)
 MUTATIONS = [
     ('none', None, None, None, 'random'),

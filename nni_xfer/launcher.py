@@ -199,26 +199,26 @@ class Server:
         try:
             request, fds = self.read_request(conn)
         except Exception as exc:  # noqa: BLE001 - a bad client must not stop the server
-            log(f'rejected a request: {type(exc).__name__}: {exc}')
-            try:
-                conn.sendall(json.dumps({'error': f'{type(exc).__name__}: {exc}'}).encode() + b'\n')
-            except OSError:
-                pass
-            conn.close()
+            self._refuse(conn, 'rejected a request', exc)
             return
         try:
             go_r, go_w, mask, pid = self.start_child()
         except Exception as exc:  # noqa: BLE001 - no trial started: the client runs it directly
-            log(f'cannot start a trial: {type(exc).__name__}: {exc}')
             for fd in fds:
                 os.close(fd)
-            try:
-                conn.sendall(json.dumps({'error': f'{type(exc).__name__}: {exc}'}).encode() + b'\n')
-            except OSError:
-                pass
-            conn.close()
+            self._refuse(conn, 'cannot start a trial', exc)
             return
         self.after_fork(conn, request, fds, go_r, go_w, mask, pid)
+
+    @staticmethod
+    def _refuse(conn: socket.socket, what: str, exc: BaseException) -> None:
+        """Log why, tell the client (it then runs the trial directly) and close the connection."""
+        log(f'{what}: {type(exc).__name__}: {exc}')
+        try:
+            conn.sendall(json.dumps({'error': f'{type(exc).__name__}: {exc}'}).encode() + b'\n')
+        except OSError:
+            pass
+        conn.close()
 
     @staticmethod
     def start_child() -> tuple[int, int, set, int]:
