@@ -234,6 +234,10 @@ class ImageFolderDataset(ImageDataset):
             k = a['num_classes']  # the data lives where the trials run
         else:
             k = len(self.classes(root, a))
+        return self._info(root, a, k)
+
+    @staticmethod
+    def _info(root: Any, a: dict[str, Any], k: int) -> DatasetInfo:
         return DatasetInfo('imagefolder', 3, a['image_size'], k, pad=0, flip=True,
                            description=f'image folders{f" under {root}" if root else ""} ({k} classes), streamed')
 
@@ -246,8 +250,8 @@ class ImageFolderDataset(ImageDataset):
         from torchvision import transforms as T
 
         a = self._checked(root, args)
-        classes = self.classes(root, a)
-        info = self.info(root, **args)
+        classes = self.classes(root, a)  # checks the folders once; info below reuses the scan
+        info = self._info(root, a, len(classes))
         train_dir, test_dir = self.folders(root, a)
         try:
             train_base = tvd.ImageFolder(str(train_dir))

@@ -509,6 +509,14 @@ def _threads_from_env() -> None:
             return
 
 
+def _flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed or broken stream must not change the exit
+            pass
+
+
 def _finish(code: int, conn: socket.socket, send: bool = True) -> int:
     """What the interpreter does at exit (wait for non-daemon threads, atexit, flush), then tell the
     client the code itself (a server that died meanwhile does not lose it)."""
@@ -520,11 +528,7 @@ def _finish(code: int, conn: socket.socket, send: bool = True) -> int:
         atexit._run_exitfuncs()
     except Exception:  # noqa: BLE001 - as at interpreter exit: printed, not fatal
         traceback.print_exc()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # noqa: BLE001
-            pass
+    _flush_std()
     if send:
         try:
             conn.sendall(json.dumps({'exit': code}).encode() + b'\n')
@@ -537,11 +541,7 @@ def _die_of_sigint(conn: socket.socket, print_traceback: bool = True) -> None:
     """What Python does with an uncaught KeyboardInterrupt: the traceback, then death by SIGINT."""
     if print_traceback:
         traceback.print_exc()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # noqa: BLE001
-            pass
+    _flush_std()
     try:
         conn.sendall(json.dumps({'signal': int(signal.SIGINT)}).encode() + b'\n')
     except OSError:
