@@ -12,6 +12,13 @@ validation split from the training data with a seeded permutation, normalises ev
 per channel with the statistics of the training part, and returns float32 tensors in a
 :class:`Splits`.
 
+Two arguments work for every in-memory dataset that does not declare them itself
+(:data:`GENERIC_ARGS`): ``classes: [c0, c1, ..]`` keeps only those classes and relabels them
+``0..k-1`` in the order given, and ``image_size: N`` resizes every image to ``N x N`` (bilinear,
+antialiased). Both are part of the cache key and change :func:`dataset_info` (``num_classes``,
+``image_size``, the crop padding), so one dataset gives a family of related tasks, e.g.
+``fashion_mnist`` classes 0-4 vs 5-9, or ``fashion_mnist`` at 14x14.
+
 Third-party datasets register the same way (or via the ``nni_xfer.datasets`` entry point)::
 
     @DATASETS.register('my_data', description='...')
@@ -36,7 +43,7 @@ from .registry import DATASETS
 
 __all__ = [
     'DatasetInfo', 'Splits', 'ImageDataset', 'dataset_info', 'load_dataset', 'default_root',
-    'FASHION_MNIST_SYSTEM_DIR', 'cache_dir', 'cache_path',
+    'FASHION_MNIST_SYSTEM_DIR', 'cache_dir', 'cache_path', 'GENERIC_ARGS',
 ]
 
 FASHION_MNIST_SYSTEM_DIR = '/usr/share/datasets/fashion-mnist'
@@ -119,7 +126,8 @@ def _check_args(name: str, spec: dict[str, Any], args: dict[str, Any]) -> dict[s
     for key, value in args.items():
         if key not in spec:
             raise ConfigError(f'dataset_args.{key}', f'unknown argument of dataset {name!r}',
-                              allowed=sorted(set(spec) | {'download', 'limit_train', 'root', 'seed', 'val_size'}))
+                              allowed=sorted(set(spec) | {'download', 'limit_train', 'root', 'seed', 'val_size'}
+                                             | _generic_names(name)))
         default = spec[key]
         if isinstance(default, bool):
             ok = isinstance(value, bool)
@@ -133,6 +141,82 @@ def _check_args(name: str, spec: dict[str, Any], args: dict[str, Any]) -> dict[s
             raise ConfigError(f'dataset_args.{key}', f'expected {type(default).__name__}, got {value!r}')
         out[key] = value
     return out
+
+
+#: Arguments that :func:`load_dataset` applies to every in-memory dataset not declaring them itself.
+GENERIC_ARGS = ('classes', 'image_size')
+
+
+def _generic_names(name: str) -> set[str]:
+    """The generic arguments dataset ``name`` accepts (none for a streamed dataset)."""
+    try:
+        ds = _instance(name)
+    except ConfigError:
+        return set()
+    if getattr(ds, 'streamed', False):
+        return set()
+    return {k for k in GENERIC_ARGS if k not in getattr(ds, 'args', {})}
+
+
+def _split_generic(ds: Any, args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(the dataset's own args, the generic ones)``; a dataset that declares a generic name
+    (``synthetic``'s ``image_size``) keeps it as its own."""
+    if getattr(ds, 'streamed', False):
+        return dict(args), {}
+    own_spec = getattr(ds, 'args', {})
+    generic = {k: args[k] for k in GENERIC_ARGS if k in args and k not in own_spec}
+    return {k: v for k, v in args.items() if k not in generic}, generic
+
+
+def _check_generic(generic: dict[str, Any], info: 'DatasetInfo') -> 'DatasetInfo':
+    """Validate ``classes``/``image_size`` against the dataset's own metadata; the task's metadata."""
+    import dataclasses
+
+    changes: dict[str, Any] = {}
+    notes = []
+    if 'classes' in generic:
+        classes = generic['classes']
+        n = info.num_classes
+        if not isinstance(classes, (list, tuple)) or any(isinstance(c, bool) or not isinstance(c, int)
+                                                         for c in classes):
+            raise ConfigError('dataset_args.classes', f'expected a list of class indices in [0, {n - 1}], '
+                                                      f'got {classes!r}')
+        bad = [c for c in classes if not 0 <= c < n]
+        if bad:
+            raise ConfigError('dataset_args.classes', f'class {bad[0]} out of range: {info.name} has classes '
+                                                      f'0..{n - 1}')
+        if len(set(classes)) != len(classes):
+            dup = next(c for c in classes if list(classes).count(c) > 1)
+            raise ConfigError('dataset_args.classes', f'class {dup} listed twice')
+        if len(classes) < 2:
+            raise ConfigError('dataset_args.classes', f'expected at least 2 classes, got {list(classes)!r}')
+        changes['num_classes'] = len(classes)
+        notes.append(f'classes {list(classes)} relabelled 0..{len(classes) - 1}')
+    if 'image_size' in generic:
+        size = generic['image_size']
+        if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+            raise ConfigError('dataset_args.image_size', f'expected an integer >= 2 (pixels per side), got {size!r}')
+        changes['image_size'] = size
+        # crop padding scales with the image (fashion_mnist 28 -> 14: 2 -> 1 pixel)
+        changes['pad'] = max(1, round(info.pad * size / info.image_size)) if info.pad > 0 else 0
+        notes.append(f'resized to {size}x{size}')
+    if not changes:
+        return info
+    return dataclasses.replace(info, description=f'{info.description}; {", ".join(notes)}', **changes)
+
+
+def _apply_generic(generic: dict[str, Any], x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep/relabel ``classes`` and resize to ``image_size`` (float images ``(N, C, H, W)``)."""
+    if 'classes' in generic:
+        classes = torch.as_tensor(list(generic['classes']), dtype=torch.long)
+        keep = (y.view(-1, 1) == classes.view(1, -1))
+        mask = keep.any(dim=1)
+        x, y = x[mask], keep[mask].long().argmax(dim=1)
+    size = generic.get('image_size')
+    if size is not None and tuple(x.shape[-2:]) != (size, size):
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode='bilinear', align_corners=False,
+                                            antialias=size < min(x.shape[-2:]))
+    return x, y
 
 
 def _positive(key: str, value: int, minimum: int = 1) -> None:
@@ -180,7 +264,8 @@ def dataset_info(name: str, **args: Any) -> DatasetInfo:
         if key in own and not (key == 'seed' and 'seed' in getattr(ds, 'args', {})) \
                 and not (key == 'root' and getattr(ds, 'info_needs_root', False)):
             own.pop(key)
-    return ds.info(**own)
+    own, generic = _split_generic(ds, own)
+    return _check_generic(generic, ds.info(**own))
 
 
 _LOAD_ARGS = ('root', 'val_size', 'seed', 'limit_train', 'download')
@@ -223,7 +308,10 @@ def load_dataset(name: str, *, root: str | None = None, val_size: float | int = 
         return ds.open(root, val_size=val_size, seed=seed, limit_train=limit_train, **args)
     if isinstance(getattr(ds, 'args', None), dict) and 'seed' in ds.args and 'seed' not in args:
         args['seed'] = seed
-    info = ds.info(**args)
+    if 'classes' in args and isinstance(args['classes'], tuple):
+        args['classes'] = list(args['classes'])  # one cache key for a list and a tuple
+    own, generic = _split_generic(ds, args)
+    info = _check_generic(generic, ds.info(**own))
     root = os.path.expanduser(str(root)) if root is not None else None
     if cache is None:
         cache = os.environ.get('NNI_XFER_DATASET_CACHE', '1') not in ('0', 'false', 'no')
@@ -248,9 +336,13 @@ def load_dataset(name: str, *, root: str | None = None, val_size: float | int = 
 def _prepare(ds: Any, info: DatasetInfo, root: str | None, download: bool, val_size: float | int, seed: int,
              args: dict) -> dict[str, torch.Tensor]:
     """The normalised splits of ``ds`` (the whole training part; ``limit_train`` is applied later)."""
-    train_x, train_y, test_x, test_y = ds.load(root, download, **args)
+    own, generic = _split_generic(ds, args)
+    train_x, train_y, test_x, test_y = ds.load(root, download, **own)
     train_x, train_y = _as_images(train_x, info), _as_labels(train_y)
     test_x, test_y = _as_images(test_x, info), _as_labels(test_y)
+    if generic:  # before the validation split and the normalisation statistics
+        train_x, train_y = _apply_generic(generic, train_x, train_y)
+        test_x, test_y = _apply_generic(generic, test_x, test_y)
 
     n = len(train_y)
     n_val = _val_count(val_size, n)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from nni_xfer.datasets import DatasetInfo, FashionMNIST, Splits, dataset_info, load_dataset
+from nni_xfer.datasets import Digits as D_Digits
 from nni_xfer.errors import ConfigError
 from nni_xfer.registry import DATASETS
 
@@ -143,3 +144,98 @@ def test_fashion_mnist_loads():
     assert s.train_x.shape == (1000, 1, 28, 28)
     assert len(s.val_y) == 5000 and len(s.test_y) == 10000
     assert int(s.train_y.max()) == 9
+
+
+# --------------------------------------------------------------------------- generic classes / image_size
+
+
+def _standardised(x: torch.Tensor) -> torch.Tensor:
+    x = x.double()
+    return (x - x.mean()) / x.std()
+
+
+def test_classes_keep_and_relabel_in_given_order(digits: Splits):
+    sub = load_dataset('digits', classes=[3, 1])
+    assert sub.info.num_classes == 2 and dataset_info('digits', classes=[3, 1]).num_classes == 2
+    for split in ('train', 'val', 'test'):
+        assert set(getattr(sub, f'{split}_y').tolist()) == {0, 1}
+    # the test split is never shuffled: new label 0 = the original 3s, 1 = the original 1s, in order
+    for new, old in ((0, 3), (1, 1)):
+        a, b = sub.test_x[sub.test_y == new], digits.test_x[digits.test_y == old]
+        assert a.shape == b.shape and len(a) > 30
+        assert torch.allclose(_standardised(a), _standardised(b), atol=1e-4)  # same images, other normalisation
+    assert abs(float(sub.train_x.mean())) < 1e-4  # normalised with the kept classes' statistics
+    assert len(sub.train_y) + len(sub.val_y) + len(sub.test_y) == int(((digits.train_y == 3) | (digits.train_y == 1)).sum()
+                                                                      + ((digits.val_y == 3) | (digits.val_y == 1)).sum()
+                                                                      + ((digits.test_y == 3) | (digits.test_y == 1)).sum())
+
+
+def test_image_size_resizes_and_changes_info():
+    info = dataset_info('digits', image_size=16)
+    assert (info.image_size, info.num_classes, info.pad) == (16, 10, 2)
+    big = load_dataset('digits', image_size=16)
+    assert big.train_x.shape[1:] == (1, 16, 16) and big.info == info
+    assert abs(float(big.train_x.mean())) < 1e-4 and abs(float(big.train_x.std()) - 1) < 1e-3
+    # shrinking back reproduces the 8x8 images closely (bilinear, antialiased)
+    small = torch.nn.functional.interpolate(big.test_x, size=(8, 8), mode='bilinear', antialias=True)
+    orig = load_dataset('digits').test_x
+    corr = torch.corrcoef(torch.stack([small.flatten(), orig.flatten()]))[0, 1]
+    assert corr > 0.95
+
+
+def test_generic_args_split_the_cache_key(tmp_path, monkeypatch):
+    from nni_xfer.datasets import cache_path
+
+    monkeypatch.setenv('NNI_XFER_HOME', str(tmp_path))
+    keys = {cache_path('digits', a) for a in ({}, {'classes': [0, 1]}, {'classes': [1, 0]}, {'image_size': 6},
+                                               {'classes': [0, 1], 'image_size': 6})}
+    assert len(keys) == 5
+    a = load_dataset('digits', classes=(4, 2), image_size=6)
+    b = load_dataset('digits', classes=[4, 2], image_size=6)  # tuple and list: one cache file
+    assert len(list((tmp_path / 'datasets').glob('digits-*.pt'))) == 1
+    assert torch.equal(a.train_x, b.train_x) and a.train_x.shape[1:] == (1, 6, 6)
+
+
+def test_synthetic_keeps_its_own_image_size_and_takes_classes():
+    info = dataset_info('synthetic', num_classes=5, image_size=6, classes=[4, 0, 2])
+    assert (info.image_size, info.num_classes) == (6, 3)
+    s = load_dataset('synthetic', num_samples=120, num_classes=5, image_size=6, classes=[4, 0, 2])
+    assert s.train_x.shape[1:] == (1, 6, 6) and set(s.train_y.tolist()) == {0, 1, 2}
+
+
+@pytest.mark.parametrize('kwargs, field, text', [
+    ({'classes': [1, 1]}, 'dataset_args.classes', 'listed twice'),
+    ({'classes': [0, 10]}, 'dataset_args.classes', 'out of range'),
+    ({'classes': [0]}, 'dataset_args.classes', 'at least 2'),
+    ({'classes': '0-4'}, 'dataset_args.classes', 'list of class indices'),
+    ({'classes': [0, True]}, 'dataset_args.classes', 'list of class indices'),
+    ({'image_size': 1}, 'dataset_args.image_size', '>= 2'),
+    ({'image_size': 14.0}, 'dataset_args.image_size', 'integer'),
+])
+def test_bad_generic_args_name_the_key(kwargs, field, text, monkeypatch):
+    monkeypatch.setattr(D_Digits, 'load', lambda *a, **k: pytest.fail('loaded data before the check'))
+    for fn in (dataset_info, load_dataset):
+        with pytest.raises(ConfigError) as e:
+            fn('digits', **kwargs)
+        assert e.value.field == field and text in str(e.value) and '\n' not in str(e.value)
+
+
+def test_bad_generic_args_fail_check_before_any_trial():
+    from nni_xfer.config import validate_class_args
+
+    base = {'strategy': 'random', 'space': 'simple_cnn', 'dataset': 'digits'}
+    errors, built = validate_class_args({**base, 'dataset_args': {'classes': [2, 12]}})
+    assert built is None and [e.field for e in errors] == ['classArgs.dataset_args.classes']
+    errors, built = validate_class_args({**base, 'dataset_args': {'image_size': 'big'}})
+    assert [e.field for e in errors] == ['classArgs.dataset_args.image_size']
+    errors, built = validate_class_args({**base, 'dataset_args': {'classes': [7, 3, 5], 'image_size': 12}})
+    assert errors == [] and (built.dataset_info.num_classes, built.dataset_info.image_size) == (3, 12)
+
+
+@pytest.mark.skipif(not FashionMNIST().available(),
+                    reason='Fashion-MNIST files absent (apt-get install dataset-fashion-mnist)')
+def test_fashion_mnist_family_task():
+    s = load_dataset('fashion_mnist', classes=[5, 6, 7, 8, 9], image_size=14, val_size=1000, limit_train=500)
+    assert s.train_x.shape == (500, 1, 14, 14) and s.info.num_classes == 5 and s.info.pad == 1
+    assert len(s.test_y) == 5000 and s.test_y.bincount().tolist() == [1000] * 5
+    assert len(s.val_y) == 1000 and set(s.train_y.tolist()) == set(range(5))
