@@ -49,12 +49,24 @@ def task_key(dataset: str, dataset_args: dict | None = None) -> str:
         if not isinstance(declared, dict):
             declared = None
     if declared is not None:
-        args = {k: v for k, v in args.items() if k in declared and declared[k] != v}
+        from nni_xfer.datasets import GENERIC_ARGS
+
+        # the generic ``classes``/``image_size`` of an in-memory dataset change its data too
+        generic = () if getattr(obj, 'streamed', False) else GENERIC_ARGS
+        args = {k: v for k, v in args.items() if (k in declared and declared[k] != v)
+                or (k in generic and k not in declared)}
     else:
         args.pop('seed', None)
     if not args:
         return dataset
-    return f"{dataset}({','.join(f'{k}={args[k]}' for k in sorted(args))})"
+    return f"{dataset}({','.join(f'{k}={_arg_text(args[k])}' for k in sorted(args))})"
+
+
+def _arg_text(value: Any) -> str:
+    """``[0, 1, 2]`` -> ``[0,1,2]`` (lists and tuples alike); other values as ``str``."""
+    if isinstance(value, (list, tuple)):
+        return '[' + ','.join(_arg_text(v) for v in value) + ']'
+    return str(value)
 
 
 @dataclass
