@@ -6,6 +6,7 @@ in closed form without training, for fast deterministic strategy tests. Both are
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, fields
 from typing import Any
@@ -23,19 +24,70 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
-def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """FLOPs of one forward pass on one input (PyTorch's FlopCounterMode; 1 MAC = 2 FLOPs)."""
-    from torch.utils.flop_counter import FlopCounterMode
+#: Modules whose forward pass :func:`count_flops` counts (every built-in space computes with these).
+FLOP_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+                nn.Linear)
 
+
+def _module_flops(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:
+    """FLOPs of one call of a :data:`FLOP_MODULES` module, by PyTorch's FlopCounterMode formulas:
+    1 MAC = 2 FLOPs, bias and activations not counted. Convolution: 2 x batch x (output positions;
+    input positions when transposed) x every weight element; linear: 2 x input rows x every weight
+    element (a 1-D input, a matrix-vector product, counts 0 as FlopCounterMode does)."""
+    w = module.weight
+    if isinstance(module, nn.Linear):
+        x = inputs[0]
+        return 2 * (x.numel() // x.shape[-1]) * w.numel() if x.dim() >= 2 else 0
+    transposed = isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
+    x = inputs[0]
+    batched = x.dim() == w.dim()  # Conv2d also takes an unbatched (C, H, W) input
+    spatial = (x if transposed else output).shape[-(w.dim() - 2):]
+    positions = 1
+    for s in spatial:
+        positions *= int(s)
+    return 2 * (int(x.shape[0]) if batched else 1) * positions * w.numel()
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...], method: str | None = None) -> int:
+    """FLOPs of one forward pass on one input (1 MAC = 2 FLOPs).
+
+    ``method='hooks'`` (default) counts the convolution and linear modules (:data:`FLOP_MODULES`)
+    with forward hooks, by the formulas of PyTorch's ``FlopCounterMode``: the same numbers for every
+    built-in space (tests/test_trial_imports.py compares), without importing
+    ``torch.utils.flop_counter``, which pulls ``torch._dynamo`` (about 1.9 s of a cold trial on a
+    2-core CPU, issue 23). A plugin network that multiplies with functional calls
+    (``F.conv2d``, ``torch.matmul``...) instead of modules is undercounted by hooks;
+    ``method='torch'`` uses ``FlopCounterMode`` itself (every aten matmul/convolution/attention).
+    The default is ``$NNI_XFER_FLOPS`` (``hooks`` or ``torch``; ``hooks`` when unset).
+    """
+    if method is None:
+        method = os.environ.get('NNI_XFER_FLOPS') or 'hooks'
+    if method not in ('hooks', 'torch'):
+        raise ConfigError('NNI_XFER_FLOPS', f'unknown FLOP counter {method!r}', allowed=['hooks', 'torch'])
     device = next((p.device for p in model.parameters()), torch.device('cpu'))
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, *input_shape, device=device))
+        if method == 'torch':
+            from torch.utils.flop_counter import FlopCounterMode
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                model(torch.zeros(1, *input_shape, device=device))
+            return int(counter.get_total_flops())
+        total = [0]
+
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            total[0] += _module_flops(module, inputs, output)
+
+        handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, FLOP_MODULES)]
+        try:
+            with torch.no_grad():
+                model(torch.zeros(1, *input_shape, device=device))
+        finally:
+            for h in handles:
+                h.remove()
+        return total[0]
     finally:
         model.train(was_training)
-    return int(counter.get_total_flops())
 
 
 FAULT_POINTS = ('start', 'mid_train', 'checkpoint_write')
