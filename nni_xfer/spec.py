@@ -4,7 +4,8 @@ A trial reads only files named in its spec and never opens the knowledge-store d
 
 What NNI carries (:meth:`TrialSpec.to_parameters`) is the spec's own keys plus
 :data:`PORTAL_KEY`: a flat dict of the architecture's choices (one key per NNI label of a categorical
-space) or readable summaries of a variable-length one, each a number or a string. NNI's web portal
+space) or readable summaries of a variable-length one, each a number or a short string, at most
+:data:`PORTAL_MAX_AXES` in all, the last the parent's NNI trial id (:data:`PARENT_KEY`). NNI's web portal
 plots and lists only that dict when it is present (the key NNI's own NAS uses); the whole spec stays
 in the parameters ("Original parameters" in a trial's row), so ``python -m nni_xfer.trial`` gets
 everything it needs on every training service, without files.
@@ -98,9 +99,18 @@ class TrialSpec:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def to_parameters(self, space: Any = None) -> dict[str, Any]:
-        """What NNI carries to the trial: the spec plus the portal's summary (see the module doc)."""
-        return {**self.to_dict(), PORTAL_KEY: portal_summary(self.architecture, space)}
+    def to_parameters(self, space: Any = None, parent_trial: str | None = None) -> dict[str, Any]:
+        """What NNI carries to the trial: the spec plus the portal's summary (see the module doc).
+
+        The summary ends with :data:`PARENT_KEY`: ``parent_trial``, the NNI trial id of the parent
+        (``none`` without a parent; ``proposal <n>`` when its trial id is not known), so a lineage can
+        be walked in the portal; the spec's ``parent`` keeps the parent's proposal number."""
+        summary = portal_summary(self.architecture, space)
+        if self.parent is None:
+            summary[PARENT_KEY] = 'none'
+        else:
+            summary[PARENT_KEY] = _short(str(parent_trial)) if parent_trial else f'proposal {self.parent}'
+        return {**self.to_dict(), PORTAL_KEY: summary}
 
     def checkpoint_path(self) -> Path:
         """Where the trial writes its checkpoint; relative to this process's default root when the
@@ -133,38 +143,62 @@ def proposal_id_of(params: Any) -> int | None:
 # what the web portal shows
 # ---------------------------------------------------------------------------------------------
 
+#: At most this many entries in a portal summary: NNI's Hyper-parameter view draws one axis for each
+#: (beside one per numeric metric); the architecture gets all but one, the lineage entry the last.
+PORTAL_MAX_AXES = 12
+#: The longest axis name or categorical value a summary passes on (longer ones overlap their
+#: neighbours in the portal); a longer one is cut and a digest keeps distinct values distinct.
+PORTAL_MAX_CHARS = 20
+#: The summary's lineage entry: the NNI trial id of the trial's parent (``none`` without a parent).
+PARENT_KEY = 'parent_trial'
+
+
 def _compact(obj: Any) -> str:
     return json.dumps(obj, separators=(',', ':'), default=str)
 
 
+def _short(text: str) -> str:
+    """``text`` itself when it fits :data:`PORTAL_MAX_CHARS`, else its head, ``~`` and a 6-digit digest."""
+    if len(text) <= PORTAL_MAX_CHARS:
+        return text
+    import hashlib
+    digest = hashlib.sha1(text.encode('utf-8')).hexdigest()[:6]
+    return text[:PORTAL_MAX_CHARS - 7] + '~' + digest
+
+
 def _portal_value(value: Any) -> int | float | str:
-    """A number or a string: what the portal's axes can draw (never ``[object Object]``)."""
+    """A number or a short string: what the portal's axes can draw (never ``[object Object]``, never a
+    JSON document)."""
     if isinstance(value, bool) or value is None:
         return str(value).lower() if value is not None else 'none'
     if isinstance(value, (int, float)):
         return value if math.isfinite(value) else str(value)
     if isinstance(value, str):
-        return value
-    return _compact(value)
+        return _short(value)
+    return _short(_compact(value))
 
 
 def default_portal_summary(architecture: Any) -> dict[str, int | float | str]:
-    """The generic summary: every top-level choice that is a number or a string as itself; for each
-    list, its length (``<key>_count``); and, when anything was not a plain choice, the whole
-    architecture as one compact JSON string (``architecture``)."""
+    """The generic summary: every top-level choice that is a number or a string as itself, and for each
+    list or dict its length (``<key>_count``). The whole architecture stays in the trial's parameters."""
     if not isinstance(architecture, dict):
-        return {'architecture': _compact(architecture)}
+        return {'architecture': _portal_value(architecture)}
     out: dict[str, Any] = {}
-    plain = True
     for key, value in architecture.items():
         if value is None or isinstance(value, (bool, int, float, str)):
             out[str(key)] = _portal_value(value)
-        else:
-            plain = False
-            if isinstance(value, (list, tuple)):
-                out[f'{key}_count'] = len(value)
-    if not plain:
-        out.setdefault('architecture', _compact(architecture))
+        elif isinstance(value, (list, tuple, dict)):
+            out[f'{key}_count'] = len(value)
+    return out
+
+
+def _bounded(summary: dict) -> dict[str, int | float | str]:
+    """At most ``PORTAL_MAX_AXES - 1`` entries (the lineage entry is the last axis), short names and values."""
+    out: dict[str, int | float | str] = {}
+    for key, value in summary.items():
+        if len(out) == PORTAL_MAX_AXES - 1:
+            break
+        out[_short(str(key))] = _portal_value(value)
     return out
 
 
@@ -172,20 +206,22 @@ def portal_summary(architecture: Any, space: Any = None) -> dict[str, int | floa
     """The flat, plottable summary of an architecture for NNI's web portal.
 
     A space may define ``portal_summary(architecture) -> dict[str, number | str]`` (variable-length
-    spaces: depth, widths, the architecture as one string...); otherwise, or if it fails,
-    :func:`default_portal_summary`. Values that are not numbers or strings become compact JSON.
+    spaces: depth, layer counts, widths...); otherwise, or if it fails, :func:`default_portal_summary`.
+    Whatever the source, the result has at most ``PORTAL_MAX_AXES - 1`` entries, each a number or a
+    string of at most :data:`PORTAL_MAX_CHARS` characters under a name no longer than that: one
+    readable axis each. Values that are neither become compact JSON, shortened.
     """
     method = getattr(space, 'portal_summary', None)
     if callable(method):
         try:
             summary = method(architecture)
             if isinstance(summary, dict):
-                return {str(k): _portal_value(v) for k, v in summary.items()}
+                return _bounded(summary)
         except Exception as exc:  # noqa: BLE001 - a display summary never stops a search
             import logging
             logging.getLogger('nni_xfer.spec').warning('portal_summary of space %s failed (%s: %s); generic summary',
                                                        type(space).__name__, type(exc).__name__, exc)
-    return default_portal_summary(architecture)
+    return _bounded(default_portal_summary(architecture))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -351,8 +351,11 @@ class XferTuner(Tuner):
         return self._parameters(d)
 
     def _parameters(self, spec: dict) -> dict:
-        """What NNI carries to the trial: the spec and its portal summary (``TrialSpec.to_parameters``)."""
-        return TrialSpec.from_dict(spec).to_parameters(getattr(self, 'space', None))
+        """What NNI carries to the trial: the spec and its portal summary (``TrialSpec.to_parameters``),
+        with the parent's NNI trial id from the store (the parent's result, which carries it, came first)."""
+        s = TrialSpec.from_dict(spec)
+        parent = None if s.parent is None else self.store.get(self.experiment_id, s.parent)
+        return s.to_parameters(getattr(self, 'space', None), parent_trial=parent.trial_id if parent else None)
 
     def _with_artifacts(self, pid: int, metrics: dict) -> dict:
         """The trial's numeric final result plus what it wrote next to its checkpoint (checkpoint path,

@@ -517,23 +517,11 @@ class EASDenseNet(XferSpace):
     @staticmethod
     def portal_summary(architecture: dict) -> dict:
         """What NNI's web portal plots (nni_xfer.spec.portal_summary): dense layers in all and per
-        block, the channels the blocks add (sum of growths), stem and transition widths, the
-        per-block growths (``40x6`` = six layers of growth 40) and the architecture as JSON."""
-        import json
-
-        def runs(block: list) -> str:
-            out, i = [], 0
-            while i < len(block):
-                j = i
-                while j < len(block) and block[j] == block[i]:
-                    j += 1
-                out.append(f'{block[i]}x{j - i}' if j - i > 1 else str(block[i]))
-                i = j
-            return ','.join(out)
-
+        block (``6-6-6``), the channels the blocks add (sum of growths), the largest and mean growth,
+        stem and transition widths (``160-200``). The growths themselves stay in the trial's parameters."""
         growths = architecture['growths']
-        return {'depth': sum(len(b) for b in growths), 'layers': '-'.join(str(len(b)) for b in growths),
-                'growth_sum': sum(sum(b) for b in growths), 'stem': architecture['stem'],
-                'transitions': '-'.join(str(c) for c in architecture['transitions']) or 'none',
-                'growths': ' | '.join(runs(b) for b in growths),
-                'architecture': json.dumps(architecture, separators=(',', ':'))}
+        every = [g for b in growths for g in b]
+        return {'depth': len(every), 'layers': '-'.join(str(len(b)) for b in growths),
+                'growth_sum': sum(every), 'growth_max': max(every, default=0),
+                'growth_mean': round(sum(every) / len(every), 1) if every else 0, 'stem': architecture['stem'],
+                'transitions': '-'.join(str(c) for c in architecture['transitions']) or 'none'}

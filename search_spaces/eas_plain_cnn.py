@@ -451,13 +451,14 @@ class EASPlainCNN(XferSpace):
 
     @staticmethod
     def portal_summary(architecture: dict) -> dict:
-        """What NNI's web portal plots (nni_xfer.spec.portal_summary): conv/fc layer counts, depth
-        (weighted layers), conv widths, kernels and fc units as ``-``-joined strings, the layers."""
+        """What NNI's web portal plots (nni_xfer.spec.portal_summary), numbers only: depth (weighted
+        layers), conv/fc layer and pool counts, the widest conv, all conv filters, the mean conv kernel
+        and all FC units (0 without FC). The layers themselves stay in the trial's parameters."""
         parsed = [parse_token(t) for t in architecture['layers']]
         convs = [(w, k) for kind, w, k in parsed if kind == 'conv']
         fcs = [w for kind, w, _ in parsed if kind == 'fc']
         return {'depth': len(convs) + len(fcs), 'conv_layers': len(convs), 'fc_layers': len(fcs),
-                'widths': '-'.join(str(w) for w, _ in convs) or 'none',
-                'kernels': '-'.join(str(k) for _, k in convs) or 'none',
-                'fc_units': '-'.join(str(w) for w in fcs) or 'none',
-                'architecture': ' '.join(architecture['layers'])}
+                'pools': sum(kind == 'pool' for kind, _, _ in parsed),
+                'widest_conv': max((w for w, _ in convs), default=0), 'conv_filters': sum(w for w, _ in convs),
+                'kernel_mean': round(sum(k for _, k in convs) / len(convs), 2) if convs else 0,
+                'fc_units': sum(fcs)}

@@ -420,17 +420,19 @@ class MBV2Blocks(XferSpace):
     @staticmethod
     def portal_summary(architecture: dict) -> dict:
         """What NNI's web portal plots (nni_xfer.spec.portal_summary): total depth (layers), blocks
-        with a skip, and per block (``,``-joined) ops, kernels, depths and width multipliers, plus
-        the architecture as JSON."""
-        import json
+        with a skip, the total expansion ratio, MBConv6 blocks, the mean kernel, and per block one
+        character each: ``ops`` (``s`` sepconv, ``3`` mbconv3, ``6`` mbconv6), ``kernels`` and
+        ``depths`` (``s66663`` ...). The blocks themselves stay in the trial's parameters."""
         blocks = architecture['blocks']
 
-        def col(key: str) -> str:
-            return ','.join(f"{b[key]:g}" if isinstance(b[key], float) else str(b[key]) for b in blocks)
+        def code(key: str) -> str:
+            return ''.join(str(b[key])[-1] if str(b[key])[-1].isdigit() else str(b[key])[0] for b in blocks)
 
         return {'depth': sum(int(b['depth']) for b in blocks), 'skips': sum(int(b['skip']) for b in blocks),
-                'ops': col('op'), 'kernels': col('kernel'), 'depths': col('depth'), 'widths': col('width'),
-                'architecture': json.dumps(architecture, separators=(',', ':'))}
+                'expansion': round(expansion_ratio(architecture), 3),
+                'mbconv6': sum(b['op'] == 'mbconv6' for b in blocks),
+                'kernel_mean': round(sum(int(b['kernel']) for b in blocks) / len(blocks), 2) if blocks else 0,
+                'ops': code('op'), 'kernels': code('kernel'), 'depths': code('depth')}
 
     def xfer_space_info(self, info):
         info.extra.update(kind='mbv2_blocks', grammar=self.grammar.to_dict(), preset=self.preset,

@@ -525,6 +525,28 @@ class NasnetCells(XferSpace):
         info.extra.update(kind='nasnet_cells', B=self.B, ops=list(self.grammar.ops))
         return info
 
+    @staticmethod
+    def portal_summary(architecture: dict) -> dict:
+        """What NNI's web portal plots (nni_xfer.spec.portal_summary): per cell (``normal_``,
+        ``reduce_``) the branches that are separable convs (dilated included), plain convs, pools and
+        identities, and the cell's depth (longest chain of computed nodes). The cells themselves stay in
+        the trial's parameters (``CellGrammar`` turns them into NAO tokens or the appendix's DAGs)."""
+        out: dict[str, int] = {}
+        for cell in CELLS:
+            ops = [v for k, v in architecture.items() if k.startswith(f'{cell}/op_')]
+            kinds = [str(op).split(' ')[0] for op in ops]
+            depth: dict[int, int] = {}
+            for key in sorted((k for k in architecture if k.startswith(f'{cell}/input_')),
+                              key=lambda k: tuple(int(x) for x in k.rsplit('_', 2)[-2:])):
+                node = int(key.rsplit('_', 2)[-2])
+                depth[node] = max(depth.get(node, 1), depth.get(int(architecture[key]), 0) + 1)
+            out.update({f'{cell}_sep': sum(k.endswith('sep_conv') for k in kinds),
+                        f'{cell}_conv': sum(k == 'conv' for k in kinds),
+                        f'{cell}_pool': sum(k.endswith('_pool') for k in kinds),
+                        f'{cell}_identity': sum(k == 'identity' for k in kinds),
+                        f'{cell}_depth': max(depth.values(), default=0)})
+        return out
+
     @classmethod
     def example(cls) -> dict:
         return example()

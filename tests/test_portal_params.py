@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from nni_xfer.report import export_evaluations
-from nni_xfer.spec import PORTAL_KEY, TrialSpec, default_portal_summary, portal_summary, proposal_id_of
+from nni_xfer.spec import (PARENT_KEY, PORTAL_KEY, PORTAL_MAX_AXES, PORTAL_MAX_CHARS, TrialSpec,
+                           default_portal_summary, portal_summary, proposal_id_of)
 from nni_xfer.store import KnowledgeStore
 from nni_xfer.trial import Reporter, run_trial
 from nni_xfer.tuner import XferTuner, _proposal_of
@@ -37,8 +38,10 @@ def _args(tmp_path, **kw):
 
 
 def _plottable(summary: dict) -> bool:
-    return all(isinstance(k, str) for k in summary) and \
-        all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in summary.values())
+    """One readable portal axis per entry: a short name, a number or a short string, not too many."""
+    return len(summary) <= PORTAL_MAX_AXES and all(isinstance(k, str) and len(k) <= PORTAL_MAX_CHARS for k in summary) \
+        and all((isinstance(v, (int, float)) or (isinstance(v, str) and len(v) <= PORTAL_MAX_CHARS))
+                and not isinstance(v, bool) for v in summary.values())
 
 
 def test_categorical_space_one_parameter_per_label(tmp_path, monkeypatch):
@@ -46,8 +49,9 @@ def test_categorical_space_one_parameter_per_label(tmp_path, monkeypatch):
     t = XferTuner(**_args(tmp_path))
     params = t.generate_parameters(0)
     summary = params[PORTAL_KEY]
-    assert set(summary) == set(t.space_info.dims) and _plottable(summary)
-    assert summary == params['architecture']
+    assert set(summary) == set(t.space_info.dims) | {PARENT_KEY} and _plottable(summary)
+    assert {k: v for k, v in summary.items() if k != PARENT_KEY} == params['architecture']
+    assert summary[PARENT_KEY] == 'none' and list(summary)[-1] == PARENT_KEY
     # the spec still travels whole: the trial runner and the resume code read it
     spec = TrialSpec.from_parameters(params)
     assert spec.architecture == params['architecture'] and spec.proposal_id == 0
@@ -63,24 +67,42 @@ def test_categorical_space_one_parameter_per_label(tmp_path, monkeypatch):
     assert PORTAL_KEY not in ev.spec
 
 
-@pytest.mark.parametrize('name', ['eas_plain_cnn', 'eas_densenet', 'mbv2_blocks'])
-def test_variable_length_spaces_summarise(name):
+@pytest.mark.parametrize('name', ['eas_plain_cnn', 'eas_densenet', 'mbv2_blocks', 'nasnet_cells'])
+def test_structured_spaces_summarise_in_short_axes(name):
     from nni_xfer.datasets import dataset_info
     from nni_xfer.space import build_space
     space = build_space(name, {}, dataset_info('digits'))
     arch = space.example()
     summary = portal_summary(arch, space)
-    assert _plottable(summary), summary
-    assert isinstance(summary['depth'], int) and summary['depth'] > 0
-    assert isinstance(summary['architecture'], str) and len(summary) <= 8
+    assert _plottable(summary) and len(summary) <= 10, summary
+    depth = summary.get('depth', summary.get('normal_depth'))
+    assert isinstance(depth, int) and depth > 0
+    assert 'architecture' not in summary   # the whole architecture stays in the parameters, not on an axis
+    assert not any(isinstance(v, str) and v.startswith(('{', '[')) for v in summary.values()), summary
     # not the generic fallback: the space's own method answered
     assert summary != default_portal_summary(arch)
+
+
+def test_summaries_follow_the_architecture():
+    from nni_xfer.search_spaces.eas_plain_cnn import EASPlainCNN
+    from nni_xfer.search_spaces.mbv2_blocks import EXAMPLE, MBV2Blocks
+    from nni_xfer.search_spaces.nasnet_cells import NasnetCells, example
+    plain = EASPlainCNN.portal_summary({'layers': ['conv-16-3', 'conv-32-5', 'pool', 'fc-64', 'fc-128']})
+    assert plain == {'depth': 4, 'conv_layers': 2, 'fc_layers': 2, 'pools': 1, 'widest_conv': 32,
+                     'conv_filters': 48, 'kernel_mean': 4.0, 'fc_units': 192}
+    mb = MBV2Blocks.portal_summary(EXAMPLE)
+    assert len(mb['ops']) == len(mb['kernels']) == len(mb['depths']) == len(EXAMPLE['blocks'])
+    assert mb['depth'] == sum(b['depth'] for b in EXAMPLE['blocks'])
+    cells = NasnetCells.portal_summary(example())
+    for cell in ('normal', 'reduce'):   # every branch of the B=5 cell counted once
+        assert sum(cells[f'{cell}_{k}'] for k in ('sep', 'conv', 'pool', 'identity')) == 10
+        assert 1 <= cells[f'{cell}_depth'] <= 5
 
 
 def test_generic_summary_and_a_failing_space_method():
     arch = {'a': 1, 'b': 'x', 'c': [1, 2, 3], 'd': {'e': 1}, 'f': True}
     s = default_portal_summary(arch)
-    assert s == {'a': 1, 'b': 'x', 'c_count': 3, 'f': 'true', 'architecture': json.dumps(arch, separators=(',', ':'))}
+    assert s == {'a': 1, 'b': 'x', 'c_count': 3, 'd_count': 1, 'f': 'true'}
 
     class Broken:
         def portal_summary(self, architecture):
@@ -92,6 +114,31 @@ def test_generic_summary_and_a_failing_space_method():
 
     assert portal_summary(arch, Broken()) == s
     assert portal_summary(arch, Nested()) == {'depth': 2, 'blocks': '[1,2]', 'cfg': '{"k":1}', 'ok': 'none'}
+
+
+def test_summary_is_bounded_and_names_the_parent():
+    many = {f'a_choice_with_a_long_label_{i}': 'v' * 30 + str(i) for i in range(40)}
+    s = portal_summary(many)
+    assert len(s) == PORTAL_MAX_AXES - 1 and _plottable(s), s
+    assert len(set(s.values())) == len(s)   # shortened values stay distinct (digest)
+    child = TrialSpec('simple_cnn', {'width1': 16}, parent=3, proposal_id=4)
+    assert child.to_parameters(parent_trial='AbC12')[PORTAL_KEY][PARENT_KEY] == 'AbC12'
+    assert child.to_parameters()[PORTAL_KEY][PARENT_KEY] == 'proposal 3'   # its trial id not known
+    assert TrialSpec('simple_cnn', {'width1': 16}).to_parameters()[PORTAL_KEY][PARENT_KEY] == 'none'
+    assert _plottable(child.to_parameters()[PORTAL_KEY])
+
+
+def test_child_parameters_carry_the_parents_nni_trial_id(tmp_path, monkeypatch):
+    """EAS proposes a child of the start network once its result (with its NNI trial id) is in."""
+    monkeypatch.setenv('NNI_EXP_ID', 'exp-lineage')
+    t = XferTuner(**_args(tmp_path, strategy='eas_random', space='eas_plain_cnn',
+                          strategy_args={'networks_per_episode': 2, 'episodes_per_stage': [1]}))
+    start = t.generate_parameters(0)
+    assert start[PORTAL_KEY][PARENT_KEY] == 'none'
+    t.receive_trial_result(0, start, {'default': 0.5, 'val_acc': 0.5, 'trial_id': 'StArT'})
+    child = t.generate_parameters(1)
+    assert child['parent'] == 0 and child[PORTAL_KEY][PARENT_KEY] == 'StArT'
+    assert _plottable(child[PORTAL_KEY])
 
 
 def test_final_metrics_are_numbers_and_artifacts_reach_the_store(tmp_path, monkeypatch):
