@@ -38,6 +38,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             bad += 1
         else:
             print(f'{path}: OK')
+        from .container import config_warnings
+        for w in config_warnings(path):
+            print(f'{path}: warning: {w}')
     return 1 if bad else 0
 
 
@@ -109,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument('--store', default=None, help='knowledge store, if not set in classArgs')
     rn.add_argument('--id-file', default=None, help='write the experiment id to this file')
     rn.set_defaults(func=cmd_run)
+    from .container import add_parser as add_container_parser
+    add_container_parser(sub)   # trial-in-container
     groups: dict[str, Any] = {}
 
     def group(name: str, help: str):
@@ -144,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ['trial-in-container']:   # a trialCommand: skip loading every plugin (and torch)
+        from .container import main as container_main
+        return container_main(argv[1:])
     _quiet_warnings()
     args = build_parser().parse_args(argv)
     try:
