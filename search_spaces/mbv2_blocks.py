@@ -42,7 +42,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass
-from functools import partial
+from functools import lru_cache, partial
 from itertools import product
 from typing import Any
 
@@ -116,8 +116,11 @@ def num_layers(arch: dict) -> int:
     return sum(int(b['depth']) for b in arch['blocks'])
 
 
-def parse_architecture(arch: Any, grammar: Grammar, field: str = 'architecture') -> dict:
-    """Validate an architecture; return it normalised (ints, floats). One-line errors name the field."""
+def parse_architecture(arch: Any, grammar: Grammar, field: str = 'architecture', constraints: bool = True) -> dict:
+    """Validate an architecture; return it normalised (ints, floats). One-line errors name the field.
+
+    ``constraints: false`` checks the choices only, not the scale constraints (a basic architecture
+    searched under another task's constraints)."""
     if not isinstance(arch, dict) or set(arch) != {'blocks'}:
         raise ConfigError(field, "expected {'blocks': [{op, kernel, skip, depth, width}, ...]}")
     blocks = arch['blocks']
@@ -150,7 +153,8 @@ def parse_architecture(arch: Any, grammar: Grammar, field: str = 'architecture')
             nb[key] = v
         out.append(nb)
     parsed = {'blocks': out}
-    check_constraints(parsed, grammar, field)
+    if constraints:
+        check_constraints(parsed, grammar, field)
     return parsed
 
 
@@ -204,26 +208,118 @@ def random_architecture(rng, grammar: Grammar, max_tries: int = 100000) -> dict:
 def transform(arch: dict, rng, grammar: Grammar, max_tries: int = 1000) -> dict:
     """The paper's transformation function (Algorithm 3) — offspring generator and mutation.
 
-    In every block one of the five elements, chosen uniformly, gets a new value drawn uniformly
-    from the other choices. Offspring outside the scale constraints are redrawn; an element with a
-    single choice is never picked. After ``max_tries`` rejections only op/kernel/skip change (they
-    never affect the constraints), so the result always lies inside them when ``arch`` does.
+    In every block one of the five elements, chosen uniformly (elements with a single choice are
+    never picked), gets a new value drawn uniformly from the other choices. When the child breaks a
+    scale constraint, only the offending blocks are redrawn — the values of the blocks whose chosen
+    element is the width (total expansion ratio) or the depth (layer count), uniformly among the
+    values that satisfy the constraint — so the element choice, and with it the 1/5 frequency of
+    each element, is kept. Only when no value of the chosen elements can satisfy the constraints
+    (at their edges, or a parent outside them) is the element choice redrawn, uniformly among the
+    choices that can; the result then lies inside the constraints whatever the parent was
+    (``arch`` need not satisfy ``grammar``'s constraints: a basic architecture of another task
+    seeds this one). ``max_tries`` is kept for compatibility and unused. Raises
+    :class:`ConfigError` when no single transformation brings ``arch`` inside the constraints.
     """
-    for attempt in range(max_tries + 1):
-        scale_ok = attempt < max_tries
-        child = {'blocks': []}
-        for b in arch['blocks']:
-            elements = [e for e in ELEMENTS if len(grammar.choices(e)) > 1
-                        and (scale_ok or e in ('op', 'kernel', 'skip'))]
-            nb = dict(b)
-            if elements:
-                e = elements[int(rng.integers(len(elements)))]
-                others = [v for v in grammar.choices(e) if v != b[e]]
-                nb[e] = _pick(rng, others)
-            child['blocks'].append(nb)
-        if constraint_violation(child, grammar) is None:
-            return child
-    return copy.deepcopy(arch)  # only when the grammar has no free op/kernel/skip at all
+    blocks = arch['blocks']
+    free = [e for e in ELEMENTS if len(grammar.choices(e)) > 1]
+    if not free:
+        return copy.deepcopy(arch)
+    chosen = [free[int(rng.integers(len(free)))] for _ in blocks]
+    child = _realise(arch, chosen, rng, grammar)
+    if child is not None:
+        return child
+    chosen = _feasible_elements(arch, rng, grammar, free)
+    if chosen is None:
+        if constraint_violation(arch, grammar) is None:  # no feasible change at all (tiny grammars)
+            return copy.deepcopy(arch)
+        raise ConfigError('architecture.blocks', f'no single transformation (one element per block) brings it '
+                                                 f'inside the scale constraints ({constraint_violation(arch, grammar)})')
+    child = _realise(arch, chosen, rng, grammar)
+    assert child is not None
+    return child
+
+
+def _alternatives(grammar: Grammar, element: str, value) -> list:
+    return [v for v in grammar.choices(element) if v != value]
+
+
+def _in_range(value: float, rng_: list | None) -> bool:
+    return rng_ is None or rng_[0] - 1e-9 <= value <= rng_[1] + 1e-9
+
+
+def _scale_options(arch: dict, idx: list[int], element: str, grammar: Grammar) -> list[tuple]:
+    """Every joint new value of ``element`` in the blocks ``idx`` that keeps its constraint."""
+    blocks = arch['blocks']
+    if element == 'width':
+        fixed = math.prod(float(b['width']) for i, b in enumerate(blocks) if i not in idx)
+        ok = lambda vals: _in_range(fixed * math.prod(vals), grammar.expansion_range)  # noqa: E731
+    else:
+        fixed = sum(int(b['depth']) for i, b in enumerate(blocks) if i not in idx)
+        ok = lambda vals: _in_range(fixed + sum(vals), grammar.layer_range)  # noqa: E731
+    return [vals for vals in product(*[_alternatives(grammar, element, blocks[i][element]) for i in idx]) if ok(vals)]
+
+
+def _realise(arch: dict, chosen: list[str], rng, grammar: Grammar) -> dict | None:
+    """New values for the chosen element of every block; the width/depth values redrawn among those
+    keeping the constraints when the first draw breaks one; ``None`` when none can."""
+    blocks = arch['blocks']
+    child = {'blocks': [dict(b) for b in blocks]}
+    for b, e in zip(child['blocks'], chosen):
+        b[e] = _pick(rng, _alternatives(grammar, e, b[e]))
+    for element, check in (('width', grammar.expansion_range), ('depth', grammar.layer_range)):
+        value = expansion_ratio(child) if element == 'width' else num_layers(child)
+        if _in_range(value, check):
+            continue
+        idx = [i for i, e in enumerate(chosen) if e == element]
+        options = _scale_options(arch, idx, element, grammar) if idx else []
+        if not options:
+            return None
+        for i, v in zip(idx, options[int(rng.integers(len(options)))]):
+            child['blocks'][i][element] = copy.deepcopy(v)
+    return child
+
+
+def _feasible_elements(arch: dict, rng, grammar: Grammar, free: list[str]) -> list[str] | None:
+    """An element per block drawn uniformly among the choices some values of which satisfy the
+    constraints (exact: by which blocks change width, which depth), or ``None``."""
+    n = len(arch['blocks'])
+    others = [e for e in free if e not in ('width', 'depth')]
+    blocks = arch['blocks']
+    feasible = {}  # element -> [bit mask of the blocks that change it -> some new values keep its constraint]
+    for element, limits in (('width', grammar.expansion_range), ('depth', grammar.layer_range)):
+        own = [float(b[element]) if element == 'width' else int(b[element]) for b in blocks]
+        combine = (lambda x, y: x * y) if element == 'width' else (lambda x, y: x + y)  # noqa: E731
+        # reach[mask]: every total of the element over all blocks, the blocks in mask taking new values
+        reach = [set() for _ in range(1 << n)]
+        reach[0] = {math.prod(own) if element == 'width' else sum(own)}
+        for mask in range(1, 1 << n):
+            i = (mask & -mask).bit_length() - 1
+            alts = _alternatives(grammar, element, blocks[i][element]) if element in free else []
+            reach[mask] = {round(combine(t, (float(v) / own[i]) if element == 'width' else int(v) - own[i]), 9)
+                           for t in reach[mask & (mask - 1)] for v in alts}
+        feasible[element] = [any(_in_range(t, limits) for t in r) for r in reach]
+    w_mask, d_mask, n_other = _role_table(n)
+    import numpy as np
+    ok = np.asarray(feasible['width'])[w_mask] & np.asarray(feasible['depth'])[d_mask]
+    if not others:
+        ok &= n_other == 0
+    if not ok.any():
+        return None
+    weights = np.where(ok, float(max(len(others), 1)) ** n_other, 0.0)
+    k = int(rng.choice(len(weights), p=weights / weights.sum()))
+    roles = [('width', 'depth', 'other')[k // 3 ** i % 3] for i in range(n)]
+    return [r if r != 'other' else others[int(rng.integers(len(others)))] for r in roles]
+
+
+@lru_cache(maxsize=None)
+def _role_table(n: int):
+    """For every assignment k of a role (0 width, 1 depth, 2 other; digit i of k in base 3 for block i)
+    to ``n`` blocks: the width mask, the depth mask and the number of other blocks."""
+    import numpy as np
+    k = np.arange(3 ** n)
+    digits = np.stack([k // 3 ** i % 3 for i in range(n)])
+    bits = (1 << np.arange(n))[:, None]
+    return ((digits == 0) * bits).sum(0), ((digits == 1) * bits).sum(0), (digits == 2).sum(0)
 
 
 def mutate(arch: dict, rng, grammar: Grammar) -> dict:

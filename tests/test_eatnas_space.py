@@ -102,6 +102,46 @@ def test_generator_never_leaves_constraints_and_changes_every_block(digits):
                 a = b
 
 
+@pytest.mark.parametrize('preset', ['cifar', 'imagenet'])
+def test_transform_changes_each_element_in_a_fifth_of_the_blocks(digits, preset):
+    """Algorithm 3: a constraint breach redraws values in the offending blocks, not the element
+    choice (redrawing whole children made width change in 11-12 % of the blocks, not 20 %)."""
+    g = build_space('mbv2_blocks', {'preset': preset}, digits).grammar
+    counts = dict.fromkeys(m.ELEMENTS, 0)
+    rng = np.random.default_rng(1234)
+    for walk in range(12):
+        a = m.random_architecture(rng, g)
+        for _ in range(50):
+            b = m.transform(a, rng, g)
+            for x, y in zip(a['blocks'], b['blocks']):
+                (changed,) = [k for k in m.ELEMENTS if x[k] != y[k]]
+                counts[changed] += 1
+            a = b
+    n = sum(counts.values())
+    assert n == 12 * 50 * 7
+    # binomial sd at n = 4200: 0.006; the tolerance is 4 sd
+    assert all(abs(c / n - 0.2) < 0.025 for c in counts.values()), {k: c / n for k, c in counts.items()}
+
+
+def test_transform_from_outside_the_constraints_lands_inside(digits):
+    cifar = build_space('mbv2_blocks', {'preset': 'cifar'}, digits).grammar
+    imagenet = build_space('mbv2_blocks', {'preset': 'imagenet'}, digits).grammar
+    rng = np.random.default_rng(0)
+    outside = 0
+    for _ in range(60):
+        a = m.random_architecture(rng, cifar)
+        outside += m.constraint_violation(a, imagenet) is not None
+        b = m.transform(a, rng, imagenet)
+        assert m.constraint_violation(b, imagenet) is None
+        assert all(sum(x[k] != y[k] for k in m.ELEMENTS) == 1 for x, y in zip(a['blocks'], b['blocks']))
+    assert outside > 40
+    # unreachable in one step: a named one-line error
+    tight = m.Grammar(**{**imagenet.to_dict(), 'expansion_range': [1.0, 1.5], 'layer_range': [28, 28]})
+    with pytest.raises(ConfigError, match='no single transformation') as e:
+        m.transform(m.EXAMPLE, rng, tight)
+    assert e.value.field == 'architecture.blocks'
+
+
 def test_every_constrained_sample_builds_and_runs(space):
     rng = np.random.default_rng(0)
     x = torch.randn(2, 1, 8, 8)

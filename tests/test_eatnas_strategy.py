@@ -70,6 +70,30 @@ def test_explicit_seed_generates_offspring_of_the_basic_architecture():
         assert changed == [1] * 7
 
 
+#: searched under the CIFAR preset (expansion 4.5 in [4, 10], 12 layers): outside ImageNet's [8, 16] and [16, 18]
+CIFAR_BASIC = {'blocks': [{**b, 'width': w, 'depth': d} for b, w, d in
+                          zip(m.EXAMPLE['blocks'], [0.5, 2.0, 1.5, 2.0, 1.5, 1.0, 1.0], [1, 2, 2, 2, 2, 2, 1])]}
+
+
+def test_a_cifar_basic_seeds_an_imagenet_population_inside_its_constraints():
+    cifar, imagenet = (m.grammar_from_info(make_info({'preset': p})) for p in ('cifar', 'imagenet'))
+    assert m.constraint_violation(CIFAR_BASIC, cifar) is None
+    assert m.expansion_ratio(CIFAR_BASIC) == 4.5 and m.num_layers(CIFAR_BASIC) == 12
+    assert 'outside [8, 16]' in m.constraint_violation(CIFAR_BASIC, imagenet)
+    s = EATNASStrategy(make_info({'preset': 'imagenet'}), seed=0, population=12, sample=4, patience=None,
+                       seed_from={'architecture': CIFAR_BASIC})
+    assert s.seed_info['architecture'] == CIFAR_BASIC
+    props = drive(s, 40, batch=3, metrics=fake_metrics)
+    assert len(props) == 40
+    for p in props:
+        assert m.constraint_violation(p['architecture'], imagenet) is None
+        assert m.parse_architecture(p['architecture'], imagenet) == p['architecture']
+    for p in props[:12]:   # the initial population: one transformation of the basic architecture
+        assert p['meta'] == {'role': 'init', 'transfer': True}
+        assert [sum(a[k] != b[k] for k in m.ELEMENTS) for a, b in
+                zip(p['architecture']['blocks'], CIFAR_BASIC['blocks'])] == [1] * 7
+
+
 def test_tournament_cycle_replaces_the_worst_of_its_sample_and_tracks_quality():
     s = EATNASStrategy(make_info(), seed=1, population=4, sample=4, patience=None, sub_objective=None)
     drive(s, 4, metrics=fake_metrics)
@@ -122,8 +146,12 @@ def test_patience_stops_on_flat_quality():
     ({'sub_objective': 'latency'}, {}, 'strategy_args.sub_objective'),
     ({}, {'ops': ['sepconv', 'conv3']}, 'space_args.ops'),
     ({}, {'expansion_range': [300, 400]}, 'space_args.expansion_range'),
-    ({'seed_from': {'architecture': m.EXAMPLE}}, {'expansion_range': [4, 6]},
-     'strategy_args.seed_from.architecture.blocks'),
+    # outside the constraints is fine (test below) unless no single transformation reaches them:
+    # from 7 layers of width factor 2, 22 layers need five blocks deeper, whose widths keep the ratio >= 8
+    ({'seed_from': {'architecture': {'blocks': [{**b, 'width': 2.0, 'depth': 1} for b in m.EXAMPLE['blocks']]}}},
+     {'expansion_range': [4, 6], 'layer_range': [22, 28]}, 'strategy_args.seed_from.architecture.blocks'),
+    ({'seed_from': {'architecture': {'blocks': [{**b, 'kernel': 4} for b in m.EXAMPLE['blocks']]}}}, {},
+     'strategy_args.seed_from.architecture.blocks[0].kernel'),
     ({'seed_from': {'experiment': 'nosuch'}}, {}, 'strategy_args.seed_from.experiment'),
     ({'seed_from': {'experiment': 'cnn'}}, {}, 'strategy_args.seed_from.experiment'),
     ({'seed_from': {'experiment': 'src', 'pick': 'worst'}}, {}, 'strategy_args.seed_from.pick'),

@@ -3,7 +3,10 @@
 - Population P (64) and sample S (16). The initial population is P random architectures within
   the space's constraints (search from scratch) or, with ``seed_from``, P offspring of the basic
   architecture made by the space's transformation function (Algorithm 3, elastic transfer), whose
-  weights optionally start from the basic model's checkpoint.
+  weights optionally start from the basic model's checkpoint. The basic architecture need only use
+  the space's choices: searched under the small task's scale constraints, it may lie outside this
+  task's; its offspring lie inside them (paper §4.2: CIFAR-10 expansion [4, 10] seeds ImageNet's
+  [8, 16]).
 - Each cycle: draw S members, mutate the best (the same transformation function), train the child
   and add it; drop the worst of the sample. With trialConcurrency > 1 children are proposed while
   others train; a child's arrival removes the worst member of *its* sample still present (else the
@@ -26,7 +29,10 @@ from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 import logging
+
+import numpy as np
 
 from nni_xfer.errors import ConfigError
 from nni_xfer.evolution import Mutation, mean_std, soft_constraint, tournament
@@ -42,11 +48,8 @@ SPACE_OPERATORS = ('grammar_from_info', 'parse_architecture', 'random_architectu
 
 
 def _number(value, field: str, positive: bool = False) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise ConfigError(field, f'expected a number, got {value!r}')
-    if positive and value <= 0:
-        raise ConfigError(field, f'must be > 0, got {value!r}')
-    return float(value)
+    from nni_xfer.config import check_number  # the one validator of config numbers (finite)
+    return check_number(value, field, above=0 if positive else None)
 
 
 def sub_value(metrics: dict, sub_objective: str | None) -> float | None:
@@ -126,8 +129,10 @@ class EATNASStrategy(BaseStrategy):
                               allowed=KERNEL_MISMATCH)
         self.depth_extra, self.kernel_mismatch = depth_extra, kernel_mismatch
         self.context = context or StrategyContext()
-        self.seed_info = resolve_seed(seed_from, space.name, self.grammar, self.ops.parse_architecture,
+        self.seed_info = resolve_seed(seed_from, space.name, self.grammar, self._parse_seed,
                                       default_store=self.context.store)
+        if self.seed_info is not None:
+            self._check_seed(self.seed_info['architecture'])
         # search state (all JSON-safe; round-trips through state_dict)
         self.population: list[dict] = []     # members: id, architecture, acc, sub, score, checkpoint, sha256
         self.init_done = 0                   # successful initial members
@@ -142,6 +147,25 @@ class EATNASStrategy(BaseStrategy):
                          'an explicit architecture' if src is None else f"experiment {src['experiment_id']} "
                          f"trial {src['parameter_id']}", self.seed_info['acc'],
                          'shared' if self.seed_info['checkpoint'] else 'fresh')
+
+    def _parse_seed(self, arch, grammar, field: str) -> dict:
+        """The basic architecture against the space's choices but not its scale constraints: it was
+        searched under the small task's constraints; its offspring obey this task's (paper §3.5)."""
+        parse = self.ops.parse_architecture
+        if 'constraints' in inspect.signature(parse).parameters:
+            return parse(arch, grammar, field, constraints=False)
+        return parse(arch, grammar, field)
+
+    def _check_seed(self, arch: dict) -> None:
+        """Fail before any trial when no offspring of the basic architecture can satisfy the constraints."""
+        try:
+            self.ops.transform(arch, np.random.default_rng(0), self.grammar)
+        except ConfigError as e:
+            raise ConfigError('strategy_args.seed_from.architecture.blocks', e.message) from None
+        why = getattr(self.ops, 'constraint_violation', lambda a, g: None)(arch, self.grammar)
+        if why:
+            _logger.info('eatnas: the basic architecture lies outside this task\'s constraints (%s); its '
+                         'offspring are drawn inside them', why)
 
     @staticmethod
     def _space_operators(space: SpaceInfo):
