@@ -5,6 +5,7 @@ The same validation runs in ``nni-xfer check`` and when the tuner starts, before
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -15,6 +16,49 @@ from .registry import DATASETS, EVALUATORS, STRATEGIES
 from .strategy import MODES, BaseStrategy, SpaceInfo, StrategyContext
 
 
+def check_number(value: Any, field: str, *, integer: bool = False, minimum: float | None = None,
+                 maximum: float | None = None, above: float | None = None, below: float | None = None,
+                 allow_none: bool = False) -> Any:
+    """The one validator of every number in a configuration (strategies', spaces', evaluators' and
+    datasets' arguments): a one-line :class:`ConfigError` naming ``field`` unless ``value`` is a finite
+    number (an integer if ``integer``; YAML's ``true``/``false`` are not numbers) within the bounds
+    (``minimum <= value <= maximum``, ``above < value < below``). ``null`` passes only if ``allow_none``
+    (an optional limit is ``null``, never ``.inf``: no built-in argument takes infinity).
+
+    >>> check_number(0.5, 'strategy_args.eta', above=0)
+    0.5
+    >>> check_number(float('nan'), 'strategy_args.alpha')
+    Traceback (most recent call last):
+    ...
+    nni_xfer.errors.ConfigError: strategy_args.alpha: expected a finite number, got nan
+    """
+    if value is None and allow_none:
+        return None
+    kind = 'an integer' if integer else 'a finite number'
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise ConfigError(field, f'expected {kind}{" or null" if allow_none else ""}, got {value!r}')
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(field, f'expected a finite number, got {value!r}')
+    for bound, ok, sign in ((minimum, lambda b: value >= b, '>='), (maximum, lambda b: value <= b, '<='),
+                            (above, lambda b: value > b, '>'), (below, lambda b: value < b, '<')):
+        if bound is not None and not ok(bound):
+            raise ConfigError(field, f'must be {sign} {bound}, got {value!r}')
+    return value if integer else float(value)
+
+
+def non_finite_numbers(value: Any, field: str) -> list[ConfigError]:
+    """Every NaN or infinite number anywhere in ``value`` (nested mappings and lists), one error each:
+    run on all of ``classArgs`` before any plugin sees it, so no argument of any strategy, space,
+    evaluator or dataset can be non-finite, whether or not its own validation checks."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [ConfigError(field, f'expected a finite number, got {value!r}')]
+    if isinstance(value, dict):
+        return [e for k, v in value.items() for e in non_finite_numbers(v, f'{field}.{k}')]
+    if isinstance(value, (list, tuple)):
+        return [e for i, v in enumerate(value) for e in non_finite_numbers(v, f'{field}[{i}]')]
+    return []
+
+
 @dataclass
 class XferConfig:
     """Validated ``classArgs`` of :class:`~nni_xfer.tuner.XferTuner`."""
@@ -23,7 +67,7 @@ class XferConfig:
     space: str
     strategy_args: dict = field(default_factory=dict)
     space_args: dict = field(default_factory=dict)
-    dataset: str = 'digits'
+    dataset: str = 'digits'  # DEFAULT_DATASET
     dataset_args: dict = field(default_factory=dict)
     evaluator: str = 'train'
     evaluator_args: dict = field(default_factory=dict)
@@ -45,7 +89,14 @@ _TYPES = {
 _REQUIRED = ('strategy', 'space')
 
 
-def _shallow_errors(args: Any, fixed_strategy: str | None) -> list[ConfigError]:
+#: what ``classArgs.dataset`` is when an exp.yml leaves it out (README, exp.yml walk-through): scikit-learn's
+#: 8x8 digits ships with the install, so a first config runs without a download. ``nni-xfer check`` says so.
+DEFAULT_DATASET = 'digits'
+
+
+def _key_errors(args: Any, fixed_strategy: str | None) -> list[ConfigError]:
+    """Problems of the keys and value types of ``classArgs`` and every non-finite number in it: found
+    without importing a plugin (so without torch)."""
     if not isinstance(args, dict):
         return [ConfigError('classArgs', f'expected a mapping, got {type(args).__name__}')]
     errors = []
@@ -57,8 +108,7 @@ def _shallow_errors(args: Any, fixed_strategy: str | None) -> list[ConfigError]:
         if key == 'strategy' and fixed_strategy is not None:
             continue
         if key not in args:
-            errors.append(ConfigError(f'classArgs.{key}', 'missing required argument',
-                                      allowed=STRATEGIES.names() if key == 'strategy' else None))
+            errors.append(ConfigError(f'classArgs.{key}', 'missing required argument'))
     if fixed_strategy is not None and args.get('strategy', fixed_strategy) != fixed_strategy:
         errors.append(ConfigError('classArgs.strategy', f'this tuner runs {fixed_strategy!r} only',
                                   allowed=[fixed_strategy]))
@@ -70,15 +120,23 @@ def _shallow_errors(args: Any, fixed_strategy: str | None) -> list[ConfigError]:
             errors.append(ConfigError(f'classArgs.{key}', f'expected {want}, got {type(args[key]).__name__}'))
     if isinstance(args.get('mode'), str) and args['mode'] not in MODES:
         errors.append(ConfigError('classArgs.mode', f"unknown mode {args['mode']!r}", allowed=MODES))
-    for key, reg in (('strategy', STRATEGIES), ('dataset', DATASETS), ('evaluator', EVALUATORS)):
+    errors += non_finite_numbers({k: v for k, v in args.items() if k in allowed}, 'classArgs')
+    return errors
+
+
+def _name_errors(args: dict) -> list[ConfigError]:
+    """Unknown strategy, space, dataset or evaluator names (loads the plugin registries)."""
+    from .registry import SEARCH_SPACES
+    errors = []
+    for key, reg in (('strategy', STRATEGIES), ('space', SEARCH_SPACES), ('dataset', DATASETS),
+                     ('evaluator', EVALUATORS)):
         if isinstance(args.get(key), str) and args[key] not in reg:
             errors.append(ConfigError(f'classArgs.{key}', f'unknown {reg.kind} {args[key]!r}', allowed=reg.names()))
-    if isinstance(args.get('space'), str):
-        from .registry import SEARCH_SPACES
-        if args['space'] not in SEARCH_SPACES:
-            errors.append(ConfigError('classArgs.space', f"unknown search space {args['space']!r}",
-                                      allowed=SEARCH_SPACES.names()))
     return errors
+
+
+def _shallow_errors(args: Any, fixed_strategy: str | None) -> list[ConfigError]:
+    return _key_errors(args, fixed_strategy) or _name_errors(args)
 
 
 def _prefix(exc: ConfigError) -> ConfigError:
@@ -97,44 +155,96 @@ class Built:
 
 
 def validate_class_args(args: Any, fixed_strategy: str | None = None) -> tuple[list[ConfigError], Built | None]:
-    """All problems of ``classArgs`` (one :class:`ConfigError` each) and, if none, the built objects."""
-    errors = _shallow_errors(args, fixed_strategy)
+    """Every problem of ``classArgs`` (one :class:`ConfigError` each) and, if none, the built objects.
+
+    Problems of keys, types and non-finite numbers are answered first, without loading a plugin;
+    when there are none, every problem of the names and of the dataset's, evaluator's, space's and
+    strategy's arguments (a part that cannot be built because another failed is still checked for
+    unknown and missing arguments)."""
+    errors = _key_errors(args, fixed_strategy)
     if errors:
         return errors, None
+    errors = _name_errors(args)
+    bad_names = {e.field.split('.', 1)[1] for e in errors}
     args = dict(args)
     if fixed_strategy is not None:
         args.setdefault('strategy', fixed_strategy)
     cfg = XferConfig(**args)
     dataset_info = space = info = strategy = None
-    try:
-        from .datasets import dataset_info as _dataset_info
-        dataset_info = _dataset_info(cfg.dataset, **cfg.dataset_args)
-    except ConfigError as exc:
-        errors.append(_prefix(exc if exc.field != 'dataset' else ConfigError('dataset_args', exc.message, exc.allowed)))
-    try:
-        from .evaluators import make_evaluator  # evaluator_args.fault is the trial runner's, any evaluator
-        make_evaluator(cfg.evaluator, cfg.evaluator_args)
-    except ConfigError as exc:
-        errors.append(_prefix(exc))
-    except TypeError as exc:
-        errors.append(ConfigError('classArgs.evaluator_args', str(exc)))
-    if dataset_info is not None:
+    if 'dataset' not in bad_names:
         try:
-            from .space import build_space, space_info
-            space = build_space(cfg.space, cfg.space_args, dataset_info)
-            info = space_info(cfg.space, cfg.space_args, space)
+            from .datasets import dataset_info as _dataset_info
+            dataset_info = _dataset_info(cfg.dataset, **cfg.dataset_args)
+        except ConfigError as exc:
+            errors.append(_prefix(exc if exc.field != 'dataset' else ConfigError('dataset_args', exc.message,
+                                                                                 exc.allowed)))
+    if 'evaluator' not in bad_names:
+        try:
+            from .evaluators import make_evaluator  # evaluator_args.fault is the trial runner's, any evaluator
+            make_evaluator(cfg.evaluator, cfg.evaluator_args)
         except ConfigError as exc:
             errors.append(_prefix(exc))
-    if info is not None:
-        try:
-            context = StrategyContext(store=cfg.store, dataset=cfg.dataset, dataset_args=dict(cfg.dataset_args))
-            strategy = make_strategy(cfg.strategy, info, cfg.strategy_args, seed=cfg.seed, mode=cfg.mode,
-                                     context=context)
-        except ConfigError as exc:
-            errors.append(_prefix(exc))
+        except TypeError as exc:
+            errors.append(ConfigError('classArgs.evaluator_args', str(exc)))
+    if 'space' not in bad_names:
+        if dataset_info is not None:
+            try:
+                from .space import build_space, space_info
+                space = build_space(cfg.space, cfg.space_args, dataset_info)
+                info = space_info(cfg.space, cfg.space_args, space)
+            except ConfigError as exc:
+                errors.append(_prefix(exc))
+        else:
+            errors += [_prefix(e) for e in space_arg_errors(cfg.space, cfg.space_args)]
+    if 'strategy' not in bad_names:
+        if info is not None:
+            try:
+                context = StrategyContext(store=cfg.store, dataset=cfg.dataset, dataset_args=dict(cfg.dataset_args))
+                strategy = make_strategy(cfg.strategy, info, cfg.strategy_args, seed=cfg.seed, mode=cfg.mode,
+                                         context=context)
+            except ConfigError as exc:
+                errors.append(_prefix(exc))
+        else:
+            errors += [_prefix(e) for e in strategy_arg_errors(cfg.strategy, cfg.strategy_args)]
     if errors:
         return errors, None
     return [], Built(cfg, space, info, strategy, dataset_info)
+
+
+def space_arg_errors(name: str, space_args: dict) -> list[ConfigError]:
+    """Unknown ``space_args`` keys of space ``name`` (from its signature; nothing is built)."""
+    from .registry import SEARCH_SPACES
+    from .space import DATASET_ARGS, space_arg_names
+    allowed = space_arg_names(SEARCH_SPACES.get(name, field='space'))
+    errors = []
+    for key in space_args:
+        if key in DATASET_ARGS:
+            errors.append(ConfigError(f'space_args.{key}', 'is set from the dataset; remove it'))
+        elif key not in allowed:
+            errors.append(ConfigError(f'space_args.{key}', f'unknown argument of space {name!r}',
+                                      allowed=[a for a in allowed if a not in DATASET_ARGS]))
+    return errors
+
+
+def strategy_arg_errors(name: str, strategy_args: dict) -> list[ConfigError]:
+    """Every unknown, reserved or missing ``strategy_args`` key of strategy ``name`` (from its
+    signature; nothing is built)."""
+    cls = STRATEGIES.get(name, field='strategy')
+    sig = inspect.signature(cls.__init__)
+    params = [n for n, p in sig.parameters.items() if n not in ('self', 'space', 'seed', 'mode', 'context')
+              and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    errors = []
+    for key in strategy_args:
+        if key in ('seed', 'mode', 'context'):
+            errors.append(ConfigError(f'strategy_args.{key}', 'is set from classArgs (store, dataset)'
+                                      if key == 'context' else f'set classArgs.{key} instead'))
+        elif key not in params:
+            errors.append(ConfigError(f'strategy_args.{key}', f'unknown argument of strategy {name!r}',
+                                      allowed=params))
+    for n in params:
+        if sig.parameters[n].default is inspect.Parameter.empty and n not in strategy_args:
+            errors.append(ConfigError(f'strategy_args.{n}', f'missing required argument of strategy {name!r}'))
+    return errors
 
 
 def make_strategy(name: str, info: SpaceInfo, strategy_args: dict, seed: int = 0, mode: str = 'maximize',
@@ -142,20 +252,12 @@ def make_strategy(name: str, info: SpaceInfo, strategy_args: dict, seed: int = 0
     """Construct a registered strategy; unknown or ill-typed arguments → :class:`ConfigError`.
 
     A strategy whose ``__init__`` takes ``context`` gets the :class:`StrategyContext` (store, dataset)."""
+    errors = strategy_arg_errors(name, strategy_args) + non_finite_numbers(strategy_args, 'strategy_args')
+    if errors:
+        raise errors[0]
     cls = STRATEGIES.get(name, field='strategy')
-    sig = inspect.signature(cls.__init__)
-    params = [n for n, p in sig.parameters.items() if n not in ('self', 'space', 'seed', 'mode', 'context')
-              and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    extra = {'context': context or StrategyContext()} if 'context' in sig.parameters else {}
-    for key in strategy_args:
-        if key in ('seed', 'mode', 'context'):
-            raise ConfigError(f'strategy_args.{key}', 'is set from classArgs (store, dataset)' if key == 'context'
-                              else f'set classArgs.{key} instead')
-        if key not in params:
-            raise ConfigError(f'strategy_args.{key}', f'unknown argument of strategy {name!r}', allowed=params)
-    missing = [n for n in params if sig.parameters[n].default is inspect.Parameter.empty and n not in strategy_args]
-    if missing:
-        raise ConfigError(f'strategy_args.{missing[0]}', f'missing required argument of strategy {name!r}')
+    extra = {'context': context or StrategyContext()} if 'context' in inspect.signature(cls.__init__).parameters \
+        else {}
     return cls(info, seed=seed, mode=mode, **strategy_args, **extra)
 
 
@@ -203,8 +305,11 @@ def _nni_schema_problem(exc: BaseException, raw: dict) -> str:
     return f'NNI schema: {type(exc).__name__} in {Path(frame.filename).name}: {frame.line}'
 
 
-def check_config(path: str | os.PathLike) -> list[str]:
-    """Problems of an ``exp.yml``: NNI's schema, then our tuner's ``classArgs``; one line each."""
+def check_config(path: str | os.PathLike, notes: list[str] | None = None) -> list[str]:
+    """Problems of an ``exp.yml``: NNI's schema, then our tuner's ``classArgs``; one line each, all of
+    them in one run. A YAML error or a problem of the ``classArgs`` keys is answered without loading a
+    plugin (or torch). ``notes`` (if given) receives what a valid config leaves to defaults worth
+    knowing (the dataset when ``classArgs.dataset`` is not set)."""
     import yaml
     problems: list[str] = []
     path = Path(path)
@@ -217,6 +322,8 @@ def check_config(path: str | os.PathLike) -> list[str]:
         where = f'line {mark.line + 1}, column {mark.column + 1}: ' if mark is not None else ''
         what = getattr(exc, 'problem', None) or str(exc).splitlines()[0]
         return [f'not valid YAML: {where}{what}']
+    except (OSError, UnicodeDecodeError) as exc:
+        return [f'cannot read: {exc}']
     if not isinstance(raw, dict):
         return ['expected a mapping at the top level']
     try:
@@ -234,11 +341,16 @@ def check_config(path: str | os.PathLike) -> list[str]:
         problems.append(f'tuner: not an nni-xfer tuner (allowed: className: {TUNER_CLASS}, '
                         f'or name: {BUILTIN_PREFIX}<strategy>)')
         return problems
-    from .registry import STRATEGIES
+    class_args = tuner.get('classArgs', {}) or {}
+    key_errors = _key_errors(class_args, fixed)
+    if key_errors:  # answered without loading the plugins (torch)
+        return problems + [f'tuner.{e}' for e in key_errors]
     if fixed is not None and fixed not in STRATEGIES:
         problems.append(str(ConfigError('tuner.name', f'unknown strategy {fixed!r}',
                                         allowed=[BUILTIN_PREFIX + n for n in STRATEGIES.names()])))
         return problems
-    errors, _ = validate_class_args(tuner.get('classArgs', {}) or {}, fixed)
+    errors, _ = validate_class_args(class_args, fixed)
     problems.extend(f'tuner.{e}' for e in errors)
+    if notes is not None and not problems and 'dataset' not in class_args:
+        notes.append(f'classArgs.dataset not set: searching the default dataset {DEFAULT_DATASET!r}')
     return problems

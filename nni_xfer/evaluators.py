@@ -217,28 +217,72 @@ class TrainEvaluator(Evaluator):
 
 @EVALUATORS.register('mock', description='Closed-form deterministic score of the architecture, no training (tests)')
 class MockEvaluator(Evaluator):
-    """Score = mean over choices of (index of the chosen value + 1) / (number of values).
+    """A deterministic score of the architecture in [0, 1), without training, for every space.
 
-    The optimum, 1.0, is every dimension at its last choice. ``fail_on`` lists proposal ids that
-    raise (to exercise failure handling); ``sleep`` seconds per trial; ``noise`` adds a
-    deterministic per-architecture offset in [-noise, noise].
+    Spaces of categorical labels (``space_info().dims``): the mean over labels of (index of the
+    chosen value + 1) / (number of values); the optimum, 1.0, is every label at its last choice.
+    Other spaces (EAS's layer lists, EAT-NAS's block lists, DenseNet growths): :meth:`structure_score`,
+    which every numeric and categorical choice moves. ``fail_on`` lists proposal ids that raise (to
+    exercise failure handling); ``sleep`` seconds per trial; ``noise`` adds a deterministic
+    per-architecture offset in [-noise, noise].
     """
 
     def __init__(self, fail_on: list[int] = (), sleep: float = 0.0, noise: float = 0.0):
-        self.fail_on = {int(i) for i in fail_on}
-        if not isinstance(sleep, (int, float)) or sleep < 0:
-            raise ConfigError('evaluator_args.sleep', f'expected seconds >= 0, got {sleep!r}')
-        self.sleep = float(sleep)
-        self.noise = float(noise)
+        from .config import check_number
+        if isinstance(fail_on, (str, bytes, dict)) or not isinstance(fail_on, (list, tuple)):
+            raise ConfigError('evaluator_args.fail_on', f'expected a list of proposal ids, got {fail_on!r}')
+        self.fail_on = {check_number(i, f'evaluator_args.fail_on[{n}]', integer=True, minimum=0)
+                        for n, i in enumerate(fail_on)}
+        self.sleep = check_number(sleep, 'evaluator_args.sleep', minimum=0)
+        self.noise = check_number(noise, 'evaluator_args.noise', minimum=0)
 
     @staticmethod
     def score(architecture: dict, dims: dict[str, list]) -> float:
-        if not dims:
-            return 0.0
-        total = 0.0
-        for label, choices in dims.items():
-            total += (choices.index(architecture[label]) + 1) / len(choices)
-        return total / len(dims)
+        if dims and isinstance(architecture, dict) and all(label in architecture for label in dims):
+            total = 0.0
+            for label, choices in dims.items():
+                total += (choices.index(architecture[label]) + 1) / len(choices)
+            return total / len(dims)
+        return MockEvaluator.structure_score(architecture)
+
+    @staticmethod
+    def structure_score(architecture: Any) -> float:
+        """A weighted mean over the architecture's leaves (nested mappings and lists; the number and
+        name tokens of strings such as ``conv-16-3``) of a value in [0, 1): a number ``x`` gives
+        ``t / (1 + t)`` with ``t = log2(1 + |x|)`` (larger is better), a name a stable hash. Each
+        leaf's weight is a stable hash of its position in [1, 2), so reordering blocks changes the
+        score too. Deterministic across processes (CRC-32, no Python ``hash``)."""
+        import math
+        import re
+        import zlib
+
+        def unit(text: str) -> float:
+            return zlib.crc32(text.encode()) / 0x100000000
+
+        def leaves(obj: Any, path: str):
+            if isinstance(obj, dict):
+                for key in sorted(obj, key=str):
+                    yield from leaves(obj[key], f'{path}.{key}')
+            elif isinstance(obj, (list, tuple)):
+                for i, v in enumerate(obj):
+                    yield from leaves(v, f'{path}[{i}]')
+            elif isinstance(obj, str):
+                for j, token in enumerate(re.findall(r'\d+(?:\.\d+)?|[^\W\d]+', obj)):
+                    yield f'{path}#{j}', (float(token) if token[0].isdigit() else token)
+            else:
+                yield path, obj
+
+        num = den = 0.0
+        for path, leaf in leaves(architecture, ''):
+            if isinstance(leaf, (bool, int, float)) and math.isfinite(float(leaf)):
+                t = math.log2(1.0 + abs(float(leaf)))
+                u = t / (1.0 + t)
+            else:
+                u = unit(repr(leaf) if not isinstance(leaf, str) else leaf)
+            w = 1.0 + unit(path)
+            num += w * u
+            den += w
+        return num / den if den else 0.0
 
     def evaluate(self, model: nn.Module, ctx: Any) -> dict:
         if ctx.spec.proposal_id in self.fail_on:
@@ -247,8 +291,9 @@ class MockEvaluator(Evaluator):
             time.sleep(self.sleep)
         s = self.score(ctx.spec.architecture, ctx.space_info().dims)
         if self.noise:
+            import json
             import zlib
-            h = zlib.crc32(repr(sorted(ctx.spec.architecture.items())).encode()) / 0xFFFFFFFF
+            h = zlib.crc32(json.dumps(ctx.spec.architecture, sort_keys=True).encode()) / 0xFFFFFFFF
             s += self.noise * (2 * h - 1)
         params, trainable = count_params(model)
         return {'default': s, 'val_acc': s, 'inherited_acc': 0.0, 'params': params,

@@ -212,11 +212,7 @@ class BaseStrategy:
 
 
 def check_int(value: Any, field: str, minimum: int | None = None, allow_none: bool = False) -> int | None:
-    """Validate an integer argument; raise a one-line :class:`ConfigError` naming ``field``."""
-    if value is None and allow_none:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigError(field, f'expected an integer, got {value!r}')
-    if minimum is not None and value < minimum:
-        raise ConfigError(field, f'must be >= {minimum}, got {value}')
-    return value
+    """Validate an integer argument; raise a one-line :class:`ConfigError` naming ``field``
+    (:func:`nni_xfer.config.check_number`, the one validator of config numbers)."""
+    from .config import check_number
+    return check_number(value, field, integer=True, minimum=minimum, allow_none=allow_none)

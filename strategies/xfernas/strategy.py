@@ -101,9 +101,8 @@ class XferNASStrategy(NAOStrategy):
         self.per_source_limit = check_int(per_source_limit, 'strategy_args.per_source_limit', minimum=1,
                                           allow_none=True)
         self.phase2_after = check_int(phase2_after, 'strategy_args.phase2_after', minimum=0)
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta > 0:
-            raise ConfigError('strategy_args.eta', f'expected a number > 0, got {eta!r}')
-        self.eta = float(eta)
+        from nni_xfer.config import check_number
+        self.eta = check_number(eta, 'strategy_args.eta', above=0)
         if not (sources == OTHER_TASKS or (isinstance(sources, list) and sources
                                            and all(isinstance(s, str) for s in sources))):
             raise ConfigError('strategy_args.sources', f'expected {OTHER_TASKS!r} or a non-empty list of experiment '

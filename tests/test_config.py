@@ -1,0 +1,140 @@
+"""``classArgs`` validation and ``nni-xfer check`` (issue 24 items 2 and 3): one numeric validator,
+no non-finite number anywhere, every problem in one run, and YAML or key errors answered without torch.
+
+Every config here is a real exp.yml file (the quickstart example with one change)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nni_xfer.config import DEFAULT_DATASET, check_config, check_number, non_finite_numbers
+from nni_xfer.errors import ConfigError
+
+pytestmark = pytest.mark.timeout(300)
+
+QUICK = Path(__file__).resolve().parents[1] / 'examples' / 'quickstart' / 'exp.yml'
+
+
+def write(tmp_path, name='exp.yml', **class_args):
+    """The quickstart exp.yml with ``class_args`` merged in (a value ``None`` deletes the key)."""
+    config = yaml.safe_load(QUICK.read_text())
+    ca = config['tuner']['classArgs']
+    for key, value in class_args.items():
+        if value is None:
+            ca.pop(key, None)
+        else:
+            ca[key] = value
+    config['trialCodeDirectory'] = config['tuner']['codeDirectory'] = str(QUICK.parent)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize('value,kw,message', [
+    (float('nan'), {}, 'expected a finite number, got nan'),
+    (float('inf'), {'above': 0}, 'expected a finite number, got inf'),
+    (float('-inf'), {}, 'expected a finite number, got -inf'),
+    ('abc', {}, "expected a finite number, got 'abc'"),
+    (True, {}, 'expected a finite number, got True'),
+    (None, {}, 'expected a finite number, got None'),
+    (2.5, {'integer': True}, 'expected an integer, got 2.5'),
+    (0, {'above': 0}, 'must be > 0, got 0'),
+    (-1, {'minimum': 0}, 'must be >= 0, got -1'),
+    (1.5, {'maximum': 1}, 'must be <= 1, got 1.5'),
+    (1, {'below': 1}, 'must be < 1, got 1'),
+])
+def test_check_number_rejects_with_one_line_naming_the_field(value, kw, message):
+    with pytest.raises(ConfigError) as info:
+        check_number(value, 'strategy_args.x', **kw)
+    assert str(info.value) == f'strategy_args.x: {message}'
+
+
+def test_check_number_accepts():
+    assert check_number(3, 'f', integer=True, minimum=3) == 3
+    assert check_number(2, 'f', above=0) == 2.0 and isinstance(check_number(2, 'f'), float)
+    assert check_number(None, 'f', allow_none=True) is None
+
+
+def test_non_finite_numbers_found_anywhere_in_class_args():
+    args = {'strategy_args': {'a': [1.0, float('nan')], 'b': {'c': float('inf')}}, 'seed': 0, 'x': 'inf'}
+    assert [str(e) for e in non_finite_numbers(args, 'classArgs')] == [
+        'classArgs.strategy_args.a[1]: expected a finite number, got nan',
+        'classArgs.strategy_args.b.c: expected a finite number, got inf']
+
+
+@pytest.mark.parametrize('strategy,space,args,field', [
+    ('eatnas', 'mbv2_blocks', {'target': float('nan')}, 'strategy_args.target'),
+    ('eatnas', 'mbv2_blocks', {'target': float('inf')}, 'strategy_args.target'),
+    ('eatnas', 'mbv2_blocks', {'alpha': float('nan')}, 'strategy_args.alpha'),
+    ('xfernas', 'nasnet_cells', {'eta': float('inf')}, 'strategy_args.eta'),
+])
+def test_non_finite_strategy_args_fail_check(tmp_path, strategy, space, args, field):
+    """The issue's cases (`target: .nan`, `alpha: .nan`, `eta: .inf` said OK; `target: .inf` broke the
+    search after its first result): one line naming the field, found before any plugin is built."""
+    path = write(tmp_path, strategy=strategy, space=space, space_args={}, strategy_args=args)
+    assert '.inf' in path.read_text() or '.nan' in path.read_text()
+    problems = check_config(path)
+    assert problems == [f'tuner.classArgs.{field}: expected a finite number, got {args[field.split(".")[1]]!r}']
+
+
+def test_mock_evaluator_args_are_validated_every_problem_in_one_run(tmp_path):
+    """`noise: 'abc'` and `fail_on: 'x'` were tracebacks; with an unknown space and strategy argument
+    and a bad dataset argument, every problem is one line of the same run."""
+    path = write(tmp_path, evaluator='mock', evaluator_args={'noise': 'abc'},
+                 space_args={'widths': [8], 'depthz': 2}, strategy_args={'foo': 1, 'bar': 2},
+                 dataset_args={'val_size': 0.0})
+    problems = check_config(path)
+    assert sorted(problems) == sorted([
+        "tuner.classArgs.evaluator_args.noise: expected a finite number, got 'abc'",
+        'tuner.classArgs.dataset_args.val_size: must be > 0, got 0.0',
+        "tuner.classArgs.space_args.depthz: unknown argument of space 'simple_cnn' (allowed: widths, depths, "
+        'kernels, stages)',
+        "tuner.classArgs.strategy_args.foo: unknown argument of strategy 'random' (allowed: max_trials, max_retries)",
+        "tuner.classArgs.strategy_args.bar: unknown argument of strategy 'random' (allowed: max_trials, max_retries)",
+    ]), problems
+    path = write(tmp_path, evaluator='mock', evaluator_args={'fail_on': 'x'})
+    assert check_config(path) == ["tuner.classArgs.evaluator_args.fail_on: expected a list of proposal ids, got 'x'"]
+    path = write(tmp_path, evaluator='mock', evaluator_args={'fail_on': [1, 'x'], 'sleep': 0})
+    assert check_config(path) == ["tuner.classArgs.evaluator_args.fail_on[1]: expected an integer, got 'x'"]
+
+
+def test_dataset_default_is_said_by_check(tmp_path, capsys):
+    from nni_xfer.cli import main
+    path = write(tmp_path, dataset=None, dataset_args=None, evaluator='mock', evaluator_args={})
+    notes = []
+    assert check_config(path, notes) == []
+    assert notes == [f"classArgs.dataset not set: searching the default dataset '{DEFAULT_DATASET}'"]
+    assert main(['check', str(path)]) == 0
+    assert capsys.readouterr().out.strip() == \
+        f"{path}: OK (classArgs.dataset not set: searching the default dataset 'digits')"
+
+
+CHECK_WITHOUT_TORCH = '''
+import sys
+from nni_xfer.cli import main
+rc = main(['check'] + sys.argv[1:])
+heavy = sorted(m for m in ('torch', 'torchvision', 'nni_xfer.search_spaces', 'nni_xfer.strategies')
+               if m in sys.modules)
+print('RC', rc, 'LOADED', heavy)
+'''
+
+
+def test_yaml_and_key_errors_are_answered_without_importing_torch(tmp_path):
+    syntax = tmp_path / 'syntax.yml'
+    syntax.write_text(QUICK.read_text().replace('maxTrialNumber: 4', 'maxTrialNumber: [4'))
+    keys = write(tmp_path, 'keys.yml', strategy_arg={}, seed=1.5, evaluator_args={'noise': float('nan')},
+                 space=None)
+    out = subprocess.run([sys.executable, '-c', CHECK_WITHOUT_TORCH, str(syntax), str(keys)], capture_output=True,
+                         text=True, timeout=240)
+    lines = out.stdout.splitlines()
+    assert lines[-1] == 'RC 1 LOADED []', out.stdout + out.stderr
+    assert lines[0].startswith(f'{syntax}: not valid YAML: line '), lines
+    assert sorted(lines[1:-1]) == sorted([
+        f'{keys}: tuner.classArgs.strategy_arg: unknown key (allowed: strategy, space, strategy_args, space_args, '
+        'dataset, dataset_args, evaluator, evaluator_args, seed, mode, store, checkpoint_root)',
+        f'{keys}: tuner.classArgs.space: missing required argument',
+        f'{keys}: tuner.classArgs.seed: expected integer, got float',
+        f'{keys}: tuner.classArgs.evaluator_args.noise: expected a finite number, got nan',
+    ]), lines
