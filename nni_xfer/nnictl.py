@@ -68,8 +68,8 @@ def write_config(tmp: Path, *, max_trials: int = 3, epochs: int = 2, concurrency
     return path, store
 
 
-def create(config: Path, port: int) -> str:
-    text = nnictl('create', '--config', str(config), '--port', str(port))
+def create(config: Path, port: int, env: dict | None = None) -> str:
+    text = nnictl('create', '--config', str(config), '--port', str(port), env=env)
     m = re.search(r'Experiment ID:\s*(\S+)', text)
     if not m:
         raise RuntimeError(f'no experiment id in nnictl output:\n{text}')
@@ -149,17 +149,20 @@ def run_experiment(config: Path, port: int = 8080, keep: bool = False, timeout: 
         return 1
     raw = yaml.safe_load(Path(config).read_text())
     max_trials = int(raw.get('maxTrialNumber') or 0)
+    tuner_args = (raw.get('tuner') or {}).get('classArgs') or {}
+    # the store is checked (integrity, schema version, server reachable) before NNI creates anything:
+    # a store that fails is one line and no experiment; --store reaches the tuner as NNI_XFER_STORE
+    from .store import ENV as STORE_ENV, KnowledgeStore
+    kstore = KnowledgeStore(tuner_args.get('store') or store)
     t0 = time.time()
-    exp = create(Path(config), port)
+    exp = create(Path(config), port,
+                 env={STORE_ENV: store} if store and not tuner_args.get('store') else None)
     print(f'experiment {exp} started; web portal http://127.0.0.1:{port}', flush=True)
     if id_file:
         Path(id_file).write_text(exp + '\n')
     seen: dict[str, str] = {}
     waited: dict[str, int] = {}
     rc = 0
-    tuner_args = (raw.get('tuner') or {}).get('classArgs') or {}
-    from .store import KnowledgeStore
-    kstore = KnowledgeStore(store or tuner_args.get('store'))
 
     class SearchStopped(Exception):
         pass

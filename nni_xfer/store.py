@@ -212,6 +212,18 @@ def check_store_setting(setting: Any, field: str = 'classArgs.store') -> None:
                                  'config); give it to libpq: PGPASSWORD or ~/.pgpass')
 
 
+def check_store(setting: Any, field: str = 'store') -> None:
+    """What ``nni-xfer check`` and the tuner's validator ask of ``classArgs.store``: a valid setting with
+    no password, and, if the store exists, one that passes its check (read-only: creates nothing)."""
+    check_store_setting(setting, field)
+    if store_exists(setting):
+        try:
+            KnowledgeStore(setting, readonly=True).close()
+        except StoreError as exc:
+            if 'no store in this database' not in str(exc):   # a new PostgreSQL database is fine
+                raise
+
+
 def _mask_config(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _mask_config(v) for k, v in obj.items()}
@@ -743,7 +755,6 @@ class KnowledgeStore:
             for t in DATA_TABLES:
                 rows = src_rows[t.name]
                 keys = [c.name for c in t.primary_key.columns] or ['experiment_id', 'message']
-                before = int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar())
                 changed = 0
                 for i in range(0, len(rows), chunk):
                     stmt = insert(t).values(rows[i:i + chunk])
@@ -755,9 +766,8 @@ class KnowledgeStore:
                             where=sa.or_(t.c[newer].is_(None), t.c[newer] < stmt.excluded[newer]))
                     else:
                         stmt = stmt.on_conflict_do_nothing(index_elements=keys)
-                    changed += max(conn.execute(stmt).rowcount, 0)
-                after = int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar())
-                done[t.name] = (changed, len(rows) - (after - before))
+                    changed += len(conn.execute(stmt.returning(t.c[keys[0]])).fetchall())  # inserted or newer
+                done[t.name] = (changed, len(rows) - changed)
             return done
         return dst._run(write)
 

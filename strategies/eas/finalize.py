@@ -65,7 +65,7 @@ def finalize_config(search_config: str | Path, experiment_id: str, *, store: str
     for name, v in (('top_k', top_k), ('epochs', epochs)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(name, f'expected a positive integer, got {v!r}')
-    st = KnowledgeStore.resolve(store if store is not None else args.get('store'))
+    st = KnowledgeStore.resolve(store if store is not None else args.get('store'), readonly=True)
     stage, top = last_stage_top(st, experiment_id, top_k)
     archs = [copy.deepcopy(h['architecture']) for h in top]
     inits = None

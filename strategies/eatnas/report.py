@@ -223,7 +223,7 @@ def eatnas_section(evs: list[Evaluation], experiment_id: str | None = None, stor
     if not evs or experiment_id is None or evs[0].space != 'mbv2_blocks':
         return []
     own = store is None
-    db = KnowledgeStore.resolve(store)
+    db = KnowledgeStore.resolve(store, readonly=True)
     try:
         if evs[0].strategy == 'eatnas':
             return _search_section(evs, experiment_id, db, out_dir, plots)

@@ -72,7 +72,7 @@ def retrain_config(search_config: str | Path, experiment_id: str, *, store: str 
     for name, v in (('top_k', top_k), ('epochs', epochs)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(name, f'expected a positive integer, got {v!r}')
-    st = KnowledgeStore.resolve(store if store is not None else args.get('store'))
+    st = KnowledgeStore.resolve(store if store is not None else args.get('store'), readonly=True)
     try:
         ev_space = {e.space for e in st.evaluations(experiment_id=experiment_id)}
         if ev_space and ev_space != {args.get('space')}:

@@ -62,7 +62,7 @@ def resolve_seed(seed_from: Any, space_name: str, grammar, parse, default_store:
 
 
 def _from_store(seed_from: dict, space_name: str, default_store: str | None = None) -> dict:
-    from nni_xfer.store import KnowledgeStore, default_store_path
+    from nni_xfer.store import KnowledgeStore, StoreError, default_store as default_setting, store_exists
 
     exp = seed_from['experiment']
     if not isinstance(exp, str) or not exp:
@@ -76,11 +76,14 @@ def _from_store(seed_from: dict, space_name: str, default_store: str | None = No
     explicit = seed_from.get('store')
     if explicit is not None and (not isinstance(explicit, str) or not explicit):
         raise ConfigError(f'{FIELD}.store', f'expected a path, got {explicit!r}')
-    path = explicit or default_store or default_store_path()
-    if not Path(path).is_file():
+    path = explicit or default_store or default_setting()
+    if not store_exists(path):
         where = '' if explicit else (' (classArgs.store)' if default_store else ' (the default store)')
         raise ConfigError(f'{FIELD}.store', f'no knowledge store at {path}{where}')
-    store = KnowledgeStore(path)
+    try:
+        store = KnowledgeStore(path, readonly=True)
+    except StoreError as exc:
+        raise ConfigError(f'{FIELD}.store', exc.message) from None
     try:
         evals = store.evaluations(experiment_id=exp, status='SUCCEEDED')
         if not evals:

@@ -94,7 +94,7 @@ def finetune_config(search_config: str | Path, experiment_id: str, *, store: str
         raise ConfigError('tuner.classArgs.space', f"the search must use the module_chain space, got {args.get('space')!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ConfigError('top_k', f'expected a positive integer, got {top_k!r}')
-    st = KnowledgeStore.resolve(store if store is not None else args.get('store'))
+    st = KnowledgeStore.resolve(store if store is not None else args.get('store'), readonly=True)
     # the whole final population includes any original chain that survived; top-k ranks the searched ones
     chains = top_chains(st, experiment_id, top_k, originals=top_k is None)
     space_args = dict(args.get('space_args') or {})

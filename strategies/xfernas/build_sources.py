@@ -142,9 +142,11 @@ def write_source_configs(cfg: SourcesConfig, out_dir: str | Path) -> list[Path]:
 
 def evaluated_count(cfg: SourcesConfig, task: dict) -> int:
     """Succeeded evaluations of the config's space on ``task`` already in its knowledge store."""
-    from nni_xfer.store import KnowledgeStore
+    from nni_xfer.store import KnowledgeStore, store_exists
     from .sources import _task_of
-    store = KnowledgeStore.resolve(cfg.store)
+    if not store_exists(cfg.store):
+        return 0
+    store = KnowledgeStore.resolve(cfg.store, readonly=True)
     key = task_key(task['dataset'], task['dataset_args'])
     return sum(1 for e in store.evaluations(space=cfg.space, dataset=task['dataset'], status='SUCCEEDED')
                if _task_of(e) == key)

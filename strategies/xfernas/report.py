@@ -29,7 +29,7 @@ def xfernas_phases(evs: list[Evaluation], experiment_id: str | None = None,
     if not evs or experiment_id is None:
         return []
     own = store is None
-    db = KnowledgeStore.resolve(store)
+    db = KnowledgeStore.resolve(store, readonly=True)
     try:
         meta = phases_of(db.strategy_state(experiment_id))
     finally:

@@ -30,7 +30,7 @@ from nni_xfer.errors import ConfigError
 from nni_xfer.registry import STRATEGIES
 from nni_xfer.strategies.nao import NAOController, NAOStrategy, minmax  # XferNAS is built on NAO
 from nni_xfer.strategies.nao.model import pool
-from nni_xfer.store import KnowledgeStore
+from nni_xfer.store import KnowledgeStore, StoreError, store_exists
 from nni_xfer.strategy import SpaceInfo, StrategyContext, check_int
 
 from .sources import OTHER_TASKS, TaskData, load_source_knowledge, task_key
@@ -118,7 +118,12 @@ class XferNASStrategy(NAOStrategy):
         if store is not None and (not isinstance(store, str) or not store):
             raise ConfigError('strategy_args.store', f'expected a path or null, got {store!r}')
         self.sources_arg = sources
-        db = KnowledgeStore.resolve(store if store is not None else self.context.store)
+        src = store if store is not None else self.context.store
+        # read-only: the sources' store is never created or written here (no store yet: no sources)
+        try:
+            db = KnowledgeStore.resolve(src, readonly=True) if store_exists(src) else KnowledgeStore(':memory:')
+        except StoreError as exc:
+            raise ConfigError('strategy_args.store' if store is not None else 'store', exc.message) from None
         try:
             tasks, prior, counts = load_source_knowledge(
                 db, space.name, self.target or '', sources=sources, per_source_limit=self.per_source_limit,
