@@ -170,6 +170,11 @@ def validate_class_args(args: Any, fixed_strategy: str | None = None) -> tuple[l
     if fixed_strategy is not None:
         args.setdefault('strategy', fixed_strategy)
     cfg = XferConfig(**args)
+    try:  # the knowledge store: a valid setting, and an existing store that passes its check (reads only)
+        from .store import check_store
+        check_store(cfg.store)
+    except ConfigError as exc:
+        errors.append(_prefix(exc))
     dataset_info = space = info = strategy = None
     if 'dataset' not in bad_names:
         try:
