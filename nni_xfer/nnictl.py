@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from .errors import XferError
+
 TERMINAL = {'SUCCEEDED', 'FAILED', 'USER_CANCELED', 'SYS_CANCELED', 'EARLY_STOPPED'}
 
 
@@ -32,6 +34,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    """Whether something accepts connections on ``localhost:port`` (NNI's own test before it starts)."""
+    with socket.socket() as s:
+        s.settimeout(2.0)
+        return s.connect_ex(('localhost', int(port))) == 0
+
+
+class PortInUse(XferError, RuntimeError):
+    """``nni-xfer run --port N`` where something (often another NNI experiment) already listens."""
+
+    def __init__(self, port: int):
+        super().__init__(f'port {port} is in use (another NNI experiment?); pass --port, '
+                         f'e.g. --port {free_port()}')
 
 
 def write_config(tmp: Path, *, max_trials: int = 3, epochs: int = 2, concurrency: int = 1,
@@ -69,7 +86,12 @@ def write_config(tmp: Path, *, max_trials: int = 3, epochs: int = 2, concurrency
 
 
 def create(config: Path, port: int, env: dict | None = None) -> str:
-    text = nnictl('create', '--config', str(config), '--port', str(port), env=env)
+    try:
+        text = nnictl('create', '--config', str(config), '--port', str(port), env=env)
+    except RuntimeError as exc:
+        if f'Port {port} is not idle' in str(exc) or f'Port {port + 1} is not idle' in str(exc):
+            raise PortInUse(port + (f'Port {port} is not idle' not in str(exc))) from None
+        raise
     m = re.search(r'Experiment ID:\s*(\S+)', text)
     if not m:
         raise RuntimeError(f'no experiment id in nnictl output:\n{text}')
@@ -147,6 +169,9 @@ def run_experiment(config: Path, port: int = 8080, keep: bool = False, timeout: 
         for p in problems:
             print(f'{config}: {p}')
         return 1
+    if port_in_use(port):   # before anything is opened or created (NNI's own refusal is a traceback)
+        print(f'nni-xfer: {PortInUse(port)}', file=sys.stderr)
+        return 2
     raw = yaml.safe_load(Path(config).read_text())
     max_trials = int(raw.get('maxTrialNumber') or 0)
     tuner_args = (raw.get('tuner') or {}).get('classArgs') or {}

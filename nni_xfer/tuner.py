@@ -78,6 +78,24 @@ def nni_trial_jobs(timeout: float = 10.0) -> list[dict] | None:
         return None
 
 
+def nni_experiment_profile(timeout: float = 10.0) -> dict | None:
+    """The experiment's profile (``params.maxTrialNumber`` ...) from the NNI manager's REST API;
+    ``None`` if it cannot be reached (outside NNI)."""
+    base = _rest_base()
+    if base is None:
+        return None
+    try:
+        with urllib.request.urlopen(f'{base}/experiment', timeout=timeout) as r:
+            return json.loads(r.read().decode())
+    except (OSError, ValueError) as exc:
+        _logger.warning('cannot read the experiment profile from the NNI manager at %s: %s', base, exc)
+        return None
+
+
+class BudgetSpent(NoMoreTrialError):
+    """NNI's trial budget (``maxTrialNumber``) is spent: NNI would never run another proposal."""
+
+
 def _proposal_of(trial: dict, experiment_id: str) -> int | None:
     """Proposal id carried in an NNI trial's hyper-parameters (our trial spec, with or without the
     portal summary: both keep ``proposal_id`` and ``experiment_id`` at the top)."""
@@ -208,6 +226,11 @@ class XferTuner(Tuner):
         self._reconciled = not self.resumed
         self._reissue: list[int] = []
         self.trial_lister = nni_trial_jobs  # replaceable in tests
+        # NNI runs at most maxTrialNumber trials (those before a resume included); parameters handed out
+        # beyond that are never run and would stay in the store as CANCELED proposals (issue 24)
+        self.profile_reader = nni_experiment_profile  # replaceable in tests
+        self._nni_trials_at_start: int | None = None   # NNI's trials when this dispatcher first answered
+        self._handed_out = 0                            # parameter sets this dispatcher gave NNI
         self._crash_at = None if self.resumed else _crash_point()
         self._artifacts_warned = False
         self.store.record_experiment(self.experiment_id, strategy=self.config.strategy, space=self.config.space,
@@ -228,9 +251,9 @@ class XferTuner(Tuner):
             for i, parameter_id in enumerate(parameter_id_list):
                 try:
                     result.append(self._generate(parameter_id, kwargs.get('trial_job_id')))
-                except NoMoreTrialError:
+                except NoMoreTrialError as exc:
                     if self._error is None and self.strategy.pending and not self.strategy.done \
-                            and self._send_later is not None:
+                            and self._send_later is not None and not isinstance(exc, BudgetSpent):
                         self._owed.extend(parameter_id_list[i:])
                     break
             return result
@@ -310,6 +333,9 @@ class XferTuner(Tuner):
             raise NoMoreTrialError(f'search stopped: {self._error}')
         if not self._reconciled:
             self._guard('resume', self._reconcile)
+        left = self._budget_left()
+        if left is not None and left <= 0:
+            raise BudgetSpent("NNI's trial budget (maxTrialNumber) is spent")
         if self._reissue:
             pid = self._reissue.pop(0)
             ev = self.store.get(self.experiment_id, pid)
@@ -318,6 +344,7 @@ class XferTuner(Tuner):
                 if ev.status == 'CANCELED':
                     self.store.reopen(self.experiment_id, pid)
                 _logger.info('proposal %d sent again (NNI had no trial for it after the resume)', pid)
+                self._handed_out += 1
                 return self._parameters(ev.spec)
         d = self._guard('generate_parameters', self._propose, parameter_id, trial_id)
         if d is None and self._error is None and self.strategy.done:
@@ -325,7 +352,22 @@ class XferTuner(Tuner):
         if d is None:
             raise NoMoreTrialError('strategy has nothing to propose now' if self._error is None
                                    else f'search stopped: {self._error}')
+        self._handed_out += 1
         return d
+
+    def _budget_left(self) -> int | None:
+        """How many more parameter sets NNI can still run: ``maxTrialNumber`` from the experiment profile
+        (read each time: ``nnictl update trialnum`` changes it) less NNI's trials when this dispatcher
+        first answered (after a resume: every earlier trial, cancelled ones included, as NNI counts them)
+        less what this dispatcher handed out since. ``None`` outside NNI or without a limit."""
+        if self._nni_trials_at_start is None:  # before this dispatcher's first parameters reach NNI
+            trials = self.trial_lister()
+            self._nni_trials_at_start = len(trials) if trials is not None else 0
+        profile = self.profile_reader()
+        limit = ((profile or {}).get('params') or {}).get('maxTrialNumber')
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            return None
+        return limit - self._nni_trials_at_start - self._handed_out
 
     def _propose(self, parameter_id: int, trial_id: str | None) -> dict | None:
         pid = self._next_id
@@ -429,9 +471,9 @@ class XferTuner(Tuner):
         while self._owed and self._send_later is not None and self._error is None:
             try:
                 params = self._generate(self._owed[0], None)
-            except NoMoreTrialError:
-                if not self.strategy.pending or self._error is not None:  # nothing will unblock it
-                    self._owed.clear()
+            except NoMoreTrialError as exc:
+                if not self.strategy.pending or self._error is not None or isinstance(exc, BudgetSpent):
+                    self._owed.clear()   # nothing will unblock it, or NNI would not run it
                 return
             self._send_later(self._owed.pop(0), params)
 

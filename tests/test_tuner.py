@@ -168,3 +168,50 @@ def test_requests_refused_while_a_batch_waits_are_answered_later(tmp_path, exp_e
     t.receive_trial_result(1, first[1], {'default': 0.2})
     assert [pid for pid, _ in sent] == [2, 3]  # both owed slots filled with the next batch
     assert t._owed == []
+
+
+def test_never_more_parameters_than_nni_budget_left(tmp_path, exp_env):
+    """Issue 24: NNI runs at most maxTrialNumber trials (those before a resume included); the tuner
+    reads the limit from the experiment profile and hands out no proposal beyond it, owed slots
+    included (the extra proposal stayed in the store as a CANCELED row)."""
+    from nni_xfer.registry import STRATEGIES
+    from nni_xfer.strategies.random import RandomStrategy
+    from nni_xfer.tuner import BudgetSpent
+
+    @STRATEGIES.register('_test_batch2b', description='test only: batches of 2, synchronous')
+    class Batch2(RandomStrategy):
+        in_batch = 0
+
+        def _propose(self, trial_id):
+            if self.in_batch >= 2:
+                return None
+            self.in_batch += 1
+            return super()._propose(trial_id)
+
+        def _observe(self, trial_id, proposal, metrics):
+            if not self.pending:
+                self.in_batch = 0
+
+    limit = {'params': {'maxTrialNumber': 3}}
+    t = XferTuner(**_args(tmp_path, strategy='_test_batch2b'))
+    t.profile_reader, t.trial_lister = (lambda: limit), (lambda: [])
+    sent = []
+    first = t.generate_multiple_parameters([0, 1, 2], st_callback=lambda pid, p: sent.append((pid, p)))
+    assert len(first) == 2 and t._owed == [2]
+    t.receive_trial_result(0, first[0], {'default': 0.1})
+    t.receive_trial_result(1, first[1], {'default': 0.2})
+    assert [pid for pid, _ in sent] == [2]            # the owed slot: the third and last trial NNI runs
+    assert t.generate_multiple_parameters([3, 4]) == [] and t._owed == []   # nothing owed beyond the budget
+    with pytest.raises(BudgetSpent):
+        t.generate_parameters(5)
+    rows = KnowledgeStore(tmp_path / 'store.db').evaluations(experiment_id='exp-test')
+    assert [e.parameter_id for e in rows] == [0, 1, 2]
+    limit['params']['maxTrialNumber'] = 4                # nnictl update trialnum
+    assert t.generate_parameters(6)['proposal_id'] == 3   # the batch's second slot, now within the budget
+    with pytest.raises(BudgetSpent):
+        t.generate_parameters(7)
+    # a resumed dispatcher counts NNI's earlier trials (cancelled ones too, as NNI does)
+    t2 = XferTuner(**_args(tmp_path, strategy='_test_batch2b'))
+    t2.profile_reader, t2.trial_lister = (lambda: {'params': {'maxTrialNumber': 5}}), (lambda: [{}] * 4)
+    t2._reconciled = True
+    assert len(t2.generate_multiple_parameters([10, 11])) == 1
