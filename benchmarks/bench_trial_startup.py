@@ -1,7 +1,9 @@
-"""Benchmark (not a test): trial start-up, process start -> first training step (issue 13).
+"""Benchmark (not a test): trial start-up, process start -> first training step (issue 13), and a
+whole 0-epoch trial process (issue 23).
 
     python benchmarks/bench_trial_startup.py [--repeats 2] [--spaces simple_cnn,...] [--legacy] [--no-datasets]
                                              [--no-warm] [--share-spaces simple_cnn,eas_plain_cnn]
+                                             [--no-importtime] [--import-threshold 0.1]
 
 For every registered search space this starts a fresh ``python -m nni_xfer.trial --spec`` on the
 space's ``example()`` sample (``evaluator: train``, 1 epoch, a small dataset: ``digits``, or
@@ -26,6 +28,17 @@ untimed client (its start-up, ``server start`` below, is paid once per machine a
 ``set-up share`` (spaces of ``--share-spaces``): a whole 1-epoch trial, direct and warm, and the
 share of its wall time (client start to exit) that is not training (``train_seconds`` of its final
 metrics).
+
+Whole trial (issue 23 item 1): ``python -m nni_xfer.trial --spec`` of the same spec with
+``epochs: 0`` (read the cached dataset, build and initialise the model, evaluate it, count its
+FLOPs, write its checkpoint and artifacts, report the final metrics), process start to exit, over the
+same bare-import median (target <= 1.3 for every space). ``removed`` says whether any of
+``nni_xfer.lightweight.REMOVED_MODULES`` (``scipy.stats``, ``torch.utils.flop_counter``,
+``torch._dynamo``) was imported by the trial; ``torch._dynamo`` is counted only when the trial did not
+import ``torchvision``, whose ``import`` loads it (so does the bare-import baseline). Import-time
+breakdown (``--no-importtime`` skips it): one ``python -X importtime`` run of each whole trial, the
+top-level imports taking at least ``--import-threshold`` seconds (cumulative, as ``-X importtime``
+reports them; ``!`` marks those above 0.3 s).
 """
 from __future__ import annotations
 
@@ -81,6 +94,38 @@ _opt.register_optimizer_step_post_hook(_first_step)
 '''
 
 
+# A whole trial as ``python -m nni_xfer.trial --spec`` runs it (``__main__``); at exit it writes which
+# of the issue-23 removed modules were imported.
+WHOLE_CHILD = r'''
+import atexit, json, runpy, sys
+out = sys.argv[2]
+def _report():
+    from nni_xfer.lightweight import removed_modules_loaded
+    removed = [m for m in removed_modules_loaded()
+               if not (m.startswith('torch._dynamo') and 'torchvision' in sys.modules)]
+    with open(out, 'w') as f:
+        json.dump({'removed': sorted({m for m in removed if m.count('.') <= 2}),
+                   'torchvision': 'torchvision' in sys.modules}, f)
+atexit.register(_report)
+sys.argv = ['nni_xfer.trial', '--spec', sys.argv[1]]
+runpy.run_module('nni_xfer.trial', run_name='__main__', alter_sys=True)
+'''
+
+
+def import_roots(stderr: str, threshold: float) -> list[tuple[str, float]]:
+    """Top-level imports of a ``-X importtime`` log with cumulative time >= ``threshold`` s."""
+    roots = []
+    for line in stderr.splitlines():
+        if not line.startswith('import time:') or 'self [us]' in line:
+            continue
+        _, cumulative, name = line.split(':', 1)[1].split('|')
+        if name.startswith(' ') and not name.startswith('  '):  # depth 0: one space after the bar
+            t = int(cumulative) / 1e6
+            if t >= threshold:
+                roots.append((name.strip(), t))
+    return sorted(roots, key=lambda r: -r[1])
+
+
 def timed(cmd: list[str], env: dict) -> float:
     t0 = time.perf_counter()
     p = subprocess.run(cmd, env=env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -115,7 +160,9 @@ def space_cases(names: list[str] | None, tmp: Path) -> list[dict]:
                 'experiment_id': 'bench'}
         path = tmp / f'spec-{name}.json'
         path.write_text(json.dumps(spec))
-        cases.append({'name': name, 'spec': path, 'dataset': dataset})
+        whole = tmp / f'spec0-{name}.json'  # the whole 0-epoch trial of issue 23
+        whole.write_text(json.dumps({**spec, 'evaluator_args': {**spec['evaluator_args'], 'epochs': 0}}))
+        cases.append({'name': name, 'spec': path, 'whole': whole, 'dataset': dataset})
     return cases
 
 
@@ -175,6 +222,9 @@ def main() -> None:
     ap.add_argument('--no-warm', action='store_true', help='skip the warm launcher (python -m nni_xfer.launch)')
     ap.add_argument('--share-spaces', default='simple_cnn,eas_plain_cnn',
                     help='spaces whose whole 1-epoch trial gives the set-up share, direct and warm ("" for none)')
+    ap.add_argument('--no-importtime', action='store_true', help='skip the -X importtime breakdown')
+    ap.add_argument('--import-threshold', type=float, default=0.1,
+                    help='seconds: top-level imports at least this long are listed in the breakdown')
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix='bench_startup_'))
@@ -192,6 +242,13 @@ def main() -> None:
         e = dict(env, NNI_XFER_LEAN_IMPORTS='1' if lean else '0')
         dt = timed([sys.executable, '-c', CHILD, str(case['spec']), str(marker)], e)
         return dt, json.loads(marker.read_text())['heavy']
+
+    whole_marker = tmp / 'whole.json'
+
+    def whole_trial(case: dict) -> tuple[float, list[str]]:
+        whole_marker.unlink(missing_ok=True)
+        dt = timed([sys.executable, '-c', WHOLE_CHILD, str(case['whole']), str(whole_marker)], env)
+        return dt, json.loads(whole_marker.read_text())['removed']
 
     def warm_trial(case: dict) -> tuple[float, list[str]]:
         marker.unlink(missing_ok=True)
@@ -216,17 +273,20 @@ def main() -> None:
         base: list[float] = []
         rows = []
         for case in cases:
-            times, legacy, warm, heavy, warm_heavy = [], [], [], [], []
+            times, legacy, warm, heavy, warm_heavy, whole = [], [], [], [], [], []
             for _ in range(args.repeats):
                 base.append(timed(base_cmd, env))
                 dt, heavy = trial(case)
                 times.append(dt)
+                dt, case['removed'] = whole_trial(case)
+                whole.append(dt)
                 if args.legacy:
                     base.append(timed(base_cmd, env))
                     legacy.append(trial(case, lean=False)[0])
                 if not args.no_warm:
                     dt, warm_heavy = warm_trial(case)
                     warm.append(dt)
+            case['whole_time'] = statistics.median(whole)
             rows.append((case, statistics.median(times), statistics.median(legacy) if legacy else None,
                          statistics.median(warm) if warm else None, heavy + warm_heavy))
         b = statistics.median(base)
@@ -251,7 +311,17 @@ def main() -> None:
             print(line)
         ratios = [t / b for _, t, _, _, _ in rows]
         print(f'ratio to bare torch+torchvision import: median {statistics.median(ratios):.2f}, '
-              f'max {max(ratios):.2f} (target <= 1.3)')
+              f'max {max(ratios):.2f}')
+        print('whole 0-epoch trial (python -m nni_xfer.trial --spec: data, model, evaluation, FLOPs, checkpoint, '
+              'metrics), process start to exit:')
+        print(f'{"space":<16} {"whole trial":>11} {"ratio":>6}  removed modules imported')
+        for case, *_ in rows:
+            print(f'{case["name"]:<16} {case["whole_time"]:>9.2f} s {case["whole_time"] / b:>6.2f}  '
+                  f'{", ".join(case["removed"]) or "none"}')
+        wratios = [case['whole_time'] / b for case, *_ in rows]
+        print(f'whole trial / bare torch+torchvision import: median {statistics.median(wratios):.2f}, '
+              f'max {max(wratios):.2f} (target <= 1.3); load average now '
+              f'{" ".join(f"{x:.2f}" for x in os.getloadavg())}')
         if not args.no_warm:
             wr = [w / b for _, _, _, w, _ in rows]
             print(f'warm launcher (python -m nni_xfer.launch, client start -> first step): ratio median '
@@ -261,8 +331,26 @@ def main() -> None:
     finally:
         if not args.no_warm:
             launcher.stop(all_keys=True)  # the benchmark's own server (private NNI_XFER_HOME), by pid
+    if not args.no_importtime:
+        importtime_rows(cases, env, args.import_threshold)
     if not args.no_datasets:
         dataset_rows(dict(env, NNI_XFER_HOME=str(tmp / 'home-datasets')))
+
+
+def importtime_rows(cases: list[dict], env: dict, threshold: float) -> None:
+    """One ``python -X importtime -m nni_xfer.trial --spec`` per space (whole 0-epoch trial)."""
+    print(f'import-time breakdown of the whole trial (python -X importtime; top-level imports >= {threshold:g} s, '
+          f'cumulative; ! above 0.3 s):')
+    p = subprocess.run([sys.executable, '-X', 'importtime', '-c', 'import torch, torchvision'], env=env,
+                       cwd=str(ROOT), capture_output=True, text=True)
+    print(f'  {"(bare import)":<16} ' + ', '.join(f'{n} {t:.2f}s' for n, t in import_roots(p.stderr, threshold)))
+    for case in cases:
+        p = subprocess.run([sys.executable, '-X', 'importtime', '-m', 'nni_xfer.trial', '--spec', str(case['whole'])],
+                           env=env, cwd=str(ROOT), capture_output=True, text=True)
+        if p.returncode:
+            raise SystemExit(f'{case["name"]}: the trial failed ({p.returncode}):\n{p.stderr[-3000:]}')
+        roots = import_roots(p.stderr, threshold)
+        print(f'  {case["name"]:<16} ' + ', '.join(f'{"!" if t > 0.3 else ""}{n} {t:.2f}s' for n, t in roots))
 
 
 def share_rows(args, cases: list[dict], env: dict, warm_env: dict) -> None:
