@@ -156,7 +156,8 @@ class Bench:
                                       'new_per_iteration': a.per_round, 'controller': ctrl, 'fill_random': True,
                                       'log_every': 0}
         else:
-            strategy, sargs = 'xfernas', {'sources': [self.exp_of(s) for s in SOURCES], 'iterations': rounds,
+            strategy, sargs = 'xfernas', {'sources': [self.exp_of(s) for s in SOURCES],
+                                          'per_source_limit': a.per_source, 'iterations': rounds,
                                           'new_per_iteration': a.per_round, 'phase2_after': a.per_round, 'eta': 10,
                                           'controller': ctrl, 'log_every': 0}
         dataset, dargs = self.tasks[task]
@@ -318,12 +319,12 @@ def main(argv=None) -> int:
     ap.add_argument('--dir', default='~/.nni-xfer/bench/transfer_xfernas', help='store and run records (resumable)')
     ap.add_argument('--budget', type=int, default=22, help='target trials per search (paper: 33)')
     ap.add_argument('--per-round', type=int, default=11)
-    ap.add_argument('--per-source', type=int, default=30, help='random cells per source task (paper: 200)')
+    ap.add_argument('--per-source', type=int, default=20, help='random cells per source task (paper: 200)')
     ap.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     ap.add_argument('--methods', nargs='+', choices=METHODS, default=list(METHODS))
     ap.add_argument('--tag', default='', help='rerun the --methods searches recorded under another tag '
                                               '(after a change of a strategy; evaluations are kept)')
-    ap.add_argument('--controller-epochs', type=int, default=300, help='per round (paper: 1,000)')
+    ap.add_argument('--controller-epochs', type=int, default=100, help='per round (paper: 1,000)')
     ap.add_argument('--B', type=int, default=5)
     ap.add_argument('--F', type=int, default=4)
     ap.add_argument('--image-size', type=int, default=10)
@@ -353,8 +354,9 @@ def main(argv=None) -> int:
             print(f'source {src}: {len(r["trajectory"])} cells, best {max(t["acc"] for t in r["trajectory"]):.4f}, '
                   f'{b.trained - before} trained now [{time.time() - t0:.0f}s]', flush=True)
         refs = b.reference()
-        for seed in a.seeds:
-            for m in a.methods:
+        # method by method (random and NAO first: XferNAS can be rerun after a change with --tag)
+        for m in a.methods:
+            for seed in a.seeds:
                 key = f'{m}:{seed}'
                 if key in b.runs and b.runs[key].get('tag', '') == a.tag:
                     continue
