@@ -11,39 +11,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, check_number  # noqa: F401  (check_number: the validator of every number)
 from .registry import DATASETS, EVALUATORS, STRATEGIES
 from .strategy import MODES, BaseStrategy, SpaceInfo, StrategyContext
-
-
-def check_number(value: Any, field: str, *, integer: bool = False, minimum: float | None = None,
-                 maximum: float | None = None, above: float | None = None, below: float | None = None,
-                 allow_none: bool = False) -> Any:
-    """The one validator of every number in a configuration (strategies', spaces', evaluators' and
-    datasets' arguments): a one-line :class:`ConfigError` naming ``field`` unless ``value`` is a finite
-    number (an integer if ``integer``; YAML's ``true``/``false`` are not numbers) within the bounds
-    (``minimum <= value <= maximum``, ``above < value < below``). ``null`` passes only if ``allow_none``
-    (an optional limit is ``null``, never ``.inf``: no built-in argument takes infinity).
-
-    >>> check_number(0.5, 'strategy_args.eta', above=0)
-    0.5
-    >>> check_number(float('nan'), 'strategy_args.alpha')
-    Traceback (most recent call last):
-    ...
-    nni_xfer.errors.ConfigError: strategy_args.alpha: expected a finite number, got nan
-    """
-    if value is None and allow_none:
-        return None
-    kind = 'an integer' if integer else 'a finite number'
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise ConfigError(field, f'expected {kind}{" or null" if allow_none else ""}, got {value!r}')
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(field, f'expected a finite number, got {value!r}')
-    for bound, ok, sign in ((minimum, lambda b: value >= b, '>='), (maximum, lambda b: value <= b, '<='),
-                            (above, lambda b: value > b, '>'), (below, lambda b: value < b, '<')):
-        if bound is not None and not ok(bound):
-            raise ConfigError(field, f'must be {sign} {bound}, got {value!r}')
-    return value if integer else float(value)
 
 
 def non_finite_numbers(value: Any, field: str) -> list[ConfigError]:

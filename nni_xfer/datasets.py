@@ -780,8 +780,3 @@ class Synthetic(ImageDataset):
         train_x, train_y = draw(n_train)
         test_x, test_y = draw(n_test)
         return train_x, train_y, test_x, test_y
-
-
-# --------------------------------------------------------------------------- streamed (registers 'imagefolder')
-
-from . import imagefolder  # noqa: E402,F401  (imports this module's names: keep it last)

@@ -228,7 +228,7 @@ class MockEvaluator(Evaluator):
     """
 
     def __init__(self, fail_on: list[int] = (), sleep: float = 0.0, noise: float = 0.0):
-        from .config import check_number
+        from .errors import check_number
         if isinstance(fail_on, (str, bytes, dict)) or not isinstance(fail_on, (list, tuple)):
             raise ConfigError('evaluator_args.fail_on', f'expected a list of proposal ids, got {fail_on!r}')
         self.fail_on = {check_number(i, f'evaluator_args.fail_on[{n}]', integer=True, minimum=0)

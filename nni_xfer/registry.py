@@ -166,7 +166,8 @@ IMPORT_ERRORS: dict[str, str] = {}
 # those tables load the strategies package after the core modules.
 STRATEGIES = Registry('strategy', 'nni_xfer.strategies', ('nni_xfer.strategies',))
 SEARCH_SPACES = Registry('search space', 'nni_xfer.search_spaces', ('nni_xfer.search_spaces',))
-DATASETS = Registry('dataset', 'nni_xfer.datasets', ('nni_xfer.datasets',))
+# the streamed 'imagefolder' dataset builds on the in-memory contract of nni_xfer.datasets (one way)
+DATASETS = Registry('dataset', 'nni_xfer.datasets', ('nni_xfer.datasets', 'nni_xfer.imagefolder'))
 EVALUATORS = Registry('evaluator', 'nni_xfer.evaluators', ('nni_xfer.evaluators', 'nni_xfer.strategies'))
 INITIALIZERS = Registry('initializer', 'nni_xfer.initializers', ('nni_xfer.initializers', 'nni_xfer.transfer',
                                                                        'nni_xfer.strategies'))

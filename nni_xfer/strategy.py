@@ -213,6 +213,6 @@ class BaseStrategy:
 
 def check_int(value: Any, field: str, minimum: int | None = None, allow_none: bool = False) -> int | None:
     """Validate an integer argument; raise a one-line :class:`ConfigError` naming ``field``
-    (:func:`nni_xfer.config.check_number`, the one validator of config numbers)."""
-    from .config import check_number
+    (:func:`nni_xfer.errors.check_number`, the one validator of config numbers)."""
+    from .errors import check_number
     return check_number(value, field, integer=True, minimum=minimum, allow_none=allow_none)

@@ -30,6 +30,8 @@ from nni_xfer.space import XferSpace, int_list
 
 TRANSITION = 't'
 DENSE_N_BLOCKS = 3  # the controller's block head covers at least the paper's 3 dense blocks
+DENSE_MAX_LAYERS = 20  # the controller's position head: a deeper decision picks one of a block's first 20 layers
+DENSE_MAX_LEN = 64  # the controller's padding length: 3 blocks x 20 layers + 2 transitions fit
 _DENSE = re.compile(r'^g(\d+)$')
 
 GROWTHS = list(range(40, 65, 4))
@@ -203,6 +205,15 @@ def parse_dense_token(token: str) -> tuple[str, int | None]:
     raise ValueError(f'unknown DenseNet token {token!r}')
 
 
+def token_vocabulary(growths: Sequence[int]) -> list[str]:
+    """Every token of a space, in the EAS controller's embedding order: ``g<k>`` (growths ascending), ``t``.
+
+    >>> token_vocabulary([8, 4, 6])
+    ['g4', 'g6', 'g8', 't']
+    """
+    return [f'g{k}' for k in sorted({int(k) for k in growths})] + [TRANSITION]
+
+
 def densenet_layout(tokens: Sequence[str], n_blocks: int = DENSE_N_BLOCKS) -> list[list[int]]:
     """Token positions of the dense layers of each block (``n_blocks`` lists; missing blocks empty)."""
     blocks: list[list[int]] = [[]]
@@ -369,11 +380,14 @@ class DenseNetEASOps:
     """EAS operators of this space: start point, controller tokens, decisions -> ops, ops -> child.
 
     Plain data in, plain data out; the ``eas``/``eas_random`` strategies call these without
-    knowing which space they search.
+    knowing which space they search. Also the controller's token grammar
+    (:class:`nni_xfer.strategies.eas.controller.TokenGrammar`).
     """
 
-    default_steps = (10, 5)  # wider, deeper steps per network (methods.md §1.7)
-    controller_kind = 'densenet'
+    default_steps = (10, 5)  # wider, deeper steps per network (the paper's DenseNet setting)
+    max_len = DENSE_MAX_LEN
+    max_layers = DENSE_MAX_LAYERS
+    deeper_kernels = ()  # a deeper step duplicates a layer: no kernel decision
     #: strategy options this space takes (``strategy_args.<name>``): allowed values, default first
     options = {'dense_deeper': DEEPER_SCHEMES}
 
@@ -391,6 +405,7 @@ class DenseNetEASOps:
         if bad:
             raise ConfigError('space_args.start', f'growths {bad} are not in growth_rates', allowed=self.growth_rates)
         self.n_blocks = max(DENSE_N_BLOCKS, len(info.extra['start']['growths']))
+        self.vocabulary = token_vocabulary(self.growth_rates)
 
     def start(self) -> dict:
         return copy.deepcopy(self.info.extra['start'])
@@ -426,12 +441,6 @@ class DenseNetEASOps:
         layer = int(rng.integers(len(blocks[b])))
         return self.deeper_ops(tokens, (b, layer)), [b, layer]
 
-    def controller_args(self, max_tokens: int) -> dict:
-        """Arguments of :class:`nni_xfer.strategies.eas.controller.Controller` for this space."""
-        from nni_xfer.strategies.eas.controller import DENSE_MAX_LEN, build_densenet_vocab
-        return {'vocab': build_densenet_vocab(self.growth_rates), 'growths': self.growth_rates,
-                'n_blocks': self.n_blocks, 'max_len': max(DENSE_MAX_LEN, int(max_tokens))}
-
 
 # --------------------------------------------------------------------------- Net2Net on the network
 
@@ -446,6 +455,17 @@ def transform_densenet(net: nn.Module, ops: list[dict], *, noise: bool = True,
     ``{'op': 'deeper', 'block': b, 'layer': l}`` (duplicate layer, methods.md §1.7; with
     ``'scheme': 'eq5'`` the paper's Eq. 5 layer replicating input channels),
     ``{'op': 'widen_stem', 'channels': c}``, ``{'op': 'widen_transition', 'index': i, 'channels': c}``.
+    The weights move through :mod:`nni_xfer.transfer.densenet`, function-preserving:
+
+    >>> _ = torch.manual_seed(0)
+    >>> net = DenseNetBC([[4, 4], [4]], in_channels=3, num_classes=5).eval()
+    >>> ops = [{'op': 'wider', 'block': 0, 'layer': 0, 'growth': 6}, {'op': 'deeper', 'block': 0, 'layer': 1}]
+    >>> new = transform_densenet(net, ops, noise=False, generator=torch.Generator().manual_seed(0)).eval()
+    >>> [len(b.layers) for b in new.blocks], new.growths()
+    ([3, 1], [[6, 4, 4], [4]])
+    >>> x = torch.randn(2, 3, 8, 8)
+    >>> torch.allclose(net(x), new(x), atol=1e-5)
+    True
     """
     from nni_xfer.transfer.densenet import (densenet_deeper, densenet_deeper_eq5, densenet_wider,
                                             densenet_widen_stem, densenet_widen_transition)

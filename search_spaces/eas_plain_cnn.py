@@ -37,6 +37,8 @@ PAPER_START = ['conv-16-3', 'pool', 'conv-32-3', 'pool', 'conv-64-3', 'pool', 'c
 _CONV = re.compile(r'^conv-(\d+)-(\d+)$')
 _FC = re.compile(r'^fc-(\d+)$')
 N_BLOCKS = 5  # the controller's block head: at least 4 conv blocks + the fc block (more when the start has more pools)
+MAX_LAYERS = 10  # the controller's layer head: a deeper decision picks one of a block's first 10 layers
+MAX_LEN = 50  # the controller's padding length of a token list (raised when a search can grow longer)
 #: What the fc block (the last block of :func:`block_layout`) offers to a deeper action:
 #: ``code`` (default, the authors' code) — the FC layers after the global pool, or the global pool
 #: itself when there is no FC layer (so a start without an FC can gain one); ``paper`` — the global
@@ -185,6 +187,17 @@ def transform_tokens(tokens: list[str], ops: list[dict], in_channels: int = 3) -
     return tokens
 
 
+def token_vocabulary(conv_widths: Sequence[int], kernels: Sequence[int], fc_units: Sequence[int]) -> list[str]:
+    """Every token of a space, in the EAS controller's embedding order: ``conv-<w>-<k>`` (widths,
+    then kernels), ``fc-<u>``, ``pool``.
+
+    >>> token_vocabulary([16, 32], [3], [64])
+    ['conv-16-3', 'conv-32-3', 'fc-64', 'pool']
+    """
+    return ([f'conv-{int(w)}-{int(k)}' for w in conv_widths for k in kernels]
+            + [f'fc-{int(u)}' for u in fc_units] + ['pool'])
+
+
 def next_width(tok: str, conv_widths: list[int], fc_units: list[int]) -> int:
     w = int(tok.split('-')[1])
     choices = conv_widths if tok.startswith('conv-') else fc_units
@@ -265,11 +278,14 @@ class PlainEASOps:
     """EAS operators of this space: start point, controller tokens, decisions -> ops, ops -> child.
 
     Plain data in, plain data out; the ``eas``/``eas_random`` strategies call these without
-    knowing which space they search.
+    knowing which space they search. Also the controller's token grammar
+    (:class:`nni_xfer.strategies.eas.controller.TokenGrammar`: ``vocabulary``, ``max_len``,
+    ``n_blocks``, ``max_layers``, ``deeper_kernels``, :meth:`widenable`, :meth:`layout`).
     """
 
-    default_steps = (4, 5)  # wider, deeper steps per network (methods.md §1.8)
-    controller_kind = 'plain'
+    default_steps = (4, 5)  # wider, deeper steps per network (the paper's plain-CNN setting)
+    max_len = MAX_LEN
+    max_layers = MAX_LAYERS
     #: strategy options this space takes (``strategy_args.<name>``): allowed values, default first
     options = {'fc_block': FC_BLOCK_MODES}
 
@@ -284,6 +300,8 @@ class PlainEASOps:
         start = list(info.extra['start']['layers'])
         # deeper actions never add pools: the block head covers the start's conv blocks + the fc block
         self.n_blocks = max(N_BLOCKS, start.count('pool') + 1)
+        self.vocabulary = token_vocabulary(self.conv_widths, self.kernels, self.fc_units)
+        self.deeper_kernels = tuple(self.kernels)
         has_fc = any(parse_token(t)[0] == 'fc' for t in start)
         if (fc_block == 'paper' or not has_fc) and max(self.conv_widths) > max(self.fc_units, default=0):
             raise ConfigError('space_args.fc_units', f'an FC inserted after the global pool takes the pooled width '
@@ -323,14 +341,6 @@ class PlainEASOps:
         layer = int(rng.integers(len(blocks[b])))
         kernel = self.kernels[int(rng.integers(len(self.kernels)))]
         return self.deeper_ops(tokens, (b, layer, kernel)), None
-
-    def controller_args(self, max_tokens: int) -> dict:
-        """Arguments of :class:`nni_xfer.strategies.eas.controller.Controller` for this space."""
-        from nni_xfer.strategies.eas.controller import build_vocab
-        from nni_xfer.strategies.eas.controller import MAX_LEN
-        return {'vocab': build_vocab(self.conv_widths, self.kernels, self.fc_units), 'conv_widths': self.conv_widths,
-                'fc_units': self.fc_units, 'kernels': self.kernels, 'n_blocks': self.n_blocks,
-                'max_len': max(MAX_LEN, int(max_tokens)), 'fc_block': self.fc_block}
 
 
 # --------------------------------------------------------------------------- network

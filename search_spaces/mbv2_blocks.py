@@ -107,6 +107,34 @@ class Grammar:
         return {'op': self.ops, 'kernel': self.kernels, 'skip': self.skips, 'depth': self.depths,
                 'width': self.widths}[element]
 
+    # ---- the space protocol's grammar (``MBV2Blocks.grammar``, nni_xfer/space.py): what eatnas and
+    # ---- the 'eatnas_share' initializer call; the operators are this module's functions
+    @classmethod
+    def from_info(cls, info) -> 'Grammar':
+        """The grammar of an ``mbv2_blocks`` :class:`~nni_xfer.strategy.SpaceInfo` (its ``extra``)."""
+        return grammar_from_info(info)
+
+    def parse(self, arch: Any, field: str = 'architecture', constraints: bool = True) -> dict:
+        """:func:`parse_architecture` under this grammar."""
+        return parse_architecture(arch, self, field, constraints)
+
+    def random(self, rng) -> dict:
+        """:func:`random_architecture` under this grammar."""
+        return random_architecture(rng, self)
+
+    def transform(self, arch: dict, rng) -> dict:
+        """:func:`transform` (Algorithm 3) under this grammar."""
+        return transform(arch, rng, self)
+
+    def violation(self, arch: dict) -> str | None:
+        """:func:`constraint_violation` under this grammar."""
+        return constraint_violation(arch, self)
+
+    @staticmethod
+    def share_plan(child_arch: dict, parent_arch: dict, **options) -> dict[str, Any]:
+        """:func:`share_plan` (EAT-NAS parameter sharing; needs no grammar)."""
+        return share_plan(child_arch, parent_arch, **options)
+
 
 def expansion_ratio(arch: dict) -> float:
     return math.prod(float(b['width']) for b in arch['blocks'])
@@ -322,11 +350,6 @@ def _role_table(n: int):
     return ((digits == 0) * bits).sum(0), ((digits == 1) * bits).sum(0), (digits == 2).sum(0)
 
 
-def mutate(arch: dict, rng, grammar: Grammar) -> dict:
-    """Mutation in the evolution = the same transformation function (paper §3.5)."""
-    return transform(arch, rng, grammar)
-
-
 def example(grammar: Grammar | None = None) -> dict:
     """A sample of the space (MobileNetV2-like); inside ``grammar``'s constraints when it can be."""
     arch = copy.deepcopy(EXAMPLE)
@@ -463,6 +486,8 @@ _UNSET = object()
                                                    'with scale constraints')
 class MBV2Blocks(XferSpace):
     """EAT-NAS space; samples are ``{'blocks': [7 x {op, kernel, skip, depth, width}]}``."""
+
+    grammar = Grammar  # the space protocol's grammar hook; an instance holds its own Grammar here
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, image_size: int = 32, preset: str = 'auto',
                  stem_channels: int = 32, head_channels: int = 1280, dropout: float = 0.2,

@@ -21,8 +21,9 @@ then op types (identity, sep_conv, conv, dil_sep_conv, avg_pool, max_pool, min_p
 **DAG JSON** (XferNAS appendix C): ``{"conv_dag": {"node_3": ["node_3", in₁, in₂, op₁, op₂], ...},
 "reduc_dag": {...}}``; :func:`dags_to_sample` / :func:`sample_to_dags` convert both ways.
 
-:class:`CellGrammar` is the one parser/validator of all three formats; strategies get it with
-:meth:`CellGrammar.from_space_info` and never look at labels themselves.
+:class:`CellGrammar` is the one parser/validator of all three formats and the space's ``grammar``
+hook (nni_xfer/space.py); strategies get it with ``space_hook(name, 'grammar').from_info(info)``
+and never look at labels themselves.
 
 Ops reuse NNI 3.0's ``nni.nas.hub.pytorch.nasnet`` table (ReLU-conv-BN, separable conv applied
 twice, factorized reduce for a stride-2 identity, 1×3+3×1 and 1×7+7×1 convs, dilated separable
@@ -131,7 +132,7 @@ class CellGrammar:
         self.seq_len = 2 * self.B * 6
 
     @classmethod
-    def from_space_info(cls, info: Any) -> 'CellGrammar':
+    def from_info(cls, info: Any) -> 'CellGrammar':
         """The grammar of a ``nasnet_cells`` :class:`~nni_xfer.strategy.SpaceInfo` (its ``extra``)."""
         extra = getattr(info, 'extra', {}) or {}
         if extra.get('kind') != 'nasnet_cells':
@@ -445,7 +446,9 @@ def _check_int(value, field, minimum):
 @SEARCH_SPACES.register('nasnet_cells', description='NASNet/NAO cell space: normal + reduction cell, B nodes, '
                         'N cells per stage, F filters (NAO, XferNAS)')
 class NasnetCells(XferSpace):
-    """Args:
+    """The NASNet cell space (``grammar``: :class:`CellGrammar`; an instance holds its own).
+
+    Args:
         B: computed nodes per cell (paper 5).
         N: normal cells per stage (search 3, final 6).
         F: filters of the first stage, doubled at each reduction (search 32).
@@ -455,6 +458,8 @@ class NasnetCells(XferSpace):
         aux_head: auxiliary classifier after the second reduction cell (returned in training mode).
         stem_multiplier: stem filters = ``stem_multiplier * F`` (NASNet/NAO CIFAR: 3).
     """
+
+    grammar = CellGrammar  # the space protocol's grammar hook
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, image_size: int = 32,
                  B: int = 5, N: int = 3, F: int = 32, ops: Any = 'xfernas', drop_path: float = 0.0,

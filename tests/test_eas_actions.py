@@ -143,7 +143,7 @@ def test_fc_block_modes():
     code = PlainEASOps(space())
     assert code.layout(START)[-1] == [6]             # the authors' code: after an FC only
     s = EAS(space(), seed=0, networks_per_episode=2, wider_steps=1, deeper_steps=2, fc_block='paper')
-    assert s.policy.controller.fc_block == 'paper'
+    assert s.policy.controller.grammar.fc_block == 'paper'   # the controller reads the space's grammar
     drive(s, 5, metrics=metrics)
     with pytest.raises(ConfigError, match='^strategy_args.fc_block'):
         EASRandom(space(), fc_block='always')

@@ -4,11 +4,12 @@ import math
 import pytest
 import torch
 
-from nni_xfer.strategies.eas.controller import (
-    Controller, DeeperActor, DeeperDecision, Encoder, WiderActor, apply_deeper, apply_densenet_deeper,
-    apply_densenet_wider, apply_wider, block_layout, build_densenet_vocab, build_vocab, densenet_layout,
-    densenet_positions, densenet_tokens, densenet_wider_mask, encode, reward, wider_mask,
-)
+from nni_xfer.search_spaces.eas_densenet import (DenseNetEASOps, apply_densenet_deeper, apply_densenet_wider,
+                                                 densenet_layout, densenet_positions, densenet_tokens)
+from nni_xfer.search_spaces.eas_plain_cnn import PlainEASOps, apply_deeper, apply_wider, block_layout
+from nni_xfer.strategies.eas.controller import (Controller, DeeperActor, DeeperDecision, Encoder, WiderActor, encode,
+                                                reward)
+from nni_xfer.strategy import SpaceInfo
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures('one_torch_thread')]
 
@@ -18,8 +19,14 @@ KERN = [1, 3, 5]
 START = ['conv-16-3', 'pool', 'conv-32-3', 'pool', 'conv-64-3', 'pool', 'conv-64-5', 'pool', 'fc-64']
 
 
+def grammar():
+    """The plain-CNN space's EAS operators: the controller's token grammar."""
+    return PlainEASOps(SpaceInfo('eas_plain_cnn', {}, {}, extra={
+        'start': {'layers': START}, 'conv_widths': CONV, 'kernels': KERN, 'fc_units': FC}))
+
+
 def vocab():
-    return build_vocab(CONV, KERN, FC)
+    return Controller(grammar()).vocab
 
 
 def gen(seed=0):
@@ -35,13 +42,13 @@ def test_vocab_order_and_encoding():
     assert list(v)[1:4] == ['conv-16-1', 'conv-16-3', 'conv-16-5']
     assert v['conv-64-5'] == 9 and v['fc-64'] == 10 and v['fc-128'] == 11 and v['pool'] == 12
     assert sorted(v.values()) == list(range(len(v)))
-    ids, n = encode(['conv-16-3', 'pool', 'fc-128'], v)
+    ids, n = encode(['conv-16-3', 'pool', 'fc-128'], v, 50)
     assert n == 3 and ids.dtype == torch.long and ids.shape == (50,)
     assert ids[:3].tolist() == [2, 12, 11] and ids[3:].eq(0).all()
     ids, n = encode(['pool'], v, max_len=4)
     assert ids.tolist() == [12, 0, 0, 0] and n == 1
     with pytest.raises(ValueError):
-        encode(['conv-17-3'], v)
+        encode(['conv-17-3'], v, 50)
     with pytest.raises(ValueError):
         encode(['pool'] * 5, v, max_len=4)
 
@@ -53,7 +60,7 @@ def test_encoder_shapes_padding_and_init():
     enc = Encoder(len(v))
     w = enc.embedding.weight
     assert w.shape == (len(v), 16) and w.abs().max() <= math.sqrt(3) + 1e-6
-    ids, n = encode(START, v)
+    ids, n = encode(START, v, 50)
     out, (h, c) = enc(ids, n)
     assert out.shape == (50, 100) and h.shape == (100,) and c.shape == (100,)
     assert out[n:].eq(0).all() and out[:n].abs().sum() > 0
@@ -71,7 +78,7 @@ def test_encoder_shapes_padding_and_init():
 @pytest.mark.timeout(60)
 def test_wider_mask_excludes_pool_pad_and_maxed():
     toks = ['conv-16-3', 'pool', 'conv-64-3', 'pool', 'fc-64', 'fc-128']
-    m = wider_mask(toks, CONV, FC, max_len=10)
+    m = Controller(grammar(), max_len=10).wider_mask(toks)
     assert m.tolist() == [1, 0, 0, 0, 1, 0, 0, 0, 0, 0]
 
 
@@ -95,7 +102,7 @@ def test_wider_log_prob_and_entropy_use_only_masked_positions():
 
 @pytest.mark.timeout(60)
 def test_controller_wider_never_widens_masked_layers():
-    ctl = Controller(vocab(), seed=0)
+    ctl = Controller(grammar(), seed=0)
     toks = ['conv-64-3', 'pool', 'conv-16-3', 'pool', 'fc-128', 'fc-64']
     g = gen(3)
     seen = set()
@@ -129,7 +136,7 @@ def _state(seed=0):
 @pytest.mark.timeout(60)
 def test_deeper_layer_index_masked_and_renormalised():
     torch.manual_seed(0)
-    actor = DeeperActor()
+    actor = DeeperActor(100, 16, 5, 10, KERN)
     counts = [3, 0, 1, 0, 2]
     state = _state()
     probs = actor.distributions(state, counts, DeeperDecision(0, 1, 3))
@@ -153,7 +160,7 @@ def test_deeper_layer_index_masked_and_renormalised():
 @pytest.mark.timeout(60)
 def test_deeper_kernel_masked_out_for_fc_block():
     torch.manual_seed(0)
-    actor = DeeperActor()
+    actor = DeeperActor(100, 16, 5, 10, KERN)
     counts = [2, 1, 1, 1, 2]
     state = _state(1)
     # fc block (index 4): the kernel choice does not change log-prob or entropy
@@ -172,7 +179,7 @@ def test_deeper_kernel_masked_out_for_fc_block():
 @pytest.mark.timeout(60)
 def test_teacher_forcing_reproduces_sampling_log_prob():
     torch.manual_seed(0)
-    deeper = DeeperActor()
+    deeper = DeeperActor(100, 16, 5, 10, KERN)
     wider = WiderActor()
     state = _state(2)
     counts = [2, 3, 1, 1, 1]
@@ -198,7 +205,7 @@ def test_reward_transform():
 
 @pytest.mark.timeout(60)
 def test_baseline_update_and_advantages_hand_example(monkeypatch):
-    ctl = Controller(vocab(), seed=0)
+    ctl = Controller(grammar(), seed=0)
     toks = list(START)
     trajs = [[('wider', toks, [1, 0, 0, 0, 0, 0, 0, 0, 0])],
              [('wider', toks, [0, 0, 1, 0, 0, 0, 0, 0, 0])]]
@@ -242,20 +249,20 @@ def test_both_baseline_rules_on_a_worked_example():
     toks = list(START)
     trajs = [[('wider', toks, [1, 0, 0, 0, 0, 0, 0, 0, 0])], [('wider', toks, [0, 0, 1, 0, 0, 0, 0, 0, 0])]]
     for rule, (b1, b2) in (('code', (1.9, 1.045)), ('paper', (0.1, 0.145))):
-        ctl = Controller(vocab(), seed=0, baseline_rule=rule)
+        ctl = Controller(grammar(), seed=0, baseline_rule=rule)
         stats = ctl.update(trajs, [1.0, 3.0])
         assert ctl.baseline == pytest.approx(b1)
         assert stats['advantages'] == pytest.approx([(1.0 - b1) / 2, (3.0 - b1) / 2])
         stats = ctl.update(trajs[:1], [1.0])
         assert ctl.baseline == pytest.approx(b2) and stats['advantages'] == pytest.approx([1.0 - b2])
-    assert Controller(vocab(), seed=0).baseline_rule == 'code'
+    assert Controller(grammar(), seed=0).baseline_rule == 'code'
     with pytest.raises(ValueError):
-        Controller(vocab(), seed=0, baseline_rule='ema')
+        Controller(grammar(), seed=0, baseline_rule='ema')
 
 
 @pytest.mark.timeout(60)
 def test_gradient_sign_increases_preferred_widen_probability():
-    ctl = Controller(vocab(), seed=0)
+    ctl = Controller(grammar(), seed=0)
     toks = list(START)
     g = gen(0)
     p0 = ctl.wider_probs(toks)[0].item()
@@ -291,7 +298,7 @@ def rewarded_block_prob(ctl, toks, block, probe, seed=1):
 
 @pytest.mark.timeout(60)
 def test_deeper_update_moves_towards_rewarded_block():
-    before, after = rewarded_block_prob(Controller(vocab(), seed=0), list(START), 4, DeeperDecision(4, 0, 3))
+    before, after = rewarded_block_prob(Controller(grammar(), seed=0), list(START), 4, DeeperDecision(4, 0, 3))
     assert after > before
 
 
@@ -314,14 +321,14 @@ def _rollout(ctl, g, n=3):
 
 @pytest.mark.timeout(60)
 def test_same_seed_same_decisions():
-    a = _rollout(Controller(vocab(), seed=7), gen(11))
-    b = _rollout(Controller(vocab(), seed=7), gen(11))
+    a = _rollout(Controller(grammar(), seed=7), gen(11))
+    b = _rollout(Controller(grammar(), seed=7), gen(11))
     assert a == b
     # a different init changes the policy; a different generator changes the draws
-    pa = Controller(vocab(), seed=7).wider_probs(START)
-    pc = Controller(vocab(), seed=8).wider_probs(START)
-    assert torch.equal(pa, Controller(vocab(), seed=7).wider_probs(START)) and not torch.allclose(pa, pc)
-    assert a != _rollout(Controller(vocab(), seed=7), gen(12))
+    pa = Controller(grammar(), seed=7).wider_probs(START)
+    pc = Controller(grammar(), seed=8).wider_probs(START)
+    assert torch.equal(pa, Controller(grammar(), seed=7).wider_probs(START)) and not torch.allclose(pa, pc)
+    assert a != _rollout(Controller(grammar(), seed=7), gen(12))
 
 
 def _trajectories(ctl, g):
@@ -341,7 +348,7 @@ def _trajectories(ctl, g):
 
 @pytest.mark.timeout(60)
 def test_state_dict_round_trip_gives_identical_decisions():
-    a = Controller(vocab(), seed=0)
+    a = Controller(grammar(), seed=0)
     trajs, rs = _trajectories(a, gen(0))
     a.update(trajs, rs)
     buf = io.BytesIO()
@@ -349,7 +356,7 @@ def test_state_dict_round_trip_gives_identical_decisions():
     buf.seek(0)
     state = torch.load(buf, weights_only=False)
     assert set(state) >= {'model', 'optimizer', 'baseline'}
-    b = Controller(vocab(), seed=123)
+    b = Controller(grammar(), seed=123)
     assert not torch.allclose(a.wider_probs(START), b.wider_probs(START))
     b.load_state_dict(state)
     assert torch.equal(a.wider_probs(START), b.wider_probs(START))
@@ -395,20 +402,22 @@ def test_apply_deeper_hand_cases():
         apply_deeper(toks, DeeperDecision(1, 1, 3))           # layer index out of range
 
 
-# ------------------------------------------------------------------ DenseNet variant (methods.md §1.7)
+# ------------------------------------------------------------------ DenseNet variant (docs/fidelity.md, EAS)
 
 GROWTHS = [4, 6, 8]
 DN = {'growths': [[4, 8], [6, 4, 8], [4]], 'stem': 8, 'transitions': [8, 12]}
 DN_TOKENS = ['g4', 'g8', 't', 'g6', 'g4', 'g8', 't', 'g4']
 
 
-def dvocab():
-    return build_densenet_vocab(GROWTHS)
+def dgrammar():
+    """The DenseNet space's EAS operators: the controller's token grammar."""
+    return DenseNetEASOps(SpaceInfo('eas_densenet', {}, {}, extra={'start': DN, 'growth_rates': GROWTHS}))
 
 
 @pytest.mark.timeout(60)
 def test_densenet_vocab_and_tokens():
-    v = dvocab()
+    ctl = Controller(dgrammar(), seed=0)
+    v = ctl.vocab
     assert v == {'PAD': 0, 'g4': 1, 'g6': 2, 'g8': 3, 't': 4}
     assert densenet_tokens(DN) == DN_TOKENS            # stem has no token
     assert densenet_layout(DN_TOKENS) == [[0, 1], [3, 4, 5], [7]]
@@ -418,20 +427,19 @@ def test_densenet_vocab_and_tokens():
     assert densenet_positions(DN_TOKENS) == [(0, 0), (0, 1), None, (1, 0), (1, 1), (1, 2), None, (2, 0)]
     ids, n = encode(DN_TOKENS, v, max_len=64)
     assert n == 8 and ids[:8].tolist() == [1, 3, 4, 2, 1, 3, 4, 1] and ids[8:].eq(0).all()
-    ctl = Controller(v, seed=0)
-    assert ctl.kind == 'densenet' and ctl.growths == GROWTHS and ctl.max_len == 64 and ctl.n_blocks == 3
+    assert ctl.max_len == 64 and ctl.n_blocks == 3
     assert ctl.deeper_actor.kernel_head is None and ctl.deeper_actor.layer_head.out_features == 20
-    assert Controller(vocab(), seed=0).kind == 'plain'
-    with pytest.raises(ValueError):
-        Controller({'PAD': 0, 'g4': 1, 'pool': 2})      # mixed vocabulary
+    plain = Controller(grammar(), seed=0)
+    assert plain.max_len == 50 and plain.deeper_actor.kernel_head.out_features == 3
+    assert list(plain.vocab)[:4] == ['PAD', 'conv-16-1', 'conv-16-3', 'conv-16-5']
 
 
 @pytest.mark.timeout(60)
 def test_densenet_wider_mask_excludes_max_growth_layers_and_transitions():
-    m = densenet_wider_mask(DN_TOKENS, GROWTHS, max_len=10)
+    m = Controller(dgrammar(), max_len=10).wider_mask(DN_TOKENS)
     assert m.tolist() == [1, 0, 0, 1, 1, 0, 0, 1, 0, 0]
-    ctl = Controller(dvocab(), seed=0)
-    assert torch.equal(ctl.wider_mask(DN_TOKENS), densenet_wider_mask(DN_TOKENS, GROWTHS, 64))
+    ctl = Controller(dgrammar(), seed=0)
+    assert ctl.wider_mask(DN_TOKENS).tolist() == m.tolist() + [0] * 54
     g = gen(3)
     seen = set()
     for _ in range(30):
@@ -439,7 +447,7 @@ def test_densenet_wider_mask_excludes_max_growth_layers_and_transitions():
         assert len(d) == len(DN_TOKENS)
         assert all(d[i] == 0 for i in (1, 2, 5, 6))     # g8 (max growth) and transitions
         seen.update(i for i, x in enumerate(d) if x)
-        ctl.apply_wider(DN_TOKENS, d)                   # always applicable
+        apply_densenet_wider(DN_TOKENS, d, GROWTHS)     # always applicable
     assert seen == {0, 3, 4, 7}
     # a chosen layer moves up exactly one step of the growth list
     assert apply_densenet_wider(DN_TOKENS, [1, 0, 0, 1, 1, 0, 0, 0], GROWTHS) == \
@@ -452,7 +460,7 @@ def test_densenet_wider_mask_excludes_max_growth_layers_and_transitions():
 
 @pytest.mark.timeout(60)
 def test_densenet_deeper_masks_and_duplicate_insert():
-    ctl = Controller(dvocab(), seed=0)
+    ctl = Controller(dgrammar(), seed=0)
     toks = ['g4', 'g8', 't', 'g6']                      # two blocks only: block 2 does not exist
     counts = ctl.layer_counts(toks)
     assert counts == [2, 1, 0]
@@ -475,7 +483,7 @@ def test_densenet_deeper_masks_and_duplicate_insert():
     # deeper = duplicate of the chosen layer right after it
     assert apply_densenet_deeper(DN_TOKENS, DeeperDecision(1, 0)) == \
         ['g4', 'g8', 't', 'g6', 'g6', 'g4', 'g8', 't', 'g4']
-    assert ctl.apply_deeper(DN_TOKENS, (2, 0)) == DN_TOKENS + ['g4']
+    assert apply_densenet_deeper(DN_TOKENS, (2, 0)) == DN_TOKENS + ['g4']
     with pytest.raises(ValueError):
         apply_densenet_deeper(toks, (2, 0))
     # positions beyond the head size (20) are never chosen
@@ -486,7 +494,7 @@ def test_densenet_deeper_masks_and_duplicate_insert():
 
 @pytest.mark.timeout(60)
 def test_densenet_teacher_forcing_gives_sampling_log_probs():
-    ctl = Controller(dvocab(), seed=1)
+    ctl = Controller(dgrammar(), seed=1)
     toks = list(DN_TOKENS)
     counts = ctl.layer_counts(toks)
     for s in range(10):
@@ -513,7 +521,7 @@ def _dn_trajectories(ctl, g, n=4):
         for _ in range(2):
             d = ctl.wider(toks, g)
             traj.append(('wider', toks, d))
-            toks = ctl.apply_wider(toks, d)
+            toks = apply_densenet_wider(toks, d, GROWTHS)
         dd = ctl.deeper(toks, g)
         traj.append(('deeper', toks, dd))
         trajs.append(traj)
@@ -526,23 +534,23 @@ def _dn_rollout(ctl, g, n=3):
     for _ in range(n):
         toks = list(DN_TOKENS)
         for _ in range(2):
-            toks = ctl.apply_wider(toks, ctl.wider(toks, g))
+            toks = apply_densenet_wider(toks, ctl.wider(toks, g), GROWTHS)
         for _ in range(2):
-            toks = ctl.apply_deeper(toks, ctl.deeper(toks, g))
+            toks = apply_densenet_deeper(toks, ctl.deeper(toks, g))
         out.append(tuple(toks))
     return out
 
 
 @pytest.mark.timeout(60)
 def test_densenet_state_dict_round_trip_and_update():
-    a = Controller(dvocab(), seed=0)
+    a = Controller(dgrammar(), seed=0)
     trajs, rs = _dn_trajectories(a, gen(0))
     stats = a.update(trajs, rs)
     assert stats['baseline'] == pytest.approx(0.95 * sum(rs) / len(rs))
     buf = io.BytesIO()
     torch.save(a.state_dict(), buf)
     buf.seek(0)
-    b = Controller(dvocab(), seed=123)
+    b = Controller(dgrammar(), seed=123)
     assert not torch.allclose(a.wider_probs(DN_TOKENS), b.wider_probs(DN_TOKENS))
     b.load_state_dict(torch.load(buf, weights_only=False))
     assert torch.equal(a.wider_probs(DN_TOKENS), b.wider_probs(DN_TOKENS)) and b.baseline == a.baseline
@@ -557,5 +565,5 @@ def test_densenet_state_dict_round_trip_and_update():
 
 @pytest.mark.timeout(60)
 def test_densenet_update_moves_towards_rewarded_block():
-    before, after = rewarded_block_prob(Controller(dvocab(), seed=0), list(DN_TOKENS), 2, (2, 0))
+    before, after = rewarded_block_prob(Controller(dgrammar(), seed=0), list(DN_TOKENS), 2, (2, 0))
     assert after > before

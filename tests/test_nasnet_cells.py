@@ -99,7 +99,7 @@ def test_bad_space_args(key, value):
 def test_space_info_and_random_samples_build_and_run():
     space = NasnetCells(in_channels=1, num_classes=10, image_size=8, B=5, N=1, F=4, ops='xfernas')
     info = space_info('nasnet_cells', {}, space)
-    g = CellGrammar.from_space_info(info)
+    g = CellGrammar.from_info(info)
     assert info.dims == g.dims() and len(info.dims) == 40
     rng = np.random.default_rng(0)
     for _ in range(3):

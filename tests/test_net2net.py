@@ -14,17 +14,14 @@ import torch
 import torch.nn as nn
 
 from nni_xfer.errors import ConfigError
-from nni_xfer.transforms import (
-    DenseNetBC,
+from nni_xfer.search_spaces.eas_densenet import DenseNetBC
+from nni_xfer.transfer.densenet import densenet_deeper, densenet_widen_stem, densenet_widen_transition, densenet_wider
+from nni_xfer.transfer.net2net import (
     WiderResult,
     calibrate_identity_bn,
     calibrate_inserted,
     collect_activations,
     deepen_sequential,
-    densenet_deeper,
-    densenet_widen_stem,
-    densenet_widen_transition,
-    densenet_wider,
     insert_mapping,
     net2deeper_conv,
     net2deeper_linear,
@@ -399,10 +396,10 @@ def test_densenet_wider_grows_bottleneck_and_noise_stays_small():
 def test_docstring_examples_run():
     import doctest
 
+    import nni_xfer.search_spaces.eas_densenet  # the DenseNet transforms at work on the space's network
     import nni_xfer.transfer
-    import nni_xfer.transfer.densenet
     import nni_xfer.transfer.net2net
 
-    for module in (nni_xfer.transfer, nni_xfer.transfer.net2net, nni_xfer.transfer.densenet):
+    for module in (nni_xfer.transfer, nni_xfer.transfer.net2net, nni_xfer.search_spaces.eas_densenet):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -1,7 +1,6 @@
-"""Function-preserving wider/deeper transforms of the EAS DenseNet-BC (the network itself lives in
-:mod:`nni_xfer.search_spaces.eas_densenet`).
+"""Function-preserving wider/deeper transforms of the EAS DenseNet-BC.
 
-Structure (Huang et al., 2017, BC variant; methods.md §1.7): a 3×3 stem conv, dense blocks of
+Structure (Huang et al., 2017, BC variant): a 3×3 stem conv, dense blocks of
 layers ``BN-ReLU-Conv1x1(b·k)-BN-ReLU-Conv3x3(k)`` whose outputs are concatenated to their
 input, transitions ``BN-ReLU-Conv1x1(⌊compression·C⌋)-AvgPool2``, and a ``BN-ReLU-GAP-Linear``
 head. Each layer may have its own growth ``k`` (widening changes it); all channel counts are
@@ -14,8 +13,8 @@ Transforms (each returns a transformed deep copy and leaves the input untouched)
   in the consumer), and *every* later consumer in the block plus the following transition (or
   the head) receives the replicated channels: its BN entries are gathered and its input
   weights divided by the replica count.
-* :func:`densenet_deeper` — methods.md §1.7: a duplicate of the chosen layer is inserted right
-  after it. Its bottleneck is a copy that ignores the extra input channels (zero weights; BN
+* :func:`densenet_deeper` — the authors' code (docs/fidelity.md, EAS): a duplicate of the chosen
+  layer is inserted right after it. Its bottleneck is a copy that ignores the extra input channels (zero weights; BN
   entries γ=1, β=0, mean=0, var=1) and its 3×3 conv selects the original's filters with
   replacement, so its output replicates the original layer's output; later consumers see the
   duplicated channels scaled by ``1/count``. This is the authors' code and the default.
@@ -28,24 +27,13 @@ Transforms (each returns a transformed deep copy and leaves the input untouched)
 * :func:`densenet_widen_stem`, :func:`densenet_widen_transition` — widen the stem conv or a
   transition conv; the next block's consumers get the Eq. 4 remapping.
 
-Example:
-    >>> import torch
-    >>> from nni_xfer.search_spaces.eas_densenet import DenseNetBC
-    >>> from nni_xfer.transfer.densenet import densenet_wider, densenet_deeper
-    >>> _ = torch.manual_seed(0)
-    >>> net = DenseNetBC([[4, 4], [4]], in_channels=3, num_classes=5).eval()
-    >>> g = torch.Generator().manual_seed(0)
-    >>> new = densenet_deeper(densenet_wider(net, 0, 0, 6, generator=g), 0, 1, generator=g).eval()
-    >>> [len(b.layers) for b in new.blocks], new.growths()
-    ([3, 1], [[6, 4, 4], [4]])
-    >>> x = torch.randn(2, 3, 8, 8)
-    >>> torch.allclose(net(x), new(x), atol=1e-5)
-    True
+The network is the ``eas_densenet`` space's (``DenseNetBC``; its docstring shows these transforms
+at work); this module reads it by structure only — ``stem``, ``blocks[i].layers[j]`` (dense
+layers), ``transitions[i]`` and the head — and imports no space.
 """
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -54,14 +42,11 @@ from ..errors import ConfigError
 from .net2net import (_relative_noise, gather_bn, insert_mapping, net2wider_conv, widen_inputs, widen_outputs,
                       wider_mapping)
 
-if TYPE_CHECKING:  # the network is the space's; the transforms only read and rewrite its modules
-    from nni_xfer.search_spaces.eas_densenet import DenseLayer, DenseNetBC
-
 __all__ = ['densenet_wider', 'densenet_deeper', 'densenet_deeper_eq5', 'eq5_cuts', 'densenet_widen_stem',
            'densenet_widen_transition']
 
 
-def _check_layer(net: DenseNetBC, block: int, layer: int) -> DenseLayer:
+def _check_layer(net: nn.Module, block: int, layer: int) -> nn.Module:
     if not 0 <= block < len(net.blocks):
         raise ConfigError('block', f'must be in [0, {len(net.blocks)}), got {block}')
     n = len(net.blocks[block].layers)
@@ -70,7 +55,7 @@ def _check_layer(net: DenseNetBC, block: int, layer: int) -> DenseLayer:
     return net.blocks[block].layers[layer]
 
 
-def _remap_consumers(net: DenseNetBC, block: int, start: int, position: int, sources: torch.Tensor) -> None:
+def _remap_consumers(net: nn.Module, block: int, start: int, position: int, sources: torch.Tensor) -> None:
     """Eq. 4 for every consumer of block ``block`` from layer ``start`` on (then transition/head).
 
     Each consumer's input gains channels replicating old channels ``sources``, inserted before
@@ -86,9 +71,9 @@ def _remap_consumers(net: DenseNetBC, block: int, start: int, position: int, sou
         setattr(owner, conv_name, widen_inputs(getattr(owner, conv_name), mapping))
 
 
-def densenet_wider(net: DenseNetBC, block: int, layer: int, new_growth: int, *,
+def densenet_wider(net: nn.Module, block: int, layer: int, new_growth: int, *,
                    bottleneck_width: int | None = None, noise: float = 0.0,
-                   generator: torch.Generator | None = None) -> DenseNetBC:
+                   generator: torch.Generator | None = None) -> nn.Module:
     """Widen dense layer ``layer`` of block ``block`` to growth ``new_growth`` (EAS Eq. 4).
 
     Args:
@@ -117,9 +102,9 @@ def densenet_wider(net: DenseNetBC, block: int, layer: int, new_growth: int, *,
     return net
 
 
-def densenet_deeper(net: DenseNetBC, block: int, layer: int, *, growth: int | None = None,
-                    noise: float = 0.0, generator: torch.Generator | None = None) -> DenseNetBC:
-    """Insert a duplicate of dense layer ``layer`` right after it (methods.md §1.7).
+def densenet_deeper(net: nn.Module, block: int, layer: int, *, growth: int | None = None,
+                    noise: float = 0.0, generator: torch.Generator | None = None) -> nn.Module:
+    """Insert a duplicate of dense layer ``layer`` right after it (the authors' code; docs/fidelity.md, EAS).
 
     The duplicate's 1×1 bottleneck copies the original and gives zero weight to the original's
     output channels, which it additionally receives (their BN entries: γ=1, β=0, mean=0,
@@ -169,7 +154,7 @@ def densenet_deeper(net: DenseNetBC, block: int, layer: int, *, growth: int | No
     return net
 
 
-def _consumer_norms(net: DenseNetBC, block: int, start: int) -> list[nn.BatchNorm2d]:
+def _consumer_norms(net: nn.Module, block: int, start: int) -> list[nn.BatchNorm2d]:
     """Pre-activation BNs of every consumer of block ``block`` from layer ``start`` on."""
     norms = [layer.norm1 for layer in list(net.blocks[block].layers)[start:]]
     norms.append(net.transitions[block].norm if block < len(net.transitions) else net.norm)
@@ -202,8 +187,8 @@ def eq5_cuts(norms: list[nn.BatchNorm2d], channels: int) -> tuple[torch.Tensor, 
     return ~(pos.any(0) & neg.any(0)), sign, cut
 
 
-def densenet_deeper_eq5(net: DenseNetBC, block: int, layer: int, *, growth: int | None = None,
-                        noise: float = 0.0, generator: torch.Generator | None = None) -> DenseNetBC:
+def densenet_deeper_eq5(net: nn.Module, block: int, layer: int, *, growth: int | None = None,
+                        noise: float = 0.0, generator: torch.Generator | None = None) -> nn.Module:
     """Insert after dense layer ``layer`` a new layer whose filters replicate input channels (EAS Eq. 5).
 
     The new layer sees ``[O_0, …, O_l]`` (its block input plus layer ``l``'s output) and its
@@ -295,8 +280,8 @@ def densenet_deeper_eq5(net: DenseNetBC, block: int, layer: int, *, growth: int 
     return net
 
 
-def densenet_widen_stem(net: DenseNetBC, new_channels: int, *, noise: float = 0.0,
-                        generator: torch.Generator | None = None) -> DenseNetBC:
+def densenet_widen_stem(net: nn.Module, new_channels: int, *, noise: float = 0.0,
+                        generator: torch.Generator | None = None) -> nn.Module:
     """Widen the stem conv to ``new_channels`` filters; block 0's consumers get Eq. 4."""
     net = copy.deepcopy(net)
     c = net.stem.out_channels
@@ -306,8 +291,8 @@ def densenet_widen_stem(net: DenseNetBC, new_channels: int, *, noise: float = 0.
     return net
 
 
-def densenet_widen_transition(net: DenseNetBC, index: int, new_channels: int, *, noise: float = 0.0,
-                              generator: torch.Generator | None = None) -> DenseNetBC:
+def densenet_widen_transition(net: nn.Module, index: int, new_channels: int, *, noise: float = 0.0,
+                              generator: torch.Generator | None = None) -> nn.Module:
     """Widen transition ``index``'s conv to ``new_channels``; block ``index+1``'s consumers get Eq. 4."""
     if not 0 <= index < len(net.transitions):
         raise ConfigError('index', f'must be in [0, {len(net.transitions)}), got {index}')

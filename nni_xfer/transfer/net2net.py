@@ -567,11 +567,12 @@ def net2net(model: nn.Module, init: dict, ctx: Any) -> None:
     ``init``: ``uri`` (+ optional ``sha256``) of the parent checkpoint, ``ops`` (the transform
     sequence, in the space's operation format), ``noise`` (default true: 1e-2 on widened copies,
     1e-3 on new layers), ``calibration_images`` (default 64 training images for the new BNs).
-    Works for any space whose class has ``net2net_transform(net, ops, noise=, generator=)`` and
-    ``architecture_of(net)`` (``eas_plain_cnn``, ``eas_densenet``).
+    Works for any space with the ``net2net_transform`` and ``architecture_of`` hooks
+    (:mod:`nni_xfer.space`; ``eas_plain_cnn``, ``eas_densenet``).
     """
     from ..checkpoint import load_checkpoint
     from ..errors import CheckpointError
+    from ..space import space_hook
 
     allowed = ['kind', 'uri', 'sha256', 'ops', 'noise', 'calibration_images']
     for key in init:
@@ -580,9 +581,8 @@ def net2net(model: nn.Module, init: dict, ctx: Any) -> None:
     if 'uri' not in init:
         raise ConfigError('init.uri', "required for init kind 'net2net'")
     space = ctx.space()
-    transform = getattr(space, 'net2net_transform', None)
-    if transform is None:
-        raise ConfigError('init.kind', f"space {ctx.spec.space!r} has no net2net transforms")
+    transform = space_hook(ctx.spec.space, 'net2net_transform', field='init.kind')
+    architecture_of = space_hook(ctx.spec.space, 'architecture_of', field='init.kind')
     ckpt = load_checkpoint(init['uri'], init.get('sha256'))
     parent_arch = ckpt.get('architecture')
     try:
@@ -598,7 +598,7 @@ def net2net(model: nn.Module, init: dict, ctx: Any) -> None:
     gen = torch.Generator().manual_seed(int(ctx.spec.seed))
     ops, noise = list(init.get('ops', [])), bool(init.get('noise', True))
     child = transform(parent, ops, noise=noise, generator=gen)
-    got, want = space.architecture_of(child), space.architecture_of(model)
+    got, want = architecture_of(child), architecture_of(model)
     if got != want:
         raise ConfigError('init.ops', f'transforming the parent gives {got}, not the trial architecture {want}')
     n = int(init.get('calibration_images', 64))

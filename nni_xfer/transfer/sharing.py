@@ -9,9 +9,9 @@ A child network starts from a trained parent's checkpoint without being function
 - depth level (Eq. 4/5): layer j of a block shares from the parent's layer j; extra layers are
   fresh (``depth_extra: random``, the paper) or copy the parent block's last layer
   (``copy_last``); the parent's surplus layers are dropped;
-- which child layer shares from which parent layer is the space's business: the space module
-  (``search_spaces/<space>.py``) provides ``share_plan(child_arch, parent_arch, **options)``
-  mapping child module names to parent module names (``None``: fresh). Entries given as
+- which child layer shares from which parent layer is the space's business: its grammar (the
+  ``grammar`` hook of :mod:`nni_xfer.space`) provides ``share_plan(child_arch, parent_arch,
+  **options)`` mapping child module names to parent module names (``None``: fresh). Entries given as
   ``{'src': name, 'exact': True}`` share only when every tensor has the same shape (stem and
   classifier across tasks with another input or class count are then re-initialised).
 
@@ -21,7 +21,6 @@ evaluator as for every trial.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import torch
@@ -29,7 +28,8 @@ import torch.nn as nn
 
 from nni_xfer.checkpoint import load_checkpoint
 from nni_xfer.errors import CheckpointError, ConfigError
-from nni_xfer.registry import INITIALIZERS, SEARCH_SPACES
+from nni_xfer.registry import INITIALIZERS
+from nni_xfer.space import space_hook
 
 DEPTH_EXTRA = ('random', 'copy_last')
 KERNEL_MISMATCH = ('none', 'center')
@@ -111,11 +111,6 @@ def share_state(model: nn.Module, parent_state: dict[str, torch.Tensor], plan: d
     return shared, total
 
 
-def space_module(space: str) -> Any:
-    """The module of a registered space (where its architecture operators live)."""
-    return importlib.import_module(SEARCH_SPACES.get(space, field='space').__module__)
-
-
 @INITIALIZERS.register('eatnas_share', description='EAT-NAS width/depth parameter sharing from a parent checkpoint '
                                                    '(overlapping slices; extra layers fresh)')
 def eatnas_share(model: nn.Module, init: dict, ctx: Any = None) -> None:
@@ -141,10 +136,8 @@ def eatnas_share(model: nn.Module, init: dict, ctx: Any = None) -> None:
     parent_arch = init.get('parent_architecture') or ckpt.get('architecture')
     if parent_arch is None:
         raise CheckpointError(f"checkpoint records no architecture: {init['uri']}")
-    mod = space_module(space)
-    if not hasattr(mod, 'share_plan'):
-        raise ConfigError('init.kind', f"space {space!r} defines no share_plan; 'eatnas_share' cannot map its layers")
-    plan = mod.share_plan(ctx.spec.architecture, parent_arch, depth_extra=depth_extra,
+    grammar = space_hook(space, 'grammar', needs=('share_plan',), field='init.kind')
+    plan = grammar.share_plan(ctx.spec.architecture, parent_arch, depth_extra=depth_extra,
                           kernel_mismatch=kernel_mismatch)
     shared, total = share_state(model, state, plan)
     fraction = shared / total if total else 0.0

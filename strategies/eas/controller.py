@@ -1,16 +1,20 @@
 """EAS reinforcement-learning meta-controller (Cai et al., AAAI 2018) in plain PyTorch.
 
-Networks of the EAS plain-CNN space are token lists (``conv-<filters>-<kernel>``, ``pool``,
-``fc-<units>``; the final classifier has no token, the last ``pool`` is the global pool). The
-controller reads a token list with a bidirectional LSTM encoder and proposes transformations with
-two actors (design notes: ``shared/design/methods.md`` §1.1–1.4, §1.8):
+The controller knows no space: a network is a token list of the space's grammar (a
+:class:`TokenGrammar`, the space's EAS operators; e.g. ``conv-<filters>-<kernel>`` / ``pool`` /
+``fc-<units>`` for :mod:`nni_xfer.search_spaces.eas_plain_cnn`, ``g<k>`` / ``t`` for
+:mod:`nni_xfer.search_spaces.eas_densenet`). It reads a token list with a bidirectional LSTM
+encoder and proposes transformations with two actors (docs/fidelity.md, EAS):
 
-* :class:`WiderActor` — one shared sigmoid per position: widen this conv/FC layer by one step of
-  its width list or not (pool, padding and already-maximal layers are masked out).
-* :class:`DeeperActor` — an LSTM cell started from the encoder's final state makes three softmax
-  decisions: block (4 conv blocks + the fc block), layer inside the block (masked by the block's
-  layer count and renormalised), kernel size (ignored for the fc block). A new layer is inserted
-  right after the chosen one, with the same width and stride 1.
+* :class:`WiderActor` — one shared sigmoid per position: widen this layer by one step of its
+  width list or not; positions the grammar does not call widenable (pools, transitions, padding,
+  layers already at their maximum) are masked out.
+* :class:`DeeperActor` — an LSTM cell started from the encoder's final state makes the softmax
+  decisions block (the grammar's ``n_blocks``, masked to blocks with layers), layer inside the
+  block (``max_layers``, masked by the block's layer count and renormalised) and, when the grammar
+  has ``deeper_kernels``, the kernel size (ignored for the last block, the fc block). What a
+  decision inserts is the grammar's business (plain CNN: a layer of the same width right after the
+  chosen one; DenseNet: a duplicate of the chosen layer).
 
 :class:`Controller` bundles encoder and actors, owns its Adam optimiser and the moving-average
 baseline, and trains with REINFORCE: ``r = tan(acc·π/2)``; baseline updated *before* the advantage
@@ -19,79 +23,55 @@ baseline, and trains with REINFORCE: ``r = tan(acc·π/2)``; baseline updated *b
 average … with a decay of 0.95") ``b ← decay·b + (1 − decay)·mean r``; ``A`` divided by the batch
 size; loss ``−Σ mask·log π·A − 1e-5·entropy``.
 
-DenseNet variant (methods.md §1.7; ``kind='densenet'``, picked automatically from a vocabulary of
-:func:`build_densenet_vocab`): a DenseNet-BC architecture ``{'growths', 'stem', 'transitions'}``
-becomes the token list of :func:`densenet_tokens` — ``g<k>`` per dense layer and ``t`` per
-transition, in network order. The stem has **no token**: it is not a controller decision (the
-strategy widens it with a fixed rule at the end of an episode) and its width follows from the
-growths, so a token would carry no information. The wider actor is the same shared sigmoid,
-masked to dense layers whose growth is below the maximum of the growth list (a chosen layer moves
-up one step); the deeper actor makes two decisions — dense block (3, masked to blocks that exist)
-and position (20, masked to the block's layers) — and the new layer is a duplicate of the chosen
-one inserted right after it (no kernel decision). Teacher forcing, REINFORCE and baseline are the
-same as for plain CNNs.
-
 All randomness of sampling goes through an explicit :class:`torch.Generator`; module weights are
 initialised under ``torch.manual_seed(seed)`` (without disturbing the global RNG afterwards).
-No NNI import here.
+No NNI import and no space import here.
 """
 from __future__ import annotations
 
 import copy
 import math
-from typing import Iterable, NamedTuple, Sequence
+from typing import NamedTuple, Protocol, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# the token grammar is the spaces' (one parser each); the controller only reads it
-from nni_xfer.search_spaces.eas_densenet import (DENSE_N_BLOCKS, TRANSITION, apply_densenet_deeper,
-                                                 apply_densenet_wider, densenet_layout, densenet_positions,
-                                                 densenet_tokens, parse_dense_token)
-from nni_xfer.search_spaces.eas_plain_cnn import (N_BLOCKS, apply_deeper, apply_wider, block_layout, parse_token,
-                                                  widenable)
-
 __all__ = [
-    'PAD', 'EMBED_DIM', 'HIDDEN', 'N_BLOCKS', 'MAX_LAYERS', 'KERNELS',
-    'build_vocab', 'encode', 'parse_token', 'block_layout', 'wider_mask', 'reward',
-    'apply_wider', 'apply_deeper', 'DeeperDecision',
-    'TRANSITION', 'DENSE_N_BLOCKS', 'DENSE_MAX_LAYERS', 'DENSE_MAX_LEN', 'build_densenet_vocab',
-    'densenet_tokens', 'parse_dense_token', 'densenet_layout', 'densenet_positions', 'densenet_wider_mask',
-    'apply_densenet_wider', 'apply_densenet_deeper',
-    'Encoder', 'WiderActor', 'DeeperActor', 'Controller',
+    'PAD', 'EMBED_DIM', 'HIDDEN', 'TokenGrammar', 'encode', 'reward', 'DeeperDecision',
+    'Encoder', 'WiderActor', 'DeeperActor', 'Controller', 'BASELINE_RULES', 'update_baseline',
 ]
 
-PAD = 'PAD'
+PAD = 'PAD'            # padding token, id 0
 EMBED_DIM = 16
 HIDDEN = 50            # per direction; per-position encoder output is 2 * HIDDEN
-MAX_LAYERS = 10        # layer-index head size
-KERNELS = (1, 3, 5)
-MAX_LEN = 50
 
-# DenseNet variant (methods.md §1.7)
-DENSE_MAX_LAYERS = 20  # position head size
-DENSE_MAX_LEN = 64     # 3 blocks x 20 layers + 2 transitions fit; padding only, no weight depends on it
 
+class TokenGrammar(Protocol):
+    """What the controller needs of a space's token grammar; a space's EAS operators (the
+    ``eas_operators`` hook of :mod:`nni_xfer.space`) provide it."""
+
+    #: every token, in embedding order (the controller adds :data:`PAD` as id 0)
+    vocabulary: Sequence[str]
+    #: padding length of a token list (the controller may raise it to the longest reachable list)
+    max_len: int
+    #: size of the deeper actor's block head and of :meth:`layout`
+    n_blocks: int
+    #: size of the deeper actor's layer head (positions beyond it are never chosen)
+    max_layers: int
+    #: kernel sizes of the deeper actor's kernel head; empty: no kernel decision
+    deeper_kernels: Sequence[int]
+
+    def widenable(self, tokens: Sequence[str]) -> list[int]:
+        """Positions a wider decision may widen (the wider actor's mask)."""
+
+    def layout(self, tokens: Sequence[str]) -> list[list[int]]:
+        """Token positions of the layers of each of the ``n_blocks`` blocks (the deeper actor's masks)."""
 
 
 # --------------------------------------------------------------------------- tokens
 
-def build_vocab(conv_widths: Iterable[int], kernels: Iterable[int] = KERNELS,
-                fc_units: Iterable[int] = ()) -> dict[str, int]:
-    """``{'PAD': 0, 'conv-<w>-<k>': …, 'fc-<u>': …, 'pool': last}`` in that order."""
-    vocab = {PAD: 0}
-    kernels = list(kernels)
-    for w in conv_widths:
-        for k in kernels:
-            vocab[f'conv-{int(w)}-{int(k)}'] = len(vocab)
-    for u in fc_units:
-        vocab[f'fc-{int(u)}'] = len(vocab)
-    vocab['pool'] = len(vocab)
-    return vocab
-
-
-def encode(tokens: Sequence[str], vocab: dict[str, int], max_len: int = MAX_LEN) -> tuple[torch.Tensor, int]:
+def encode(tokens: Sequence[str], vocab: dict[str, int], max_len: int) -> tuple[torch.Tensor, int]:
     """Token ids padded with 0 to ``max_len`` (LongTensor) and the true length."""
     tokens = list(tokens)
     if not tokens:
@@ -106,14 +86,6 @@ def encode(tokens: Sequence[str], vocab: dict[str, int], max_len: int = MAX_LEN)
     return ids, len(tokens)
 
 
-def wider_mask(tokens: Sequence[str], conv_widths: Sequence[int], fc_units: Sequence[int],
-               max_len: int = MAX_LEN) -> torch.Tensor:
-    """Float mask (``max_len``): 1 for conv/fc layers below the maximum of their width list."""
-    mask = torch.zeros(max_len)
-    mask[widenable(tokens, conv_widths, fc_units)] = 1.0
-    return mask
-
-
 def reward(acc):
     """EAS reward ``tan(acc·π/2)`` (float in → float out; sequences/tensors → tensor)."""
     if isinstance(acc, (int, float)):
@@ -123,32 +95,10 @@ def reward(acc):
 
 class DeeperDecision(NamedTuple):
     """Block index, layer index inside the block, kernel size (ignored in the fc block; ``None``
-    for DenseNet, which has no kernel decision)."""
+    for a grammar without kernel decision, e.g. DenseNet)."""
     block: int
     layer: int
     kernel: int | None = None
-
-
-# --------------------------------------------------------------------------- DenseNet tokens
-
-def build_densenet_vocab(growths: Iterable[int]) -> dict[str, int]:
-    """``{'PAD': 0, 'g<k>': … (growth list, ascending), 't': last}`` for the DenseNet variant."""
-    vocab = {PAD: 0}
-    for k in sorted({int(k) for k in growths}):
-        vocab[f'g{k}'] = len(vocab)
-    vocab[TRANSITION] = len(vocab)
-    return vocab
-
-
-def densenet_wider_mask(tokens: Sequence[str], growths: Sequence[int], max_len: int = DENSE_MAX_LEN) -> torch.Tensor:
-    """Float mask (``max_len``): 1 for dense layers whose growth is below the growth list's maximum."""
-    mask = torch.zeros(max_len)
-    gmax = max(growths)
-    for i, t in enumerate(tokens):
-        kind, k = parse_dense_token(t)
-        if kind == 'dense' and k < gmax:
-            mask[i] = 1.0
-    return mask
 
 
 # --------------------------------------------------------------------------- modules
@@ -224,8 +174,7 @@ class DeeperActor(nn.Module):
     layer decisions are made; decisions are then ``DeeperDecision(block, layer, None)``.
     """
 
-    def __init__(self, hidden: int = 2 * HIDDEN, embed_dim: int = EMBED_DIM, n_blocks: int = N_BLOCKS,
-                 max_layers: int = MAX_LAYERS, kernels: Sequence[int] = KERNELS):
+    def __init__(self, hidden: int, embed_dim: int, n_blocks: int, max_layers: int, kernels: Sequence[int]):
         super().__init__()
         self.n_blocks, self.max_layers, self.kernels = n_blocks, max_layers, tuple(int(k) for k in kernels)
         self.cell = nn.LSTMCell(embed_dim, hidden)
@@ -330,28 +279,6 @@ class DeeperActor(nn.Module):
         return self._run(state, layer_counts, decisions=self._to_indices(decision))[1]
 
 
-def _is_dense_token(token) -> bool:
-    try:
-        parse_dense_token(token)
-    except ValueError:
-        return False
-    return True
-
-
-def _widths_from_vocab(vocab):
-    convs, kernels, fcs = set(), set(), set()
-    for tok in vocab:
-        if tok in (PAD, 'pool'):
-            continue
-        kind, w, k = parse_token(tok)
-        if kind == 'conv':
-            convs.add(w)
-            kernels.add(k)
-        else:
-            fcs.add(w)
-    return sorted(convs), sorted(kernels), sorted(fcs)
-
-
 BASELINE_RULES = ('code', 'paper')
 
 
@@ -374,57 +301,34 @@ def update_baseline(b: float, mean_r: float, decay: float = 0.95, rule: str = 'c
 class Controller(nn.Module):
     """Encoder + Net2Wider actor + Net2Deeper actor, Adam optimiser and REINFORCE baseline.
 
-    The network kind follows from ``vocab``: a vocabulary of :func:`build_densenet_vocab`
-    (``g<k>``/``t`` tokens) gives the DenseNet variant (``self.kind == 'densenet'``), otherwise
-    the plain CNN (``'plain'``). Plain: ``conv_widths``/``fc_units``/``kernels`` default to the
-    ones found in ``vocab``; ``max_len``/``n_blocks``/``max_layers`` default to 50/5/10.
-    DenseNet: ``growths`` defaults to the growths of ``vocab``; ``max_len``/``n_blocks``/
-    ``max_layers`` default to 64/3/20; there is no kernel decision.
+    ``grammar`` (a :class:`TokenGrammar`) gives the vocabulary, the head sizes and the masks;
+    ``max_len`` (default ``grammar.max_len``) is the padding length of a token list.
 
     A trajectory is the list of steps ``(kind, tokens, decisions)`` taken for one network, kind
-    ``'wider'`` (decisions: 0/1 per token) or ``'deeper'`` (decisions: a :class:`DeeperDecision`;
-    for DenseNet ``(block, layer)`` or ``DeeperDecision(block, layer)``).
+    ``'wider'`` (decisions: 0/1 per token) or ``'deeper'`` (decisions: a :class:`DeeperDecision`,
+    or its list form ``[block, layer(, kernel)]``).
     """
 
-    def __init__(self, vocab: dict[str, int], seed: int = 0, *, conv_widths=None, fc_units=None,
-                 kernels=None, growths=None, max_len: int | None = None, n_blocks: int | None = None,
-                 max_layers: int | None = None, lr: float = 2e-3, baseline_decay: float = 0.95,
-                 entropy_coef: float = 1e-5, baseline_rule: str = 'code', fc_block: str = 'code'):
+    def __init__(self, grammar: TokenGrammar, seed: int = 0, *, max_len: int | None = None, lr: float = 2e-3,
+                 baseline_decay: float = 0.95, entropy_coef: float = 1e-5, baseline_rule: str = 'code'):
         super().__init__()
-        self.fc_block = fc_block  # plain CNN: what the fc block offers (eas_plain_cnn.block_layout)
         if baseline_rule not in BASELINE_RULES:
             raise ValueError(f'Controller: baseline_rule must be one of {BASELINE_RULES}, got {baseline_rule!r}')
         self.baseline_rule = baseline_rule
-        self.vocab = dict(vocab)
-        dense = [t for t in vocab if t != PAD and _is_dense_token(t)]
-        if dense and len(dense) != len(vocab) - (PAD in vocab):
-            raise ValueError('Controller: vocab mixes DenseNet (g<k>, t) and plain CNN tokens')
-        self.kind = 'densenet' if dense else 'plain'
-        if self.kind == 'densenet':
-            vg = sorted(parse_dense_token(t)[1] for t in dense if t != TRANSITION)
-            self.growths = sorted(int(g) for g in growths) if growths is not None else vg
-            if not self.growths:
-                raise ValueError('Controller: no growths (vocab has no g<k> tokens)')
-            self.conv_widths, self.fc_units, self.kernels = [], [], ()
-            defaults = (DENSE_MAX_LEN, DENSE_N_BLOCKS, DENSE_MAX_LAYERS)
-        else:
-            vc, vk, vf = _widths_from_vocab(vocab)
-            self.conv_widths = sorted(conv_widths) if conv_widths is not None else vc
-            self.fc_units = sorted(fc_units) if fc_units is not None else vf
-            self.kernels = tuple(kernels) if kernels is not None else tuple(vk or KERNELS)
-            self.growths = []
-            if not self.conv_widths:
-                raise ValueError('Controller: no conv widths (vocab has no conv tokens)')
-            defaults = (MAX_LEN, N_BLOCKS, MAX_LAYERS)
-        max_len, n_blocks, max_layers = (d if v is None else int(v)
-                                         for v, d in zip((max_len, n_blocks, max_layers), defaults))
-        self.max_len, self.n_blocks = max_len, n_blocks
+        self.grammar = grammar
+        self.vocab = {PAD: 0, **{t: i + 1 for i, t in enumerate(grammar.vocabulary)}}
+        if len(self.vocab) != len(grammar.vocabulary) + 1:
+            raise ValueError('Controller: the grammar\'s vocabulary repeats a token or holds the padding token')
+        self.max_len = int(grammar.max_len if max_len is None else max_len)
+        self.n_blocks = int(grammar.n_blocks)
+        self.kernels = tuple(int(k) for k in grammar.deeper_kernels)
         self.baseline_decay, self.entropy_coef = baseline_decay, entropy_coef
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.encoder = Encoder(len(vocab))
+            self.encoder = Encoder(len(self.vocab))
             self.wider_actor = WiderActor(2 * HIDDEN)
-            self.deeper_actor = DeeperActor(2 * HIDDEN, EMBED_DIM, n_blocks, max_layers, self.kernels)
+            self.deeper_actor = DeeperActor(2 * HIDDEN, EMBED_DIM, self.n_blocks, int(grammar.max_layers),
+                                            self.kernels)
         self.optimizer = torch.optim.Adam(self.parameters(), lr=lr)
         self.baseline = 0.0
         self.num_updates = 0
@@ -435,30 +339,17 @@ class Controller(nn.Module):
         return self.encoder(ids, length)
 
     def wider_mask(self, tokens) -> torch.Tensor:
-        if self.kind == 'densenet':
-            return densenet_wider_mask(tokens, self.growths, self.max_len)
-        return wider_mask(tokens, self.conv_widths, self.fc_units, self.max_len)
+        """Float mask (``max_len``): 1 at the grammar's widenable positions."""
+        mask = torch.zeros(self.max_len)
+        mask[list(self.grammar.widenable(tokens))] = 1.0
+        return mask
 
     def layout(self, tokens) -> list[list[int]]:
         """Token positions of the layers of each block (``n_blocks`` lists)."""
-        if self.kind == 'densenet':
-            return densenet_layout(tokens, self.n_blocks)
-        return block_layout(tokens, self.n_blocks, self.fc_block)
+        return self.grammar.layout(tokens)
 
     def layer_counts(self, tokens) -> list[int]:
         return [len(b) for b in self.layout(tokens)]
-
-    def apply_wider(self, tokens, decisions) -> list[str]:
-        """Tokens after a wider step (:func:`apply_wider` / :func:`apply_densenet_wider`)."""
-        if self.kind == 'densenet':
-            return apply_densenet_wider(tokens, decisions, self.growths)
-        return apply_wider(tokens, decisions, self.conv_widths, self.fc_units)
-
-    def apply_deeper(self, tokens, decision) -> list[str]:
-        """Tokens after a deeper step (:func:`apply_deeper` / :func:`apply_densenet_deeper`)."""
-        if self.kind == 'densenet':
-            return apply_densenet_deeper(tokens, decision, self.n_blocks)
-        return apply_deeper(tokens, decision, self.n_blocks, self.fc_block, self.fc_units)
 
     # acting ----------------------------------------------------------------------
     @torch.no_grad()

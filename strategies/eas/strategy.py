@@ -40,23 +40,19 @@ from typing import Any
 
 from nni_xfer.errors import ConfigError
 from nni_xfer.registry import STRATEGIES
+from nni_xfer.space import space_hook
 from nni_xfer.store import arch_key
 from nni_xfer.strategy import BaseStrategy, Proposal, SpaceInfo, check_int
 
 
 def eas_operators(space: SpaceInfo, options: dict | None = None):
-    """The space's EAS operators (its class attribute ``eas_operators``), bound to ``space``.
+    """The space's EAS operators (its ``eas_operators`` hook, :mod:`nni_xfer.space`), bound to ``space``.
 
     ``options``: space-specific strategy arguments (``None`` = not given); each must be one the
     operators declare in their ``options`` table (``dense_deeper`` for DenseNet, ``fc_block`` for
     the plain CNN), else a :class:`ConfigError` naming ``strategy_args.<name>``.
     """
-    from nni_xfer.registry import SEARCH_SPACES
-    cls = SEARCH_SPACES.get(space.name, field='space') if space.name in SEARCH_SPACES else None
-    ops = getattr(cls, 'eas_operators', None)
-    if ops is None:
-        allowed = [e.name for e in SEARCH_SPACES.entries() if getattr(e.obj, 'eas_operators', None)]
-        raise ConfigError('space', f'EAS needs a space with EAS operators, not {space.name!r}', allowed=allowed)
+    ops = space_hook(space.name, 'eas_operators')
     given = {k: v for k, v in (options or {}).items() if v is not None}
     known = getattr(ops, 'options', {})
     for key in given:
@@ -338,6 +334,9 @@ class EASRandomStrategy(_EASBase):
     steps (as the RL controller acts).
     """
 
+    #: proposals do not depend on results (the shared contract checks it both ways)
+    uses_scores = False
+
     def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize',
                  episodes_per_stage: int | list[int] = 30, networks_per_episode: int = 10,
                  wider_steps: int | None = None, deeper_steps: int | None = None, stages: int = 1,
@@ -374,11 +373,10 @@ class EASRandomStrategy(_EASBase):
 
 
 class RLPolicy:
-    """The EAS meta-controller (bi-LSTM encoder, wider and deeper actors, REINFORCE).
-
-    DenseNet: ``g<k>``/``t`` tokens, growth vocabulary, at least 3 blocks in the block head, and
-    the padding length raised to ``max_tokens`` when the search can grow networks beyond 64 tokens.
-    Recorded deeper decisions are ``[block, layer, kernel]`` (plain) or ``[block, layer]``.
+    """The EAS meta-controller (bi-LSTM encoder, wider and deeper actors, REINFORCE) over the
+    space's token grammar (its EAS operators), the padding length raised to ``max_tokens`` when the
+    search can grow networks beyond the grammar's ``max_len``. Recorded deeper decisions are
+    ``[block, layer, kernel]`` (plain CNN) or ``[block, layer]`` (no kernel decision, DenseNet).
     """
 
     def __init__(self, ops, rng, seed: int = 0, lr: float = 2e-3, max_tokens: int = 0, baseline: str = 'code',
@@ -386,10 +384,9 @@ class RLPolicy:
         import torch
 
         from nni_xfer.strategies.eas.controller import Controller
-        self.ops = ops
-        args = ops.controller_args(max_tokens)
-        self.controller = Controller(args.pop('vocab'), seed=seed, lr=lr, baseline_rule=baseline,
-                                     baseline_decay=baseline_decay, **args)
+        self.ops = ops  # the space's EAS operators are the controller's token grammar
+        self.controller = Controller(ops, seed=seed, max_len=max(ops.max_len, int(max_tokens)), lr=lr,
+                                     baseline_rule=baseline, baseline_decay=baseline_decay)
         self.generator = torch.Generator().manual_seed(seed)
 
     def wider(self, tokens: list[str]) -> tuple[list[dict], Any]:

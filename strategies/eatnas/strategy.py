@@ -22,13 +22,13 @@
 - Per cycle: mean accuracy, std and Q (paper Fig. 4) in ``state['cycles']`` and on the history
   entry of the trial that closed the cycle (``population``); logged per cycle.
 
-The architecture grammar, constraints and operators belong to the space module (``mbv2_blocks``:
-``grammar_from_info``, ``parse_architecture``, ``random_architecture``, ``transform``).
+The architecture grammar, constraints and operators belong to the space: its ``grammar`` hook
+(nni_xfer/space.py; ``mbv2_blocks``'s ``Grammar``) gives ``from_info``, ``parse``, ``random`` and
+``transform`` (optional: ``violation``).
 """
 from __future__ import annotations
 
 import copy
-import importlib
 import inspect
 import logging
 
@@ -36,7 +36,8 @@ import numpy as np
 
 from nni_xfer.errors import ConfigError
 from nni_xfer.evolution import Mutation, mean_std, soft_constraint, tournament
-from nni_xfer.registry import SEARCH_SPACES, STRATEGIES
+from nni_xfer.registry import STRATEGIES
+from nni_xfer.space import space_hook
 from nni_xfer.strategy import BaseStrategy, Proposal, SpaceInfo, StrategyContext, check_int
 
 from .seed import resolve_seed
@@ -44,7 +45,8 @@ from .seed import resolve_seed
 _logger = logging.getLogger('nni_xfer.eatnas')
 
 SUB_OBJECTIVES = ('params', 'mult_adds', 'flops')
-SPACE_OPERATORS = ('grammar_from_info', 'parse_architecture', 'random_architecture', 'transform')
+#: what eatnas reads of the space's grammar (the ``grammar`` hook of nni_xfer/space.py)
+GRAMMAR_METHODS = ('from_info', 'parse', 'random', 'transform')
 
 
 def _number(value, field: str, positive: bool = False) -> float:
@@ -99,8 +101,7 @@ class EATNASStrategy(BaseStrategy):
         super().__init__(space, seed=seed, mode=mode)
         if mode != 'maximize':
             raise ConfigError('mode', 'eatnas maximizes accuracy x size term', allowed=['maximize'])
-        self.ops = self._space_operators(space)
-        self.grammar = self.ops.grammar_from_info(space)
+        self.grammar = space_hook(space.name, 'grammar', needs=GRAMMAR_METHODS).from_info(space)
         self.P = check_int(population, 'strategy_args.population', minimum=2)
         self.S = check_int(sample, 'strategy_args.sample', minimum=2)
         if self.S > self.P:
@@ -151,30 +152,20 @@ class EATNASStrategy(BaseStrategy):
     def _parse_seed(self, arch, grammar, field: str) -> dict:
         """The basic architecture against the space's choices but not its scale constraints: it was
         searched under the small task's constraints; its offspring obey this task's (paper §3.5)."""
-        parse = self.ops.parse_architecture
-        if 'constraints' in inspect.signature(parse).parameters:
-            return parse(arch, grammar, field, constraints=False)
-        return parse(arch, grammar, field)
+        if 'constraints' in inspect.signature(grammar.parse).parameters:
+            return grammar.parse(arch, field, constraints=False)
+        return grammar.parse(arch, field)
 
     def _check_seed(self, arch: dict) -> None:
         """Fail before any trial when no offspring of the basic architecture can satisfy the constraints."""
         try:
-            self.ops.transform(arch, np.random.default_rng(0), self.grammar)
+            self.grammar.transform(arch, np.random.default_rng(0))
         except ConfigError as e:
             raise ConfigError('strategy_args.seed_from.architecture.blocks', e.message) from None
-        why = getattr(self.ops, 'constraint_violation', lambda a, g: None)(arch, self.grammar)
+        why = getattr(self.grammar, 'violation', lambda a: None)(arch)
         if why:
             _logger.info('eatnas: the basic architecture lies outside this task\'s constraints (%s); its '
                          'offspring are drawn inside them', why)
-
-    @staticmethod
-    def _space_operators(space: SpaceInfo):
-        cls = SEARCH_SPACES.get(space.name, field='space') if space.name in SEARCH_SPACES else None
-        mod = importlib.import_module(cls.__module__) if cls is not None else None
-        if mod is None or not all(hasattr(mod, op) for op in SPACE_OPERATORS):
-            raise ConfigError('space', f'eatnas needs a space that defines {", ".join(SPACE_OPERATORS)} '
-                                       f'(e.g. mbv2_blocks); {space.name!r} does not')
-        return mod
 
     # ---- scores ----
     def objective(self, metrics: dict) -> float:
@@ -218,11 +209,11 @@ class EATNASStrategy(BaseStrategy):
         seed = self.seed_info
         if seed is None:
             for _ in range(1000):
-                arch = self.ops.random_architecture(self.rng, self.grammar)
+                arch = self.grammar.random(self.rng)
                 if not self.seen(arch):
                     return Proposal(arch, meta={'role': 'init'})
             return None
-        gen = Mutation(lambda a, rng: self.ops.transform(a, rng, self.grammar), accept=lambda a: not self.seen(a),
+        gen = Mutation(lambda a, rng: self.grammar.transform(a, rng), accept=lambda a: not self.seen(a),
                        max_tries=1000)
         arch = gen.do(self.rng, seed['architecture'])
         if arch is None:
@@ -242,7 +233,7 @@ class EATNASStrategy(BaseStrategy):
         return init
 
     def _propose_child(self, trial_id: int) -> Proposal | None:
-        mutation = Mutation(lambda a, rng: self.ops.transform(a, rng, self.grammar),
+        mutation = Mutation(lambda a, rng: self.grammar.transform(a, rng),
                             accept=lambda a: not self.seen(a), max_tries=100)
         for _ in range(10):
             t = tournament(self.rng, self.population, self.S, key=lambda m: m['score'])

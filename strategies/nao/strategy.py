@@ -21,13 +21,17 @@ import numpy as np
 
 from nni_xfer.errors import ConfigError
 from nni_xfer.registry import STRATEGIES
-from nni_xfer.search_spaces.nasnet_cells import CellGrammar
+from nni_xfer.space import space_hook
 from nni_xfer.store import arch_key
 from nni_xfer.strategy import BaseStrategy, Proposal, SpaceInfo, check_int
 
 from .model import NAOConfig, NAOController, minmax
 
 log = logging.getLogger(__name__)
+
+#: what NAO reads of the space's grammar (the ``grammar`` hook, nni_xfer/space.py: nasnet_cells's CellGrammar)
+GRAMMAR_METHODS = ('from_info', 'validate', 'random_sample', 'to_tokens', 'from_tokens', 'is_valid_tokens',
+                   'decode_masks', 'swap_branches', 'from_dags')
 
 
 def rank_correlations(pred, truth) -> dict:
@@ -75,7 +79,7 @@ class NAOStrategy(BaseStrategy):
                  initial_dags: list | None = None, controller: dict | None = None, fill_random: bool = False,
                  log_every: int = 100):
         super().__init__(space, seed=seed, mode=mode)
-        self.grammar = CellGrammar.from_space_info(space)
+        self.grammar = space_hook(space.name, 'grammar', needs=GRAMMAR_METHODS).from_info(space)
         self.seed_archs = check_int(seed_archs, 'strategy_args.seed_archs', minimum=1)
         self.iterations = check_int(iterations, 'strategy_args.iterations', minimum=0)
         self.new_per_iteration = check_int(new_per_iteration, 'strategy_args.new_per_iteration', minimum=1)
