@@ -90,6 +90,9 @@ def test_defaults_that_differ_from_nao(tmp_path):
     x = XferNASStrategy(nasnet_info(), target='digits', store=str(tmp_path / 'empty.db'))
     n = NAOStrategy(nasnet_info())
     assert (x.fill_random, n.fill_random) == (True, False)
+    # NAO's own defaults are the NAO paper's search: 600 random cells + 4 rounds x 100 (top 100 as start points)
+    assert (n.seed_archs, n.iterations, n.new_per_iteration, n.top_k) == (600, 4, 100, 100)
+    assert len(n.queue) == 600
     assert (x.iterations * x.new_per_iteration, x.eta) == (33, 10.0)
 
 

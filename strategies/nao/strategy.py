@@ -49,9 +49,11 @@ def rank_correlations(pred, truth) -> dict:
 class NAOStrategy(BaseStrategy):
     """Args:
         space: a ``nasnet_cells`` space.
-        seed_archs: random architectures evaluated before the first controller round (NAO: 600).
-        iterations: controller rounds after the seed set (0: random search only).
-        new_per_iteration: new architectures proposed per round (NAO: 100).
+        seed_archs: random architectures evaluated before the first controller round (NAO: 600, the
+            default).
+        iterations: controller rounds after the seed set (0: random search only; NAO: 4, the default,
+            so 600 + 4 x 100 = the paper's 1,000 architectures).
+        new_per_iteration: new architectures proposed per round (NAO: 100, the default).
         top_k: best evaluated architectures used as start points of the gradient step (NAO: 100).
         initial_dags: cells in the XferNAS appendix's ``conv_dag``/``reduc_dag`` JSON (dicts or
             text) evaluated first, as part of the seed set.
@@ -74,8 +76,8 @@ class NAOStrategy(BaseStrategy):
     #: task id passed to the predictor for the searched task (None: NAO's single task)
     predictor_task: int | None = None
 
-    def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize', seed_archs: int = 100,
-                 iterations: int = 3, new_per_iteration: int = 100, top_k: int = 100,
+    def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize', seed_archs: int = 600,
+                 iterations: int = 4, new_per_iteration: int = 100, top_k: int = 100,
                  initial_dags: list | None = None, controller: dict | None = None, fill_random: bool = False,
                  log_every: int = 100):
         super().__init__(space, seed=seed, mode=mode)
