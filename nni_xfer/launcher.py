@@ -26,6 +26,10 @@ machinery once, then forks one child per trial request:
 
 ``python -m nni_xfer.launcher status|stop [--all]`` shows or stops (SIGTERM, by pid) the server of
 the current directory, or every server under ``$NNI_XFER_HOME/launcher``.
+
+Process titles (``ps``, ``top``; issue 24): the server is ``nni-xfer launcher <key>``, each forked
+trial ``nni-xfer trial <NNI trial id>`` (``nni-xfer trial client <pid>`` outside NNI), set with
+``setproctitle`` (:func:`set_title`), so a trial is never taken for its server by command line.
 """
 from __future__ import annotations
 
@@ -64,6 +68,27 @@ CHILD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, s
 
 def log(message: str) -> None:
     print(f'[{time.strftime("%Y-%m-%d %H:%M:%S")} launcher {os.getpid()}] {message}', file=sys.stderr, flush=True)
+
+
+#: The process title of a server (followed by its key); :func:`_alive` recognises a server by it.
+SERVER_TITLE = 'nni-xfer launcher'
+#: The process title of a forked trial (followed by its NNI trial id).
+TRIAL_TITLE = 'nni-xfer trial'
+
+
+def set_title(title: str) -> None:
+    """This process's title as ``ps`` shows it (its ``/proc/PID/cmdline``); nothing without
+    ``setproctitle``."""
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    setproctitle.setproctitle(title)
+
+
+class _Probe(Exception):
+    """A connection closed before sending a byte: ``launcher status`` (or a client) checking that a
+    server listens. Not a request, not worth a log line."""
 
 
 def thread_count() -> int:
@@ -109,7 +134,12 @@ class Trial:
         self.started = time.monotonic()
         self.gone: float | None = None  # when the client's connection closed
         self.killed = False
-        self.name = request.get('env', {}).get('NNI_TRIAL_JOB_ID') or f'client {request.get("client_pid")}'
+        self.name = self.title_of(request)
+
+    @staticmethod
+    def title_of(request: dict) -> str:
+        """The NNI trial id of a request, or ``client <pid>`` (a trial run outside NNI)."""
+        return request.get('env', {}).get('NNI_TRIAL_JOB_ID') or f'client {request.get("client_pid")}'
 
 
 class Server:
@@ -170,6 +200,8 @@ class Server:
         if uid != os.getuid():
             raise PermissionError(f'peer uid {uid} is not this server\'s user')
         head, fds, _flags, _addr = socket.recv_fds(conn, 4, 3)
+        if not head and not fds:
+            raise _Probe()
         while len(head) < 4 and head:
             more = conn.recv(4 - len(head))
             if not more:
@@ -198,6 +230,9 @@ class Server:
     def handle(self, conn: socket.socket) -> None:
         try:
             request, fds = self.read_request(conn)
+        except _Probe:
+            conn.close()
+            return
         except Exception as exc:  # noqa: BLE001 - a bad client must not stop the server
             self._refuse(conn, 'rejected a request', exc)
             return
@@ -245,6 +280,7 @@ class Server:
         if pid == 0:  # the trial
             code = 1
             try:
+                set_title(f'{TRIAL_TITLE} {Trial.title_of(request)}')
                 keep = {conn.fileno(), go_r, *fds}
                 others = [t.conn.fileno() for t in self.trials.values()] + [go_w]
                 if self.listener is not None:
@@ -417,6 +453,7 @@ def serve(key: str, idle: float | None = None) -> int:
             time.sleep(0.1)
     with open(p['pid'], 'w') as f:
         f.write(str(os.getpid()))
+    set_title(f'{SERVER_TITLE} {key}')
     t0 = time.monotonic()
     log(f'starting: key {key}, python {sys.executable}, cwd {os.getcwd()}, idle {idle:.0f} s')
     try:
@@ -617,11 +654,14 @@ def run_child(request: dict, fds: list[int], conn: socket.socket, go_r: int, clo
 # status / stop
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a launcher server: its title (:data:`SERVER_TITLE`), or its command line
+    (``-m nni_xfer.launcher``) before it set the title. A forked trial has its own title."""
     try:
         with open(f'/proc/{pid}/cmdline', 'rb') as f:
-            return SERVER_MARK in f.read()
+            cmdline = f.read()
     except OSError:
         return False
+    return cmdline.startswith(SERVER_TITLE.encode() + b' ') or SERVER_MARK in cmdline
 
 
 SERVER_MARK = client.SERVER_MODULE.encode()

@@ -181,6 +181,36 @@ def test_signals_are_forwarded_and_a_killed_client_takes_its_trial(warm):
             assert 'KeyboardInterrupt' in err  # the trial's own traceback, as a direct run prints it
 
 
+def test_process_titles_and_a_quiet_status(warm):
+    """``ps`` tells the server (``nni-xfer launcher <key>``) from its trials (``nni-xfer trial <NNI
+    trial id>``); ``launcher status`` finds the server by its title and leaves no line in its log."""
+    folder, env = warm['folder'], dict(warm['env'], NNI_TRIAL_JOB_ID='Ab3dE')
+    spec = _spec(folder, 'titled', 'mock', {'sleep': 30})
+    client = subprocess.Popen([sys.executable, '-m', 'nni_xfer.launch', '--spec', str(spec)], cwd=str(folder),
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = _wait_for(lambda: re.findall(rf'pid (\d+) for client {client.pid} ', _server_log(warm['home'])),
+                         what='the trial to start')
+        child = int(line[0])
+        warm['started'].update(_pids(warm['home']).values())
+        server = int(Path(f'/proc/{child}/stat').read_text().rsplit(') ', 1)[1].split()[1])  # its parent
+        status = subprocess.run([sys.executable, '-m', 'nni_xfer.launcher', 'status', '--all'], cwd=str(folder),
+                                env=warm['env'], capture_output=True, text=True, timeout=60)
+        info, = [i for i in map(json.loads, status.stdout.splitlines()) if i['pid'] == server]
+        assert info['running'] and info['listening'], status.stdout + status.stderr
+
+        def cmdline(pid: int) -> str:
+            return Path(f'/proc/{pid}/cmdline').read_bytes().replace(b'\0', b' ').decode().strip()
+        assert cmdline(info['pid']) == f'nni-xfer launcher {info["key"]}'
+        assert _pids(warm['home'])[info['key']] == info['pid']
+        _wait_for(lambda: cmdline(child) == 'nni-xfer trial Ab3dE', timeout=10,
+                  what=f'the trial title (now {cmdline(child)!r})')
+    finally:
+        client.send_signal(signal.SIGTERM)
+        client.communicate(timeout=30)
+    assert 'rejected a request' not in _server_log(warm['home'])
+
+
 def test_thin_client_imports_no_torch(tmp_path):
     """The client module, and a whole client run (through the server), never import torch or NNI."""
     code = ('import sys; import nni_xfer.launch; '
@@ -275,3 +305,19 @@ def test_dead_or_broken_server_never_fails_a_trial(tmp_path):
         assert off.returncode == 0 and off.stderr == '' and _without_timing(_final(off.stdout)) == expected
     finally:
         _stop_servers(home, started)
+
+
+def test_example_local_configs_use_the_warm_launcher():
+    """Issue 23: every shipped local exp.yml runs its trials through ``python -m nni_xfer.launch``
+    (falls back to a direct trial; ``NNI_XFER_LAUNCHER=0`` or ``trialCommand: python -m nni_xfer.trial``
+    switch it off); remote stays direct (opt-in) and Kubernetes direct (one pod per trial)."""
+    import yaml
+    for path in sorted(ROOT.glob('examples/**/*.yml')):
+        raw = yaml.safe_load(path.read_text())
+        if not isinstance(raw, dict) or 'trialCommand' not in raw:
+            continue
+        command, platform = raw['trialCommand'], raw['trainingService']['platform']
+        if 'trial-in-container' in command:
+            continue
+        expected = 'nni_xfer.launch' if platform == 'local' else 'nni_xfer.trial'
+        assert command.split()[-1] == expected, (str(path.relative_to(ROOT)), command)

@@ -3,12 +3,14 @@
     python examples/quickstart/nas_experiment.py --trials 3 --epochs 3
 
 Runs in this process (NNI's sequential execution engine); every evaluation lands in the
-knowledge store (``$NNI_XFER_HOME/store.db``), like a ``nnictl`` run.
+knowledge store (``$NNI_XFER_HOME/store.db``) under NNI's experiment id, like a ``nnictl`` run
+(``nni-xfer report <id>`` afterwards).
 """
 import argparse
-import warnings
 
-warnings.filterwarnings('ignore', message='.*is found to be not a nn.Module.*')
+from nni_xfer.known_warnings import filter_known_warnings
+
+filter_known_warnings()  # NNI's known harmless warnings only (nni_xfer/known_warnings.py)
 
 from nni.nas.experiment import NasExperiment, NasExperimentConfig  # noqa: E402
 
@@ -31,9 +33,11 @@ def main(argv=None):
     evaluator_args = {'epochs': args.epochs} if args.evaluator == 'train' else {}
     evaluator = XferEvaluator(dataset=args.dataset, evaluator=args.evaluator, evaluator_args=evaluator_args)
     strategy = XferStrategy(args.strategy, seed=args.seed, store=args.store)
-    # The sequential engine evaluates in this process; 'raw' keeps the model objects as built.
-    config = NasExperimentConfig('sequential', 'raw', 'local', max_trial_number=args.trials)
+    # The sequential engine evaluates in this process ('raw' keeps the model objects as built); it has
+    # no training service, so none is given.
+    config = NasExperimentConfig('sequential', 'raw', max_trial_number=args.trials)
     exp = NasExperiment(space, evaluator, strategy, config=config)
+    strategy.experiment_id = exp.id  # the knowledge store uses NNI's experiment id
     try:
         exp.run(port=args.port)
     finally:
