@@ -14,9 +14,8 @@ from .config import BUILTIN_PREFIX, TUNER_CLASS, check_config, fixed_strategy_of
 
 
 def _quiet_warnings() -> None:
-    import warnings
-    warnings.filterwarnings('ignore', message='.*is found to be not a nn.Module.*')
-    warnings.filterwarnings('ignore', message='pkg_resources is deprecated.*')
+    from .known_warnings import filter_known_warnings  # exactly the known third-party messages
+    filter_known_warnings()
 
 
 def cmd_list(args: argparse.Namespace) -> int:

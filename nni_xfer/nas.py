@@ -19,19 +19,25 @@ import threading
 import uuid
 from typing import Any
 
-from nni.nas.evaluator import FunctionalEvaluator
-from nni.nas.execution.event import ModelEventType
-from nni.nas.space import ModelStatus
-from nni.nas.strategy import Strategy
+from .known_warnings import filter_known_warnings
 
-from .config import make_strategy
-from .errors import ConfigError
-from .registry import DATASETS, EVALUATORS, SEARCH_SPACES
-from .space import DATASET_ARGS, space_info
-from .spec import TrialSpec, read_artifacts, with_artifacts
-from .store import KnowledgeStore
-from .strategy import BaseStrategy
-from .trial import nas_evaluate, trial_failure
+# Before NNI's imports: its "... is found to be not a nn.Module" warnings, and the sequential engine's
+# "`training_service` will be ignored" line NasExperiment logs 14 times (nni_xfer/known_warnings.py).
+filter_known_warnings()
+
+from nni.nas.evaluator import FunctionalEvaluator  # noqa: E402
+from nni.nas.execution.event import ModelEventType  # noqa: E402
+from nni.nas.space import ModelStatus  # noqa: E402
+from nni.nas.strategy import Strategy  # noqa: E402
+
+from .config import make_strategy  # noqa: E402
+from .errors import ConfigError  # noqa: E402
+from .registry import DATASETS, EVALUATORS, SEARCH_SPACES  # noqa: E402
+from .space import DATASET_ARGS, space_info  # noqa: E402
+from .spec import TrialSpec, read_artifacts, with_artifacts  # noqa: E402
+from .store import KnowledgeStore  # noqa: E402
+from .strategy import BaseStrategy  # noqa: E402
+from .trial import nas_evaluate, trial_failure  # noqa: E402
 
 _logger = logging.getLogger('nni_xfer.nas')
 
@@ -77,7 +83,9 @@ class XferStrategy(Strategy):
         strategy_args: keyword arguments of a named strategy.
         seed, mode: as in ``classArgs``.
         store: knowledge store (``None``: the default path).
-        experiment_id: id under which evaluations are stored (default: a fresh one).
+        experiment_id: id under which evaluations are stored (default: a fresh ``nas-...`` one). Give
+            NNI's own, ``exp.id`` of the ``NasExperiment`` (or set ``strategy.experiment_id = exp.id``
+            before ``exp.run()``), so the store, ``nni-xfer report`` and the portal use one id.
     """
 
     def __init__(self, strategy: str | BaseStrategy = 'random', strategy_args: dict | None = None, seed: int = 0,

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from .known_warnings import quiet_env
+
 from .errors import XferError
 
 TERMINAL = {'SUCCEEDED', 'FAILED', 'USER_CANCELED', 'SYS_CANCELED', 'EARLY_STOPPED'}
@@ -23,7 +25,7 @@ def nnictl(*args: str, timeout: int = 120, env: dict | None = None) -> str:
     exe = Path(sys.executable).parent / 'nnictl'
     cmd = [str(exe)] if exe.exists() else [sys.executable, '-m', 'nni.tools.nnictl.nnictl']
     out = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout,
-                         env={**os.environ, **(env or {})})
+                         env=quiet_env({**os.environ, **(env or {})}))  # no pkg_resources warning (known_warnings)
     text = out.stdout + out.stderr
     if out.returncode != 0:
         raise RuntimeError(f'nnictl {" ".join(args)} failed ({out.returncode}):\n{text}')

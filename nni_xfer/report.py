@@ -2,12 +2,15 @@
 
 ``export_evaluations`` writes every evaluation (of one experiment or of all) as JSON or CSV.
 ``make_report`` writes, for one experiment, a fixed-width table of the best trials
-(``report.txt``, and the same rows as ``report.csv``) and PNG plots: validation accuracy over
-trials, accuracy against model size with its Pareto front, the parent→child lineage of
-experiments whose trials have parents (EAS, EAT-NAS: ``lineage.png``, coloured by accuracy, with
-each child's ``inherited_acc`` against its parent's accuracy) and, for strategies whose proposals
-carry a ``generation`` (ModuleNet's NSGA-II), the trials and survivors per generation
-(``generations.png``). The table's last lines name each plot once.
+(``report.txt``: the report and nothing else; the same rows, unformatted and with the whole
+architecture, as ``report.csv``) and PNG plots: validation accuracy over trials, accuracy against
+model size with its Pareto front, the parent→child lineage of experiments whose trials have
+parents (EAS, EAT-NAS, NAO: ``lineage.png``, coloured by accuracy, with each child's
+``inherited_acc`` against its parent's accuracy) and, for strategies whose proposals carry a
+``generation`` (ModuleNet's NSGA-II), the trials and survivors per generation
+(``generations.png``). Trials are named by their NNI trial id everywhere (table, lineage plot,
+Pareto labels), the proposal number beside it in the table. What the command prints is the report
+followed by one line per plot and the folder they went to.
 
 >>> pareto_front([(1, 0.5), (2, 0.7), (2, 0.6), (3, 0.7), (4, 0.9)])
 [0, 1, 4]
@@ -27,7 +30,7 @@ from .store import Evaluation, KnowledgeStore
 __all__ = ['EXPORT_FIELDS', 'EXPORT_FORMATS', 'ReportResult', 'export_evaluations', 'pareto_front', 'make_report',
            'lineage_layout']
 
-EXPORT_FIELDS = ['experiment_id', 'trial_id', 'parameter_id', 'strategy', 'space', 'dataset', 'architecture',
+EXPORT_FIELDS = ['experiment_id', 'trial_id', 'proposal_id', 'strategy', 'space', 'dataset', 'architecture',
                  'parent', 'status', 'metrics', 'error', 'checkpoint', 'sha256', 'created', 'updated']
 EXPORT_FORMATS = ['json', 'csv']
 
@@ -41,7 +44,7 @@ GENERATIONS_PLOT = 'generations.png'
 REPORT_TEXT = 'report.txt'
 REPORT_CSV = 'report.csv'
 
-_ARCH_WIDTH = 60
+_ARCH_WIDTH = 60   # the architecture column wraps at this width, between tokens (never inside one)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,11 +159,14 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 @dataclass
 class ReportResult:
-    """What :func:`make_report` produced: the table text, the PNGs written and the top-k."""
+    """What :func:`make_report` produced: what to print (``table``: the report, then one line per plot
+    and the folder), the report alone (``text``, the content of ``report.txt``), the PNGs written
+    and the top-k."""
 
     table: str
     plots: list[Path] = field(default_factory=list)
     best: list[Evaluation] = field(default_factory=list)
+    text: str = ''
 
 
 def _known_experiments(store: KnowledgeStore) -> list[str]:
@@ -195,40 +201,48 @@ def _fixed(value: Any, digits: int = 4) -> str:
     return '-' if v is None else f'{v:.{digits}f}'
 
 
-def _arch_text(arch: Any, width: int = _ARCH_WIDTH) -> str:
+def _arch_text(arch: Any, width: int | None = _ARCH_WIDTH) -> str:
+    """The whole architecture as readable text (``key=value, ...``; a list of strings space-joined,
+    e.g. EAS layer tokens; anything nested as JSON), wrapped onto lines of at most ``width``
+    characters between tokens; a single token longer than that keeps a line of its own, uncut."""
+    def value(v: Any) -> str:
+        if isinstance(v, str):
+            return v
+        if isinstance(v, (list, tuple)) and v and all(isinstance(x, str) for x in v):
+            return ' '.join(v)
+        return json.dumps(_clean(v), separators=(', ', ': '), default=str)
+
     if isinstance(arch, dict):
-        parts = []
-        for k, v in arch.items():
-            vs = v if isinstance(v, str) else _compact(v)
-            parts.append(f'{k}={vs}')
-        text = ', '.join(parts)
+        text = ', '.join(f'{k}={value(v)}' for k, v in arch.items())
     else:
-        text = _compact(arch)
-    if len(text) > width:
-        text = text[:width - 3].rstrip(', ') + '...'
-    return text
+        text = value(arch)
+    if not width:
+        return text
+    import textwrap
+    return '\n'.join(textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)) or text
 
 
 def _trial_name(ev: Evaluation) -> str:
-    return ev.trial_id or f'#{ev.parameter_id}'
+    """A trial's name in every report: its NNI trial id (``#<proposal>`` before NNI gave it one)."""
+    return ev.trial_id or f'#{ev.proposal_id}'
 
 
 def _format_table(header: str, rows: list[list[str]], columns: list[str], numeric: set[str]) -> list[str]:
-    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    """A fixed-width table; the last column may hold several lines (continuation lines start under it)."""
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns[:-1])]
 
-    def line(cells: list[str]) -> str:
+    def line(cells: list[str]) -> list[str]:
         out = []
         for i, (c, w) in enumerate(zip(cells, widths)):
-            if i == len(cells) - 1:          # last column: left-aligned, no padding
-                out.append(c)
-            elif columns[i] in numeric:
-                out.append(c.rjust(w))
-            else:
-                out.append(c.ljust(w))
-        return '  '.join(out).rstrip()
+            out.append(c.rjust(w) if columns[i] in numeric else c.ljust(w))
+        head = '  '.join(out)
+        last = str(cells[-1]).split('\n')
+        indent = ' ' * (len(head) + 2) if out else ''
+        return [(head + '  ' + last[0] if out else last[0]).rstrip()] + [(indent + more).rstrip() for more in last[1:]]
 
-    lines = [header, line(columns), line(['-' * w for w in widths])]
-    lines += [line(r) for r in rows]
+    lines = [header] + line(columns) + line(['-' * w for w in widths] + ['-' * len(columns[-1])])
+    for r in rows:
+        lines += line(r)
     return lines
 
 
@@ -250,6 +264,23 @@ def _save(fig, path: Path) -> None:
     """Lay out and write a PNG with nothing clipped (labels, annotations, legends outside the axes)."""
     fig.tight_layout()
     fig.savefig(path, format='png', bbox_inches='tight', pad_inches=0.1)
+
+
+def _params_axis(ax, values: list[float]) -> None:
+    """A readable parameter-count axis: log scale with ticks at 1, 2 and 5 x 10^k labelled ``50K``,
+    ``100K``, ``2M``... when the values span a decade or more, else linear with about five such ticks
+    (a plain log axis over 44K-123K labels only ``10^5``). On the x axis of ``ax``."""
+    from matplotlib.ticker import EngFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
+    fmt = EngFormatter(sep='')
+    axis = ax.xaxis
+    if values and max(values) >= 10 * min(values):
+        ax.set_xscale('log')
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_minor_locator(NullLocator())
+        axis.set_minor_formatter(NullFormatter())
+    else:
+        axis.set_major_locator(MaxNLocator(nbins=5))
+    axis.set_major_formatter(fmt)
 
 
 def _plot_val_acc(evs: list[Evaluation], path: Path, experiment_id: str) -> str:
@@ -309,7 +340,7 @@ def _plot_pareto(evs: list[Evaluation], path: Path, experiment_id: str) -> str:
     ax.plot(fx, fy, '-o', color='tab:red', markersize=6, label=f'Pareto front ({len(front)})', zorder=3)
     for i in front:
         ax.annotate(names[i], pts[i], textcoords='offset points', xytext=(4, 4), fontsize=7)
-    ax.set_xscale('log')
+    _params_axis(ax, [p[0] for p in pts])
     ax.set_xlabel('parameters')
     ax.set_ylabel('validation accuracy')
     ax.set_title(f'{experiment_id}: accuracy vs. parameters')
@@ -323,6 +354,7 @@ def _parent_key(ev: Evaluation) -> tuple[str, int] | None:
     p = ev.parent
     if not isinstance(p, dict) or p.get('experiment_id') is None:
         return None
+    # 'parameter_id': the parent key of rows written before the rename (stores are not migrated yet)
     pid = p.get('proposal_id', p.get('parameter_id'))
     try:
         return str(p['experiment_id']), int(pid)
@@ -369,7 +401,7 @@ def lineage_layout(parents: dict[Any, Any]) -> dict[Any, tuple[int, float]]:
 def _plot_lineage(store: KnowledgeStore, evs: list[Evaluation], path: Path, experiment_id: str) -> str | None:
     """Parent→child tree of an experiment, coloured by accuracy, and each child's accuracy right after
     inheriting its weights (``inherited_acc``) against its parent's accuracy. ``None`` without parents."""
-    own = {(e.experiment_id, e.parameter_id): e for e in evs}
+    own = {(e.experiment_id, e.proposal_id): e for e in evs}
     if not any(_parent_key(e) is not None for e in evs):
         return None
     nodes: dict[tuple[str, int], Evaluation | None] = dict(own)
@@ -410,9 +442,11 @@ def _plot_lineage(store: KnowledgeStore, evs: list[Evaluation], path: Path, expe
     if other:
         ax.scatter([layout[k][0] for k in other], [layout[k][1] for k in other], facecolors='none',
                    edgecolors='0.4', s=30, label=f'no result ({len(other)})', zorder=3)
-    if len(nodes) <= 60:
+    if len(nodes) <= 60:   # the names of the report's table: NNI trial ids (other experiments: <id>:<trial>)
         for k, (x, y) in layout.items():
-            ax.annotate(str(k[1]) if k[0] == experiment_id else f'{k[0]}:{k[1]}', (x, y),
+            e = nodes[k]
+            name = _trial_name(e) if e is not None else f'#{k[1]}'
+            ax.annotate(name if k[0] == experiment_id else f'{k[0]}:{name}', (x, y),
                         textcoords='offset points', xytext=(0, 6), ha='center', fontsize=6)
     ax.set_xlim(-0.5, depth_n - 0.5)
     spread = max(abs(y) for _, y in layout.values()) if layout else 0.0
@@ -470,7 +504,7 @@ def _plot_generations(state: dict | None, evs: list[Evaluation], path: Path, exp
     log = [e for e in extra.get('log') or [] if isinstance(e, dict) and isinstance(e.get('generation'), int)]
     pts, surv = [], []
     for e in evs:
-        g, v = gens.get(e.parameter_id), _num(e.metric('default'))
+        g, v = gens.get(e.proposal_id), _num(e.metric('default'))
         if g is None or v is None or e.status != 'SUCCEEDED':
             continue
         (surv if arch_key(e.architecture) in survivors else pts).append((g, v))
@@ -524,7 +558,7 @@ def make_report(store: KnowledgeStore, experiment_id: str, out_dir: str | Path, 
                           allowed=_known_experiments(store))
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError('k', f'must be a positive integer, got {k!r}')
-    evs.sort(key=lambda e: e.parameter_id)     # order of proposal
+    evs.sort(key=lambda e: e.proposal_id)     # order of proposal
     maximize = _maximize(store, experiment_id)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -534,28 +568,41 @@ def make_report(store: KnowledgeStore, experiment_id: str, out_dir: str | Path, 
     n_pending = sum(e.status in ('WAITING', 'RUNNING') for e in evs)  # CANCELED: never ran, not pending
     ranked = [e for e in succeeded if _num(e.metric('default')) is not None]
     ranked.sort(key=lambda e: (-_num(e.metric('default')) if maximize else _num(e.metric('default')),
-                               e.parameter_id))
+                               e.proposal_id))
     best = ranked[:k]
 
     header = (f'experiment {experiment_id}: {len(succeeded)} succeeded, {n_failed} failed, {len(evs)} total'
               + (f' ({n_pending} waiting/running)' if n_pending else '')
               + f'; top {len(best)} by default ({"maximize" if maximize else "minimize"})')
-    columns = ['rank', 'trial', 'default', 'val_acc', 'inherited_acc', 'params', 'flops', 'train_seconds',
-               'architecture']
-    numeric = {'rank', 'default', 'val_acc', 'inherited_acc', 'params', 'flops', 'train_seconds'}
+    by_pid = {e.proposal_id: e for e in evs}
+
+    def parent_name(ev: Evaluation) -> str:
+        pk = _parent_key(ev)
+        if pk is None:
+            return '-'
+        pe = by_pid.get(pk[1]) if pk[0] == experiment_id else store.get(*pk)
+        name = _trial_name(pe) if pe is not None else f'#{pk[1]}'
+        return name if pk[0] == experiment_id else f'{pk[0]}:{name}'
+
+    lineage = any(_parent_key(e) is not None for e in evs)
+    columns = ['rank', 'trial', 'proposal'] + (['parent'] if lineage else []) + [
+        'default', 'val_acc', 'inherited_acc', 'params', 'flops', 'train_seconds', 'architecture']
+    numeric = {'rank', 'proposal', 'default', 'val_acc', 'inherited_acc', 'params', 'flops', 'train_seconds'}
     rows = []
     for rank, ev in enumerate(best, 1):
-        rows.append([str(rank), _trial_name(ev), _fixed(ev.metric('default')), _fixed(ev.metric('val_acc')),
-                     _fixed(ev.metric('inherited_acc')), _si(ev.metric('params')), _si(ev.metric('flops')),
-                     _fixed(ev.metric('train_seconds'), 1), _arch_text(ev.architecture)])
+        rows.append([str(rank), _trial_name(ev), str(ev.proposal_id)] + ([parent_name(ev)] if lineage else []) + [
+            _fixed(ev.metric('default')), _fixed(ev.metric('val_acc')), _fixed(ev.metric('inherited_acc')),
+            _si(ev.metric('params')), _si(ev.metric('flops')), _fixed(ev.metric('train_seconds'), 1),
+            _arch_text(ev.architecture)])
     lines = _format_table(header, rows, columns, numeric)
     if not best:
         lines.append('(no succeeded evaluation with a default metric)')
     # the same rows, unformatted (full precision, whole architecture as JSON)
-    csv_columns = ['rank', 'trial', 'proposal_id', 'default', 'val_acc', 'inherited_acc', 'params', 'flops',
+    csv_columns = ['rank', 'trial', 'proposal_id', 'parent', 'default', 'val_acc', 'inherited_acc', 'params', 'flops',
                    'train_seconds', 'checkpoint', 'architecture']
     _write_csv(out_dir / REPORT_CSV, csv_columns,
-               [[rank, _trial_name(ev), ev.parameter_id] + [_num(ev.metric(c)) for c in csv_columns[3:9]]
+               [[rank, _trial_name(ev), ev.proposal_id, None if _parent_key(ev) is None else parent_name(ev)]
+                + [_num(ev.metric(c)) for c in csv_columns[4:10]]
                 + [ev.checkpoint or (ev.metrics or {}).get('checkpoint'), ev.architecture]
                 for rank, ev in enumerate(best, 1)])
 
@@ -591,9 +638,13 @@ def make_report(store: KnowledgeStore, experiment_id: str, out_dir: str | Path, 
         wants = inspect.signature(entry.obj).parameters   # optional: store, out_dir, plots (appends PNG paths)
         offered = {'store': store, 'out_dir': out_dir, 'plots': plots}
         section = entry.obj(succeeded, experiment_id, **{k: v for k, v in offered.items() if k in wants})
-        if section:
+        # a section's lines naming its plots are console notes, like the core's (report.txt is the report)
+        kept = []
+        for s in section or []:
+            (notes if s.startswith(('plot: ', 'plot skipped: ')) else kept).append(s)
+        if kept:
             lines.append('')
-            lines += section
+            lines += kept
     # every plot named once: the core's notes, the sections' own lines, then any a section only listed
     unique: list[Path] = []
     for path in plots:
@@ -601,12 +652,10 @@ def make_report(store: KnowledgeStore, experiment_id: str, out_dir: str | Path, 
             unique.append(Path(path))
     announced = ' '.join(lines + notes)
     notes += [f'plot: {p.name}' for p in unique if f'plot: {p.name}' not in announced]
-    lines.append('')
-    lines += notes
-    lines.append(f'written to {out_dir}: {REPORT_TEXT}, {REPORT_CSV}' + (' and the plots above' if unique else ''))
-    table = '\n'.join(lines) + '\n'
-    (out_dir / REPORT_TEXT).write_text(table, encoding='utf-8')
-    return ReportResult(table=table, plots=unique, best=best)
+    text = '\n'.join(lines) + '\n'
+    (out_dir / REPORT_TEXT).write_text(text, encoding='utf-8')
+    console = notes + [f'written to {out_dir}: {REPORT_TEXT}, {REPORT_CSV}' + (' and the plots above' if unique else '')]
+    return ReportResult(table=text + '\n' + '\n'.join(console) + '\n', plots=unique, best=best, text=text)
 
 
 # helpers for the report sections of method packages

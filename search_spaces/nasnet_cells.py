@@ -13,10 +13,10 @@ node uses (loose ends). In a reduction cell, ops reading a cell input have strid
 
 ``input_k_j`` is the node (1-based, as in the appendix JSON) feeding branch ``j`` of node ``k``.
 
-**NAO tokens** (methods.md §3.2): per node ``[in₁, type₁, size₁, in₂, type₂, size₂]``, normal cell
+**NAO tokens** (the NAO authors' encoding): per node ``[in₁, type₁, size₁, in₂, type₂, size₂]``, normal cell
 then reduction cell (60 tokens for B=5). Vocabulary: 0 ``<sos>``/eos, 1…B+1 node_1…node_{B+1},
 then op types (identity, sep_conv, conv, dil_sep_conv, avg_pool, max_pool, min_pool) and sizes
-(1x1, 2x2, 3x3, 5x5, 7x7, 1x3+3x1, 1x7+7x1); for B=5 exactly the 21 tokens of methods.md.
+(1x1, 2x2, 3x3, 5x5, 7x7, 1x3+3x1, 1x7+7x1); for B=5 the 21 tokens of NAO's code.
 
 **DAG JSON** (XferNAS appendix C): ``{"conv_dag": {"node_3": ["node_3", in₁, in₂, op₁, op₂], ...},
 "reduc_dag": {...}}``; :func:`dags_to_sample` / :func:`sample_to_dags` convert both ways.
@@ -57,7 +57,7 @@ OP_TYPES = ['identity', 'sep_conv', 'conv', 'dil_sep_conv', 'avg_pool', 'max_poo
 OP_SIZES = ['1x1', '2x2', '3x3', '5x5', '7x7', '1x3+3x1', '1x7+7x1']
 
 OP_SETS: dict[str, list[str]] = {
-    # XferNAS §4.1 / NAO's 19-op list (methods.md §3.3)
+    # XferNAS §4.1 / NAO's 19-op list
     'xfernas': ['identity', 'sep_conv 3x3', 'sep_conv 5x5', 'sep_conv 7x7',
                 'avg_pool 2x2', 'avg_pool 3x3', 'avg_pool 5x5',
                 'max_pool 2x2', 'max_pool 3x3', 'max_pool 5x5', 'max_pool 7x7', 'min_pool 2x2',
@@ -533,9 +533,10 @@ class NasnetCells(XferSpace):
     @staticmethod
     def portal_summary(architecture: dict) -> dict:
         """What NNI's web portal plots (nni_xfer.spec.portal_summary): per cell (``normal_``,
-        ``reduce_``) the branches that are separable convs (dilated included), plain convs, pools and
-        identities, and the cell's depth (longest chain of computed nodes). The cells themselves stay in
-        the trial's parameters (``CellGrammar`` turns them into NAO tokens or the appendix's DAGs)."""
+        ``reduce_``) the branches that are separable convs (dilated included), plain convs and pools
+        (the rest, of 2B, are identities), and the cell's depth (longest chain of computed nodes). The
+        cells themselves stay in the trial's parameters (``CellGrammar`` turns them into NAO tokens or
+        the appendix's DAGs)."""
         out: dict[str, int] = {}
         for cell in CELLS:
             ops = [v for k, v in architecture.items() if k.startswith(f'{cell}/op_')]
@@ -548,7 +549,6 @@ class NasnetCells(XferSpace):
             out.update({f'{cell}_sep': sum(k.endswith('sep_conv') for k in kinds),
                         f'{cell}_conv': sum(k == 'conv' for k in kinds),
                         f'{cell}_pool': sum(k.endswith('_pool') for k in kinds),
-                        f'{cell}_identity': sum(k == 'identity' for k in kinds),
                         f'{cell}_depth': max(depth.values(), default=0)})
         return out
 

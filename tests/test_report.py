@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import pytest
 
@@ -31,7 +32,7 @@ def store(tmp_path):
     s.record_proposal(EXP, 0, architecture={'width': 16, 'depth': 2}, trial_id='t0', **common)
     s.record_result(EXP, 0, _metrics(0.80, 1000), status='SUCCEEDED')
     s.record_proposal(EXP, 1, architecture={'width': 32, 'depth': 2}, trial_id='t1',
-                      parent={'experiment_id': EXP, 'parameter_id': 0}, **common)
+                      parent={'experiment_id': EXP, 'proposal_id': 0}, **common)
     s.record_result(EXP, 1, _metrics(0.92, 4000, checkpoint='/ckpt/t1.pt', sha256='abc'), status='SUCCEEDED')
     s.record_proposal(EXP, 2, architecture={'width': 64, 'depth': 3}, trial_id='t2', **common)
     s.record_result(EXP, 2, None, status='FAILED', error='CUDA out of memory')
@@ -53,7 +54,7 @@ def test_export_json(store):
     assert set(EXPORT_FIELDS) <= set(rows[0])
     assert rows[0]['architecture'] == {'width': 16, 'depth': 2}
     assert rows[0]['parent'] is None
-    assert rows[1]['parent'] == {'experiment_id': EXP, 'parameter_id': 0}
+    assert rows[1]['parent'] == {'experiment_id': EXP, 'proposal_id': 0}
     assert rows[1]['metrics']['val_acc'] == pytest.approx(0.92)
     assert rows[2]['status'] == 'FAILED' and rows[2]['error'] == 'CUDA out of memory'
     assert rows[2]['metrics'] is None
@@ -78,7 +79,7 @@ def test_export_csv(store):
     assert json.loads(rows[0]['architecture']) == {'width': 16, 'depth': 2}
     assert ' ' not in rows[0]['architecture']            # compact JSON
     assert rows[0]['parent'] == ''
-    assert json.loads(rows[1]['parent']) == {'experiment_id': EXP, 'parameter_id': 0}
+    assert json.loads(rows[1]['parent']) == {'experiment_id': EXP, 'proposal_id': 0}
     assert float(rows[1]['metric.val_acc']) == pytest.approx(0.92)
     assert rows[1]['metric.checkpoint'] == '/ckpt/t1.pt'
     assert rows[0]['metric.extra_key'] == '' and rows[3]['metric.extra_key'] == '1'
@@ -128,11 +129,11 @@ def test_make_report(store, tmp_path):
     assert [e.trial_id for e in res.best] == ['t1', 't3', 't0']
     lines = res.table.splitlines()
     assert '3 succeeded' in lines[0] and '1 failed' in lines[0] and '4 total' in lines[0]
-    assert lines[1].split()[:3] == ['rank', 'trial', 'default']
+    assert lines[1].split()[:5] == ['rank', 'trial', 'proposal', 'parent', 'default']
     first = lines[3].split()
-    assert first[:3] == ['1', 't1', '0.9200']
+    assert first[:5] == ['1', 't1', '1', 't0', '0.9200']   # trial 1's parent, by its NNI trial id
     assert 'width=32' in lines[3]
-    assert (out_dir / 'report.txt').read_text() == res.table
+    assert (out_dir / 'report.txt').read_text() == res.text and res.table.startswith(res.text)
 
     top1 = make_report(store, EXP, tmp_path / 'top1', k=1)
     assert [e.trial_id for e in top1.best] == ['t1']
@@ -185,7 +186,7 @@ def test_lineage_plot_and_layout(tmp_path):
     parents = {0: ('seed', 0), 1: 0, 2: 0, 3: 1, 4: 1}
     for i, par in parents.items():
         pk = par if isinstance(par, tuple) else ('e', par)
-        s.record_proposal('e', i, architecture={'w': i}, parent={'experiment_id': pk[0], 'parameter_id': pk[1]})
+        s.record_proposal('e', i, architecture={'w': i}, parent={'experiment_id': pk[0], 'proposal_id': pk[1]})
         if i == 4:
             s.record_result('e', i, None, status='FAILED', error='boom')
         else:
@@ -225,3 +226,73 @@ def test_generations_plot_from_strategy_state(tmp_path):
     res = make_report(s, 'g', tmp_path / 'out')
     assert 'generations.png (6 trials over 2 generations, 2 final survivors)' in res.table
     assert (tmp_path / 'out' / 'generations.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def _figures(monkeypatch) -> dict:
+    """The report's figures by file name (instead of only their PNGs)."""
+    import nni_xfer.report as report
+    figs = {}
+    save = report._save
+
+    def keep(fig, path):
+        figs[path.name] = fig
+        save(fig, path)
+    monkeypatch.setattr(report, '_save', keep)
+    return figs
+
+
+def test_report_txt_is_only_the_report(store, tmp_path):
+    res = make_report(store, EXP, tmp_path / 'out')
+    text = (tmp_path / 'out' / 'report.txt').read_text()
+    assert not [ln for ln in text.splitlines() if ln.startswith(('plot', 'written to'))], text
+    console = res.table[len(res.text):]
+    assert all(console.count(p.name) == 1 for p in res.plots) and 'written to' in console
+
+
+def test_architecture_column_wraps_between_tokens(tmp_path):
+    s = KnowledgeStore(tmp_path / 'store.db')
+    layers = [f'conv-{16 * (i + 1)}-{3 if i % 2 else 5}' for i in range(14)] + ['pool', 'fc-1024']
+    blocks = [{'op': 'mbconv6', 'kernel': 5, 'skip': 1, 'depth': 3, 'width': 1.5}] * 3
+    for i, arch in enumerate([{'layers': layers}, {'blocks': blocks, 'stem': 'a_rather_long_token_' * 5}]):
+        s.record_proposal('w', i, architecture=arch, trial_id=f'w{i}')
+        s.record_result('w', i, {'default': 0.5 + i / 10, 'val_acc': 0.5 + i / 10}, status='SUCCEEDED')
+    res = make_report(s, 'w', tmp_path / 'out')
+    text = res.text
+    assert '...' not in text
+    for token in layers + ['a_rather_long_token_' * 5]:
+        assert token in re.split(r'[\s=,]+', text), token   # every token whole, none cut
+    column = text.splitlines()[1].index('architecture')
+    body = text.splitlines()[3:]
+    continuation = [ln for ln in body if ln and not ln[:column].strip()]
+    assert continuation and all(len(ln) - column <= 60 or len(ln.split()) == 1 for ln in continuation)
+    rows = list(csv.DictReader(open(tmp_path / 'out' / 'report.csv', encoding='utf-8')))
+    assert json.loads(rows[1]['architecture']) == {'layers': layers}   # the whole architecture, as JSON
+    s.close()
+
+
+def test_lineage_plot_and_table_name_trials_alike(store, tmp_path, monkeypatch):
+    figs = _figures(monkeypatch)
+    res = make_report(store, EXP, tmp_path / 'out')
+    ax = figs['lineage.png'].axes[0]
+    labels = {t.get_text() for t in ax.texts}
+    assert labels == {'t0', 't1', 't2', 't3'}            # NNI trial ids, not proposal numbers
+    table_trials = {ln.split()[1] for ln in res.text.splitlines()[3:] if ln.strip()}
+    assert table_trials <= labels
+
+
+@pytest.mark.parametrize('params', [[44_870, 66_110, 77_660, 123_210], [1_000, 20_000, 900_000]])
+def test_params_axis_has_readable_ticks(tmp_path, monkeypatch, params):
+    figs = _figures(monkeypatch)
+    s = KnowledgeStore(tmp_path / 'store.db')
+    for i, p in enumerate(params):
+        s.record_proposal('p', i, architecture={'w': i}, trial_id=f'p{i}')
+        s.record_result('p', i, {'default': 0.9 - i / 50, 'val_acc': 0.9 - i / 50, 'params': p}, status='SUCCEEDED')
+    make_report(s, 'p', tmp_path / 'out')
+    fig = figs['acc_vs_params.png']
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    shown = [t.get_text() for t in ax.get_xticklabels() if lo <= t.get_position()[0] <= hi and t.get_text()]
+    assert len(shown) >= 3, shown
+    assert all(len(x) <= 6 for x in shown), shown          # 50K, 100K, 2M: no 1e5 offsets, no 10^5 alone
+    s.close()
