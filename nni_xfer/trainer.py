@@ -10,6 +10,13 @@ on CUDA only. Options the NASNet-cell children need: ``cutout``, a linear drop-p
 ``(logits, aux_logits)`` in training mode), ``lr_schedule`` (``cosine`` | ``constant``) and
 ``grad_clip``; their defaults keep the plain behaviour.
 
+Speed options for small-kernel, launch-bound networks (issue 23), both off by default:
+``channels_last`` (model and batches in NHWC memory format during training and evaluation; the
+model is returned in the default format) and ``compile`` (``torch.compile`` of the model's forward
+for the training steps: ``true``/``default``, ``reduce-overhead`` — CUDA graphs on a GPU; on a CPU
+it is the default mode — or ``max-autotune``). Either gives the same losses as without it up to
+floating-point reassociation (tests/test_trainer.py).
+
 A streamed dataset (``imagefolder``: :class:`~nni_xfer.imagefolder.StreamedSplits`) is read batch by
 batch through a DataLoader with worker processes instead, its augmentation done by the dataset's own
 transforms (the paper's random-resized crop and flip); the step itself is the same code.
@@ -41,8 +48,12 @@ _FIELD_KINDS = {
     'weight_decay': 'float', 'label_smoothing': 'float', 'augment': 'bool', 'amp': 'bool?',
     'device': 'str', 'eval_batch_size': 'int', 'seed': 'int', 'num_threads': 'int?',
     'cutout': 'int', 'drop_path': 'float?', 'aux_weight': 'float', 'lr_schedule': 'str', 'grad_clip': 'float?',
+    'channels_last': 'bool', 'compile': 'compile',
 }
 LR_SCHEDULES = ('cosine', 'constant')
+#: ``compile`` values: off, or a ``torch.compile`` mode (``true`` means ``default``;
+#: ``reduce-overhead`` captures CUDA graphs on a GPU).
+COMPILE_MODES = (False, True, 'default', 'reduce-overhead', 'max-autotune')
 
 
 @dataclass
@@ -65,6 +76,8 @@ class TrainConfig:
     aux_weight: float = 0.4  # weight of the auxiliary head's loss (models returning (logits, aux))
     lr_schedule: str = 'cosine'  # per-step cosine to 0, or 'constant'
     grad_clip: float | None = None  # clip the gradient's global norm (NAO: 5)
+    channels_last: bool = False  # NHWC memory format for model and batches (faster convolutions on GPUs)
+    compile: bool | str = False  # torch.compile the forward for training: true/'default', 'reduce-overhead', 'max-autotune'
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -154,6 +167,11 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
     elif kind == 'str':
         if isinstance(value, str):
             return value
+    elif kind == 'compile':
+        if any(value is mode or (isinstance(mode, str) and value == mode) for mode in COMPILE_MODES):
+            return value
+        raise ConfigError(name, f'unknown torch.compile mode {value!r}',
+                          allowed=[str(m).lower() if isinstance(m, bool) else m for m in COMPILE_MODES])
     expected = {'bool': 'true or false', 'int': 'an integer', 'float': 'a number', 'str': 'a string'}[kind]
     raise ConfigError(name, f'expected {expected}, got {value!r}')
 
@@ -285,6 +303,19 @@ class Trainer:
             return torch.autocast('cuda', dtype=self._amp_dtype())
         return torch.autocast(self._device.type, enabled=False)
 
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch in the memory format of ``channels_last``."""
+        if self.config.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _forward(self, model: nn.Module) -> nn.Module | Callable:
+        """What a training step calls: the model, or ``torch.compile`` of it (``compile``)."""
+        mode = self.config.compile
+        if mode is False:
+            return model
+        return torch.compile(model, mode='default' if mode is True else mode)
+
     # ------------------------------------------------------------------ evaluation
 
     def evaluate_split(self, model: nn.Module, splits: Any, split: str = 'val') -> float:
@@ -308,7 +339,7 @@ class Trainer:
         try:
             correct = torch.zeros((), dtype=torch.long, device=self._device)
             for xb, yb in batches:
-                xb, yb = xb.to(self._device, non_blocking=True), yb.to(self._device, non_blocking=True)
+                xb, yb = self._input(xb.to(self._device, non_blocking=True)), yb.to(self._device, non_blocking=True)
                 with self._autocast():
                     out = model(xb)
                 correct += (out.argmax(1) == yb).sum()
@@ -326,6 +357,8 @@ class Trainer:
         if cfg.num_threads is not None:
             torch.set_num_threads(cfg.num_threads)
         writer = None
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
         try:
             torch.manual_seed(cfg.seed)  # dropout and other stochastic layers
             model.to(dev)
@@ -378,6 +411,7 @@ class Trainer:
                 from torch.utils.tensorboard import SummaryWriter
 
                 writer = SummaryWriter(self.log_dir)
+            forward = self._forward(model)
 
             def train_step(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 nonlocal step
@@ -385,11 +419,12 @@ class Trainer:
                     xb = augment_batch(xb, info.pad, info.flip, aug_gen)
                 if cfg.cutout > 0:
                     xb = cutout_batch(xb, cfg.cutout, aug_gen)
+                xb = self._input(xb)
                 if cfg.drop_path is not None:  # linear ramp over training (NASNet/NAO)
                     set_drop_path(model, cfg.drop_path * step / total_steps)
                 step += 1
                 with self._autocast():
-                    out = model(xb)
+                    out = forward(xb)
                     aux = None
                     if isinstance(out, (tuple, list)):  # (logits, auxiliary logits) in training mode
                         out, aux = out
@@ -458,3 +493,5 @@ class Trainer:
                 writer.close()
             if cfg.num_threads is not None:
                 torch.set_num_threads(old_threads)
+            if cfg.channels_last:  # checkpoints and weight transfer see the default format
+                model.to(memory_format=torch.contiguous_format)

@@ -97,6 +97,9 @@ def test_from_dict_unknown_key_names_field():
     ({'lr': 'fast'}, 'evaluator_args.lr'),
     ({'momentum': 1.5}, 'evaluator_args.momentum'),
     ({'device': 'tpu:x'}, 'evaluator_args.device'),
+    ({'channels_last': 'yes'}, 'evaluator_args.channels_last'),
+    ({'compile': 'fast'}, 'evaluator_args.compile'),
+    ({'compile': 1}, 'evaluator_args.compile'),
 ])
 def test_from_dict_bad_values(d, field):
     with pytest.raises(ConfigError) as e:
@@ -202,3 +205,48 @@ def test_trial_process_uses_passive_openmp_waiting(exported, expected):
         "print(Hook.seen)\n")
     out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
+
+
+# --------------------------------------------------------------------------- speed options (issue 23)
+
+
+def test_speed_options_parse_and_one_line_errors():
+    cfg = TrainConfig.from_dict({'channels_last': True, 'compile': 'reduce-overhead'})
+    assert cfg.channels_last is True and cfg.compile == 'reduce-overhead'
+    assert TrainConfig().channels_last is False and TrainConfig().compile is False  # off by default
+    assert TrainConfig.from_dict({'compile': True}).compile is True
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({'compile': 'max_autotune'})
+    assert str(e.value) == ("evaluator_args.compile: unknown torch.compile mode 'max_autotune' "
+                            "(allowed: false, true, default, reduce-overhead, max-autotune)")
+
+
+@pytest.fixture(scope='module')
+def small_digits() -> Splits:
+    return load_dataset('digits', limit_train=128)
+
+
+def _losses(small: Splits, **options) -> tuple[list[float], float, nn.Module]:
+    model = tiny_cnn()
+    r = Trainer(TrainConfig(epochs=2, batch_size=32, device='cpu', seed=1, **options)).fit(model, small)
+    return [h.train_loss for h in r.history], r.val_acc, model
+
+
+def test_channels_last_trains_to_the_same_loss(small_digits: Splits):
+    """NHWC batches and weights: the same losses up to float reassociation; the model comes back in
+    the default memory format (checkpoints, weight transfer)."""
+    base, base_acc, _ = _losses(small_digits)
+    nhwc, nhwc_acc, model = _losses(small_digits, channels_last=True)
+    assert nhwc == pytest.approx(base, rel=1e-4)
+    assert abs(nhwc_acc - base_acc) <= 0.01
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_compile_trains_to_the_same_loss(small_digits: Splits):
+    """torch.compile of the forward (inductor, C++ on a CPU: tens of seconds to compile, hence slow)."""
+    base, base_acc, _ = _losses(small_digits)
+    compiled, acc, _ = _losses(small_digits, compile=True)
+    assert compiled == pytest.approx(base, rel=1e-4)
+    assert abs(acc - base_acc) <= 0.01
