@@ -161,7 +161,7 @@ class XferStrategy(Strategy):
                     space_args=self._space_args, dataset_args=ev.dataset_args, evaluator_args=ev.evaluator_args,
                     mode=self.mode, checkpoint_root=ev.checkpoint_root).to_dict()
                 parent = None if proposal.parent is None else {'experiment_id': self.experiment_id,
-                                                                'parameter_id': proposal.parent}
+                                                                'proposal_id': proposal.parent}
                 self.store.record_proposal(self.experiment_id, pid, architecture=proposal.architecture,
                                            strategy=self._strategy_name, space=self._space_name,
                                            dataset=ev.dataset, parent=parent, init=proposal.init, spec=spec)

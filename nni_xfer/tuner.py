@@ -384,7 +384,7 @@ class XferTuner(Tuner):
             checkpoint_root=cfg.checkpoint_root)
         d = spec.to_dict()  # the store keeps the plain spec; NNI gets it with the portal summary
         parent = None if proposal.parent is None else {'experiment_id': self.experiment_id,
-                                                        'parameter_id': proposal.parent}
+                                                        'proposal_id': proposal.parent}
         self.store.record_proposal(self.experiment_id, pid, architecture=proposal.architecture,
                                    strategy=cfg.strategy, space=cfg.space, dataset=cfg.dataset, parent=parent,
                                    init=proposal.init, spec=d, trial_id=trial_id)
@@ -484,9 +484,9 @@ class XferTuner(Tuner):
         # never sent to NNI: drop the row, the strategy proposes again from its saved state.
         known = set(self.strategy.pending) | {h['id'] for h in self.strategy.history}
         for ev in self.store.evaluations(experiment_id=self.experiment_id, status=('WAITING', 'RUNNING', 'CANCELED')):
-            if ev.parameter_id not in known:
-                self.store.delete_evaluation(self.experiment_id, ev.parameter_id)
-                _logger.info('dropped proposal %d: written before the dispatcher died, never sent', ev.parameter_id)
+            if ev.proposal_id not in known:
+                self.store.delete_evaluation(self.experiment_id, ev.proposal_id)
+                _logger.info('dropped proposal %d: written before the dispatcher died, never sent', ev.proposal_id)
         if not self.strategy.pending:
             return
         trials = self.trial_lister()

@@ -35,7 +35,7 @@ DENSE_MAX_LEN = 64  # the controller's padding length: 3 blocks x 20 layers + 2 
 _DENSE = re.compile(r'^g(\d+)$')
 
 GROWTHS = list(range(40, 65, 4))
-#: Net2Deeper schemes: ``duplicate`` (the authors' code, methods.md §1.7; default) and ``eq5``
+#: Net2Deeper schemes: ``duplicate`` (the authors' code; default) and ``eq5``
 #: (the paper's Eq. 5 identity filters; :func:`nni_xfer.transfer.densenet.densenet_deeper_eq5`).
 DEEPER_SCHEMES = ('duplicate', 'eq5')
 
@@ -296,7 +296,7 @@ def next_growth(k: int, growth_rates: list[int]) -> int:
 
 
 def densenet_finish_ops(arch: dict) -> list[dict]:
-    """Episode-end widening of a DenseNet child (methods.md §1.7), in application order.
+    """Episode-end widening of a DenseNet child (the EAS authors' code), in application order.
 
     The stem goes to ``int(2 × mean growth)`` of all dense layers; then, block by block, each
     transition goes to ``int(0.5 × its input channels)`` (input = the block's input width, already
@@ -452,7 +452,7 @@ def transform_densenet(net: nn.Module, ops: list[dict], *, noise: bool = True,
     """Apply DenseNet ops to a :class:`DenseNetBC` (a new network).
 
     Ops: ``{'op': 'wider', 'block': b, 'layer': l, 'growth': k}`` (paper Eq. 4),
-    ``{'op': 'deeper', 'block': b, 'layer': l}`` (duplicate layer, methods.md §1.7; with
+    ``{'op': 'deeper', 'block': b, 'layer': l}`` (duplicate layer, the authors' code; with
     ``'scheme': 'eq5'`` the paper's Eq. 5 layer replicating input channels),
     ``{'op': 'widen_stem', 'channels': c}``, ``{'op': 'widen_transition', 'index': i, 'channels': c}``.
     The weights move through :mod:`nni_xfer.transfer.densenet`, function-preserving:

@@ -13,7 +13,7 @@ Network: stem 3×3 conv (``stem_stride``) + BN + ReLU → blocks (downsampling a
 in the first layer of a block, repeated layers stride 1, width → width) → 1×1 conv to
 ``head_channels`` (1280) + BN + ReLU → global average pool → dropout (0.2) → FC.
 
-Skip semantics (methods.md pitfall 6, decided here): ``skip: 1`` adds a residual to *every* layer
+Skip semantics (the paper is ambiguous; decided here, docs/fidelity.md, EAT-NAS): ``skip: 1`` adds a residual to *every* layer
 of the block, as the paper says ("whether to add a skip connection for every layer"), for SepConv
 and MBConv alike: identity where the input and output shapes match, and where they do not (first
 layer of a block that downsamples or changes width) a 1×1 conv (stride) + BN projection, as the
@@ -577,7 +577,7 @@ def share_plan(child_arch: dict, parent_arch: dict, *, depth_extra: str = 'rando
     Per the paper a layer shares only when the block's op and kernel size match the parent's
     block; layer j shares from the parent's layer j (Eq. 5); a child layer the parent lacks is
     random (Eq. 4, ``depth_extra: random``) or copies the parent block's last layer
-    (``copy_last``, the FNA-code reading). With ``kernel_mismatch: center`` (methods.md 2.3) a
+    (``copy_last``, the FNA-code reading). With ``kernel_mismatch: center`` (docs/fidelity.md, EAT-NAS) a
     kernel-size change still shares, the copy taking the spatial centre. Stem, head and classifier
     are listed as themselves.
     """

@@ -122,14 +122,14 @@ def test_retrain_experiment_seeds_the_transfer_and_is_reported(tmp_path):
         EATNASStrategy(make_info(), population=4, sample=2, seed_from={'experiment': 'rt'})
     s = EATNASStrategy(make_info(), population=4, sample=2, seed_from={'experiment': 'rt', 'weights': False},
                        context=StrategyContext(store=str(store.path)))
-    assert s.seed_info['architecture'] == archs[1] and s.seed_info['source']['parameter_id'] == 1
+    assert s.seed_info['architecture'] == archs[1] and s.seed_info['source']['proposal_id'] == 1
     text = make_report(store, 'rt', tmp_path / 'rep').table
     lines = text.splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith('EAT-NAS retraining of rt'))
     assert 'basic model = #1 (test_acc 0.9300)' in lines[head]
     rows = [line.split() for line in lines[head + 3:head + 6]]
     assert [r[1] for r in rows] == ['#1', '#2', '#0'] and rows[0][2] == '0.9300'
-    search_ids = {arch_key(ev.architecture): f'src#{ev.parameter_id}' for ev in store.evaluations(experiment_id='src')}
+    search_ids = {arch_key(ev.architecture): f'src#{ev.proposal_id}' for ev in store.evaluations(experiment_id='src')}
     assert rows[0][5] == search_ids[arch_key(archs[1])]
 
 

@@ -210,7 +210,7 @@ def test_kernel_change_shares_nothing_in_that_layer(space):
     for k, v in child.state_dict().items():
         if k.startswith('blocks.4.'):
             assert torch.equal(v, fresh[k]), k
-    # centre option (methods.md 2.3): 5x5 parent kernel sits in the centre of the 7x7 child kernel
+    # centre option (docs/fidelity.md, EAT-NAS): 5x5 parent kernel sits in the centre of the 7x7 child kernel
     child2 = _net(space, child_arch, 1)
     share_state(child2, parent.state_dict(), m.share_plan(child_arch, parent_arch, kernel_mismatch='center'))
     assert torch.equal(child2.state_dict()['blocks.4.0.body.3.weight'][:, :, 1:6, 1:6],

@@ -186,7 +186,7 @@ def test_seed_from_store_picks_the_best_of_the_best_population(tmp_path):
     dst = EATNASStrategy(make_info(), seed=0, population=4, sample=2,
                          seed_from={'experiment': 'src', 'store': str(tmp_path / 'store.db')})
     assert dst.seed_info['architecture'] == best['architecture']
-    assert dst.seed_info['source'] == {'experiment_id': 'src', 'parameter_id': best['id']}
+    assert dst.seed_info['source'] == {'experiment_id': 'src', 'proposal_id': best['id']}
     # without seed_from.store: the experiment's own store (classArgs.store through the context) ...
     ctx = StrategyContext(store=str(tmp_path / 'store.db'), dataset='digits')
     via_ctx = EATNASStrategy(make_info(), seed=0, population=4, sample=2, seed_from={'experiment': 'src'}, context=ctx)

@@ -16,7 +16,7 @@ def test_op_sets_and_vocabulary():
     assert (len(OP_SETS['xfernas']), len(OP_SETS['naonet']), len(OP_SETS['nao_ws'])) == (19, 11, 5)
     g = CellGrammar(5, 'xfernas')
     assert (g.vocab_size, g.seq_len) == (21, 60)
-    # methods.md §3.2 token numbers
+    # the NAO authors' token numbers
     assert g.op_tokens('identity') == (7, 14)
     assert g.op_tokens('min_pool 2x2') == (13, 15)
     assert g.op_tokens('conv 1x7+7x1') == (9, 20)

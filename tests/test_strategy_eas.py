@@ -168,7 +168,7 @@ def test_every_proposal_is_a_valid_network_of_the_space(name):
         freeze(sp, p['architecture'])
 
 
-# ------------------------------------------------------------------ DenseNet space (methods.md §1.7)
+# ------------------------------------------------------------------ DenseNet space (docs/fidelity.md, EAS)
 
 DN_GROWTHS = [4, 6, 8]
 DN_START = {'growths': [[4, 4], [4, 4], [4]], 'stem': 8, 'transitions': [8, 10]}

@@ -43,7 +43,7 @@ def test_tuner_round_trip_and_store(tmp_path, exp_env):
     t.receive_trial_result(1, specs[1], results[1])
     t.receive_trial_result(0, specs[0], results[0])
     t.trial_end(2, False)
-    evs = {e.parameter_id: e for e in KnowledgeStore(tmp_path / 'store.db').evaluations(experiment_id='exp-test')}
+    evs = {e.proposal_id: e for e in KnowledgeStore(tmp_path / 'store.db').evaluations(experiment_id='exp-test')}
     assert evs[0].status == evs[1].status == 'SUCCEEDED' and evs[2].status == 'FAILED'
     assert evs[0].metrics['checkpoint'].endswith('0.pt') and len(evs[0].metrics['sha256']) == 64
     # a new dispatcher (crash + nnictl resume) restores the strategy from the store
@@ -205,7 +205,7 @@ def test_never_more_parameters_than_nni_budget_left(tmp_path, exp_env):
     with pytest.raises(BudgetSpent):
         t.generate_parameters(5)
     rows = KnowledgeStore(tmp_path / 'store.db').evaluations(experiment_id='exp-test')
-    assert [e.parameter_id for e in rows] == [0, 1, 2]
+    assert [e.proposal_id for e in rows] == [0, 1, 2]
     limit['params']['maxTrialNumber'] = 4                # nnictl update trialnum
     assert t.generate_parameters(6)['proposal_id'] == 3   # the batch's second slot, now within the budget
     with pytest.raises(BudgetSpent):

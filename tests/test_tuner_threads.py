@@ -179,7 +179,7 @@ def test_two_nni_threads_every_strategy(tmp_path, monkeypatch, name):
     assert set(s.pending) == never_started, 'a started trial never finished'
     ids = [h['id'] for h in s.history]
     assert len(ids) == len(set(ids)) == nni.submitted       # every started proposal ended exactly once
-    evs = {e.parameter_id: e for e in KnowledgeStore(tmp_path / 'store.db').evaluations(
+    evs = {e.proposal_id: e for e in KnowledgeStore(tmp_path / 'store.db').evaluations(
         experiment_id=f'threads-{name}')}
     assert set(evs) == set(ids) | never_started
     assert all(evs[p].status == 'WAITING' for p in never_started)

@@ -1,7 +1,7 @@
 """Function-preserving Net2Net transforms (Net2WiderNet / Net2DeeperNet) on plain PyTorch modules.
 
 The transforms follow Chen et al. (2016) as used by EAS (Cai et al., 2018) with the
-implementation details of ``design/methods.md`` §1.5–1.6:
+implementation details of the EAS authors' code:
 
 * **wider** — a random index map keeps units ``0..n-1`` and appends ``n'-n`` indices drawn
   uniformly with replacement from the old units. The widened layer's filters (and its own BN's
@@ -477,7 +477,7 @@ def calibrate_inserted(model: nn.Module, batch: torch.Tensor) -> list[_BN]:
     BNs created by :func:`net2deeper_conv` / :func:`net2deeper_linear` carry
     ``needs_calibration = True`` (kept through :func:`gather_bn`). Uncalibrated, they are exact
     eval-mode identities, so all of them can be calibrated together once an episode's deeper
-    steps are done (methods.md §1.6). Each BN's statistics come from its own input, i.e. the new
+    steps are done (as the EAS authors' code does). Each BN's statistics come from its own input, i.e. the new
     identity layer applied to the preceding layer's output — equal to that output when
     ``noise == 0``, and with noise it makes the training-mode normalisation of the batch the
     exact identity. BNs flagged ``'affine'`` keep their eval-mode map instead

@@ -1,6 +1,6 @@
 """EAS (Cai et al., AAAI 2018): episodes of Net2Wider/Net2Deeper transformations of a start network.
 
-Search flow (methods.md §1.8): the start network is trained from scratch once; every episode
+Search flow (the paper's, details in docs/fidelity.md, EAS): the start network is trained from scratch once; every episode
 samples ``networks_per_episode`` children, each a fresh copy of the start network transformed by
 ``wider_steps`` Net2Wider then ``deeper_steps`` Net2Deeper actions; children train from the
 start network's weights (``net2net`` initializer) and their validation accuracy is the reward.
@@ -23,8 +23,8 @@ Space-specific options (``strategy_args``; rejected for a space they do not appl
 
 Spaces: any space whose class has ``eas_operators`` (the space's own grammar: start point, tokens,
 decisions -> ops, ops -> child): ``eas_plain_cnn`` (default 4 wider + 5 deeper steps; ops of
-:func:`nni_xfer.search_spaces.eas_plain_cnn.transform_tokens`) and ``eas_densenet`` (methods.md
-§1.7; default 10 wider + 5 deeper steps). DenseNet ops are those of
+:func:`nni_xfer.search_spaces.eas_plain_cnn.transform_tokens`) and ``eas_densenet`` (default
+10 wider + 5 deeper steps). DenseNet ops are those of
 :func:`nni_xfer.search_spaces.eas_densenet.transform_densenet_arch`: a wider step
 gives ``{'op': 'wider', 'block', 'layer', 'growth'}`` per chosen layer (one step up the growth
 list), a deeper step ``{'op': 'deeper', 'block', 'layer'}`` (duplicate the layer; ``'scheme': 'eq5'``
@@ -121,7 +121,7 @@ class _EASBase(BaseStrategy):
         self.episodes_per_stage = budgets[0] if len(budgets) == 1 else list(budgets)
         self.stage_budgets = budgets
         self.networks_per_episode = check_int(networks_per_episode, 'strategy_args.networks_per_episode', 1)
-        # defaults per space: plain CNN 4 + 5, DenseNet 10 + 5 (methods.md §1.7, §1.8)
+        # defaults per space (the paper's settings): plain CNN 4 + 5, DenseNet 10 + 5
         dw, dd = self.adapter.default_steps
         self.wider_steps = check_int(dw if wider_steps is None else wider_steps, 'strategy_args.wider_steps', 0)
         self.deeper_steps = check_int(dd if deeper_steps is None else deeper_steps, 'strategy_args.deeper_steps', 0)

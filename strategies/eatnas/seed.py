@@ -101,7 +101,7 @@ def _from_store(seed_from: dict, space_name: str, default_store: str | None = No
         if pop:
             ids = {m['id'] for m in pop}
             best = max(pop, key=lambda m: m['score'])
-            chosen = next((e for e in evals if e.parameter_id == best['id'] and e.parameter_id in ids), None)
+            chosen = next((e for e in evals if e.proposal_id == best['id'] and e.proposal_id in ids), None)
         if chosen is None:  # a retraining experiment (nni-xfer eatnas retrain): the best on the test split
             by = 'test_acc' if any(e.metric('test_acc') is not None for e in evals) else 'default'
             chosen = max(evals, key=lambda e: e.metric(by, float('-inf')))
@@ -111,5 +111,5 @@ def _from_store(seed_from: dict, space_name: str, default_store: str | None = No
     if ckpt is not None and not Path(ckpt).is_file():
         raise ConfigError(f'{FIELD}.weights', f'checkpoint of the basic model is gone: {ckpt} (set weights: false)')
     return {'architecture': chosen.architecture, 'checkpoint': ckpt, 'sha256': sha,
-            'source': {'experiment_id': exp, 'parameter_id': chosen.parameter_id},
+            'source': {'experiment_id': exp, 'proposal_id': chosen.proposal_id},
             'acc': chosen.metric('default')}

@@ -146,7 +146,7 @@ class EATNASStrategy(BaseStrategy):
             src = self.seed_info['source']
             _logger.info('eatnas: elastic transfer from %s (basic acc %s), weights %s',
                          'an explicit architecture' if src is None else f"experiment {src['experiment_id']} "
-                         f"trial {src['parameter_id']}", self.seed_info['acc'],
+                         f"proposal {src['proposal_id']}", self.seed_info['acc'],
                          'shared' if self.seed_info['checkpoint'] else 'fresh')
 
     def _parse_seed(self, arch, grammar, field: str) -> dict:

@@ -33,7 +33,7 @@ def _best_evaluations(store: KnowledgeStore, experiment_id: str) -> dict[str, Ev
     if not evs:
         raise ConfigError('experiment', f'no succeeded evaluations of {experiment_id!r} in {store.path}')
     best: dict[str, Evaluation] = {}
-    for e in sorted(evs, key=lambda e: (e.metric('default'), e.parameter_id)):
+    for e in sorted(evs, key=lambda e: (e.metric('default'), e.proposal_id)):
         best.setdefault(arch_key(e.architecture), e)
     return best
 
@@ -55,7 +55,7 @@ def top_chains(store: KnowledgeStore, experiment_id: str, k: int | None = None,
     if keys is None and k is None:
         raise ConfigError('top_k', f'the search {experiment_id!r} saved no final population; give --top-k')
     pool = [e for key, e in best.items() if keys is None or key in keys] or list(best.values())
-    pool.sort(key=lambda e: (e.metric('default'), e.parameter_id))
+    pool.sort(key=lambda e: (e.metric('default'), e.proposal_id))
     out = []
     for e in pool:
         codes = [e.architecture[p] for p in _positions(e.architecture)]

@@ -23,7 +23,7 @@ def modulenet_comparison(evs: list[Evaluation], experiment_id: str | None = None
         rows.append((num(ev.metric('test_acc')), kind, ev, '-'.join(codes)))
     if not rows:
         return []
-    rows.sort(key=lambda r: (-r[0], r[2].parameter_id))
+    rows.sort(key=lambda r: (-r[0], r[2].proposal_id))
     best_orig = max((r[0] for r in rows if r[1] != 'searched'), default=None)
     best_search = max((r[0] for r in rows if r[1] == 'searched'), default=None)
     header = 'ModuleNet: fine-tuned searched chains vs. the original networks (test split)'

@@ -1,6 +1,6 @@
 """NAO controller: encoder, performance predictor, decoder, training and the latent gradient step.
 
-Faithful to methods.md §3.4–3.6 (the NAO authors' code). Pure PyTorch on token sequences; the
+Faithful to the NAO authors' code (choices where it differs from the paper: docs/fidelity.md, NAO). Pure PyTorch on token sequences; the
 grammar of the tokens comes from the search space (:class:`nni_xfer.search_spaces.nasnet_cells.CellGrammar`
 or any object with ``vocab_size``, ``seq_len``, ``decode_masks()`` and ``swap_branches()``).
 

@@ -1,6 +1,6 @@
 """Strategy ``nao``: Neural Architecture Optimization over the ``nasnet_cells`` space.
 
-Search loop (methods.md §3.4–3.6, the authors' code): evaluate ``seed_archs`` random cells (plus
+Search loop (the NAO authors' code; docs/fidelity.md, NAO): evaluate ``seed_archs`` random cells (plus
 any ``initial_dags`` pasted from papers); then ``iterations`` times: train the controller on every
 evaluated architecture (targets min-max scaled), take the ``top_k`` best, step their per-step
 encoder outputs along the predictor's gradient with λ = 1, 2, … until ``new_per_iteration``

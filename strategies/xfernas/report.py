@@ -40,7 +40,7 @@ def xfernas_phases(evs: list[Evaluation], experiment_id: str | None = None,
     lines = [f'XferNAS phases of {experiment_id}:']
     by_phase: dict = {}
     for e in evs:
-        m = meta.get(int(e.parameter_id), {})
+        m = meta.get(int(e.proposal_id), {})
         by_phase.setdefault(m.get('phase', 0 if m.get('role') == 'seed' else None), []).append((e, m))
     for phase in sorted(by_phase, key=lambda p: (p is None, p)):
         rows = by_phase[phase]
@@ -49,9 +49,9 @@ def xfernas_phases(evs: list[Evaluation], experiment_id: str | None = None,
         lines.append(f'  {name}: {len(rows)} trials, best default '
                      f"{'n/a' if best is None else f'{best:.4f}'}")
     lines.append('  trial  phase  role         lambda  default')
-    for e in sorted(evs, key=lambda e: e.parameter_id):
-        m = meta.get(int(e.parameter_id), {})
+    for e in sorted(evs, key=lambda e: e.proposal_id):
+        m = meta.get(int(e.proposal_id), {})
         lam = m.get('lambda')
-        lines.append(f"  {e.parameter_id:5d}  {str(m.get('phase', '-')):5}  {str(m.get('role', '-')):11}  "
+        lines.append(f"  {e.proposal_id:5d}  {str(m.get('phase', '-')):5}  {str(m.get('role', '-')):11}  "
                      f"{'-' if lam is None else f'{lam:6.1f}':>6}  {e.metric('default', float('nan')):.4f}")
     return lines

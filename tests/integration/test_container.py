@@ -187,11 +187,11 @@ def test_eas_children_inherit_across_containers(engine, tmp_path):
     finally:
         nnictl('stop', exp)
     assert [t['status'] for t in ts] == ['SUCCEEDED'] * n, [t['status'] for t in ts]
-    evs = {e.parameter_id: e for e in KnowledgeStore(store_path).evaluations(experiment_id=exp)}
+    evs = {e.proposal_id: e for e in KnowledgeStore(store_path).evaluations(experiment_id=exp)}
     children = [e for e in evs.values() if e.init['kind'] == 'net2net']
     assert len(evs) == n and len(children) == n - 1
     for child in children:
-        parent = evs[child.parent['parameter_id']]
+        parent = evs[child.parent['proposal_id']]
         assert child.init['uri'] == parent.checkpoint   # another container's file, through the shared mount
         assert abs(child.metrics['inherited_acc'] - parent.metrics['val_acc']) <= 0.01, (child, parent)
     assert containers(engine, exp) == []

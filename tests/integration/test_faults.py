@@ -72,10 +72,10 @@ def test_every_strategy_survives_injected_faults(tmp_path, name):
         if len(ts) != BUDGET:
             problems.append(f'{name}: {len(ts)} trials, budget {BUDGET}')
         evs = KnowledgeStore(store_path).evaluations(experiment_id=exp)
-        ids = [e.parameter_id for e in evs]
+        ids = [e.proposal_id for e in evs]
         if len(ids) != len(set(ids)):
             problems.append(f'{name}: a proposal stored twice')
-        not_final = [(e.parameter_id, e.status) for e in evs if e.status not in FINAL]
+        not_final = [(e.proposal_id, e.status) for e in evs if e.status not in FINAL]
         if not_final:
             problems.append(f'{name}: rows without a final status {not_final}')
         by_trial = {t['trialJobId']: t for t in ts}
@@ -85,11 +85,11 @@ def test_every_strategy_survives_injected_faults(tmp_path, name):
         for e in failed:
             t = by_trial.get(e.trial_id)
             if t is None or t['status'] != 'FAILED':
-                problems.append(f'{name}: failed row {e.parameter_id} has trial_id {e.trial_id!r}')
+                problems.append(f'{name}: failed row {e.proposal_id} has trial_id {e.trial_id!r}')
                 continue
             if not (e.error and e.error.startswith('InjectedFault: injected fault at ')
-                    and f'proposal {e.parameter_id})' in e.error):
-                problems.append(f'{name}: failed row {e.parameter_id} error {e.error!r}')
+                    and f'proposal {e.proposal_id})' in e.error):
+                problems.append(f'{name}: failed row {e.proposal_id} error {e.error!r}')
         stored_trials = {e.trial_id for e in evs if e.status in ('SUCCEEDED', 'FAILED')}
         if stored_trials != set(by_trial):
             problems.append(f'{name}: NNI trials {sorted(by_trial)} vs stored {sorted(stored_trials)}')

@@ -119,11 +119,11 @@ def test_kill_dispatcher_then_resume_equals_uninterrupted(tmp_path, monkeypatch,
     evaluated = [e for e in got if e.status in ('SUCCEEDED', 'FAILED')]
     keys = [json.dumps(e.architecture, sort_keys=True) for e in evaluated if e.status == 'SUCCEEDED']
     assert len(keys) == len(set(keys)), 'an architecture was evaluated twice'
-    assert all(e.trial_id for e in evaluated), [(e.parameter_id, e.trial_id) for e in evaluated]
+    assert all(e.trial_id for e in evaluated), [(e.proposal_id, e.trial_id) for e in evaluated]
     assert {e.trial_id for e in evaluated} <= {t['trialJobId'] for t in ts}
 
     def rows(evs, x):
-        return [normalise({'id': e.parameter_id, 'architecture': e.architecture, 'init': e.init,
+        return [normalise({'id': e.proposal_id, 'architecture': e.architecture, 'init': e.init,
                            'status': e.status, 'default': (e.metrics or {}).get('default')}, x)
                 for e in evs if e.status in ('SUCCEEDED', 'FAILED')]
     assert rows(got, exp) == rows(want, ref_exp)          # nothing lost, nothing repeated, same order

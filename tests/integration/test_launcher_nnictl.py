@@ -55,9 +55,9 @@ def test_trials_through_the_warm_launcher(tmp_path):
         e = evs[tid]
         # the trial ran the parameters NNI gave *this* trial
         params = json.loads(t['hyperParameters'][0])['parameters']
-        assert proposal_id_of(params) == e.parameter_id and params['architecture'] == e.architecture
+        assert proposal_id_of(params) == e.proposal_id and params['architecture'] == e.architecture
         trial_log = (exp_dir / tid / 'trial.log').read_text()
-        assert f'[nni-xfer trial {e.parameter_id} ' in trial_log  # prints reach the portal's trial log
+        assert f'[nni-xfer trial {e.proposal_id} ' in trial_log  # prints reach the portal's trial log
         if t['status'] == 'SUCCEEDED':
             m = final_metrics(t)
             assert list(m)[0] == 'default'
@@ -65,7 +65,7 @@ def test_trials_through_the_warm_launcher(tmp_path):
             assert stored == m and set(m) <= set(e.metrics)
             assert e.status == 'SUCCEEDED' and Path(e.checkpoint).is_file()
         else:
-            assert e.parameter_id == 2 and e.status == 'FAILED'
+            assert e.proposal_id == 2 and e.status == 'FAILED'
             assert e.error == 'RuntimeError: mock evaluator: proposal 2 is set to fail (fail_on)'
             stderr = (exp_dir / tid / 'trial.stderr').read_text()
             assert 'nni-xfer trial failed: RuntimeError: mock evaluator: proposal 2' in stderr

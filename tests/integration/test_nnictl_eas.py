@@ -23,11 +23,11 @@ def test_eas_quick_children_inherit_parent_accuracy(tmp_path):
     finally:
         nnictl('stop', exp)
     assert [t['status'] for t in ts] == ['SUCCEEDED'] * n, [t['status'] for t in ts]
-    evs = {e.parameter_id: e for e in KnowledgeStore(store_path).evaluations(experiment_id=exp)}
+    evs = {e.proposal_id: e for e in KnowledgeStore(store_path).evaluations(experiment_id=exp)}
     assert len(evs) == n and all(e.status == 'SUCCEEDED' for e in evs.values())
     children = [e for e in evs.values() if e.init['kind'] == 'net2net']
     assert len(children) == n - 1
     for child in children:
-        parent = evs[child.parent['parameter_id']]
+        parent = evs[child.parent['proposal_id']]
         assert abs(child.metrics['inherited_acc'] - parent.metrics['val_acc']) <= 0.01, (child, parent)
     assert all(final_metrics(t)['default'] > 0.5 for t in ts)

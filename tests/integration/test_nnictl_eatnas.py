@@ -34,7 +34,7 @@ def _run(tmp_path, name, n, class_args):
         nnictl('stop', exp)
     assert [t['status'] for t in ts] == ['SUCCEEDED'] * n, [t['status'] for t in ts]
     # a proposal the tuner answered after the budget was spent stays WAITING: count the finished ones
-    evs = {e.parameter_id: e for e in KnowledgeStore(tmp_path / 'store.db').evaluations(
+    evs = {e.proposal_id: e for e in KnowledgeStore(tmp_path / 'store.db').evaluations(
         experiment_id=exp, status='SUCCEEDED')}
     assert len(evs) == n
     return exp, evs
@@ -48,7 +48,7 @@ def test_eatnas_source_search_then_elastic_transfer(tmp_path):
     children = [e for e in evs.values() if e.init['kind'] == 'eatnas_share']
     assert len(children) == 1  # P = 2 random initial members, then 1 mutated child
     for c in children:
-        assert c.parent['experiment_id'] == src and c.parent['parameter_id'] in evs
+        assert c.parent['experiment_id'] == src and c.parent['proposal_id'] in evs
         assert 0 < c.metrics['shared_fraction'] <= 1 and 0 <= c.metrics['inherited_acc'] <= 1
     dst_args = copy.deepcopy(src_args)
     dst_args.update(dataset='synthetic', dataset_args={'num_classes': 4, 'image_size': 8, 'num_samples': 256})
@@ -61,7 +61,7 @@ def test_eatnas_source_search_then_elastic_transfer(tmp_path):
         assert 0 < e.metrics['shared_fraction'] < 1  # classifier re-initialised (4 classes, not 10)
         assert 'inherited_acc' in e.metrics
         if e.init.get('parent'):  # the initial population: parent = the source's basic model
-            assert e.init['parent']['experiment_id'] == src and e.init['parent']['parameter_id'] in evs
+            assert e.init['parent']['experiment_id'] == src and e.init['parent']['proposal_id'] in evs
         else:  # mutated children: parent within the target search
             assert e.parent['experiment_id'] == dst
     assert sum(1 for e in evs2.values() if e.init.get('parent')) == 2

@@ -33,7 +33,7 @@ def test_quick_random_search_local(tmp_path):
     assert [e.status for e in evs] == ['SUCCEEDED'] * 3
     assert {e.trial_id for e in evs} == {t['trialJobId'] for t in ts}
     for e in evs:  # checkpoint and sha256 reach the store through the trial's artifacts file
-        assert e.checkpoint.endswith(f'/{exp}/{e.parameter_id}.pt') and len(e.sha256) == 64
+        assert e.checkpoint.endswith(f'/{exp}/{e.proposal_id}.pt') and len(e.sha256) == 64
         assert e.metrics['checkpoint'] == e.checkpoint and e.metrics['sha256'] == e.sha256
     assert len({str(sorted(e.architecture.items())) for e in evs}) == 3
 
@@ -46,7 +46,7 @@ def test_resume_loses_nothing_and_repeats_nothing(tmp_path):
         wait(port, lambda s, ts: sum(t['status'] == 'SUCCEEDED' for t in ts) >= 2, timeout=600)
     finally:
         nnictl('stop', exp)
-    before = {e.parameter_id: e for e in KnowledgeStore(store_path).evaluations(experiment_id=exp, status='SUCCEEDED')}
+    before = {e.proposal_id: e for e in KnowledgeStore(store_path).evaluations(experiment_id=exp, status='SUCCEEDED')}
     assert len(before) >= 2
     port2 = free_port()
     nnictl('resume', exp, '--port', str(port2))
@@ -56,7 +56,7 @@ def test_resume_loses_nothing_and_repeats_nothing(tmp_path):
     finally:
         nnictl('stop', exp)
     after = KnowledgeStore(store_path).evaluations(experiment_id=exp, status='SUCCEEDED')
-    by_id = {e.parameter_id: e for e in after}
+    by_id = {e.proposal_id: e for e in after}
     for pid, e in before.items():  # nothing completed is lost or changed
         assert by_id[pid].metrics == e.metrics
     assert len(after) > len(before)  # the resumed search went on
@@ -74,7 +74,7 @@ def test_crashing_trial_is_failed_and_search_goes_on(tmp_path):
     finally:
         nnictl('stop', exp)
     assert sorted(t['status'] for t in ts) == ['FAILED', 'SUCCEEDED', 'SUCCEEDED', 'SUCCEEDED']
-    evs = {e.parameter_id: e for e in KnowledgeStore(store_path).evaluations(experiment_id=exp)}
+    evs = {e.proposal_id: e for e in KnowledgeStore(store_path).evaluations(experiment_id=exp)}
     assert evs[1].status == 'FAILED' and evs[1].error
     assert sum(e.status == 'SUCCEEDED' for e in evs.values()) == 3
 
