@@ -1,7 +1,15 @@
-"""Benchmark (not a test): how many trials to pack on one GPU (issue 13).
+"""Benchmark (not a test): how many trials to pack on one GPU (issues 13 and 23).
 
+    python benchmarks/bench_gpu_packing.py --config exp.yml [--config other.yml] [--counts 1,2,4,8]
     python benchmarks/bench_gpu_packing.py [--counts 1,2,4,8] [--samples 20000] [--epochs 2]
                                            [--image-size 32] [--batch-size 128] [--device cuda]
+
+``--config exp.yml`` (issue 23): the network that experiment would train — its space and
+``space_args``, the space's start/example architecture (``space_info(...).extra['example']``, else
+``space.example()``), the image shape and class count of its dataset (``dataset_info``; the images
+themselves are synthetic), and its evaluator's training settings (``evaluator_args``: batch size,
+AMP, cutout, drop-path, auxiliary head, ``channels_last``, ``compile``...; ``--epochs`` and
+``--samples`` keep the measurement short). The suggestion is then for that network.
 
 For the network of every quick configuration (``nni_xfer.testing.quick``: one row per distinct
 space + space_args, built on a CIFAR-shaped ``synthetic`` set, the space's example architecture),
@@ -13,7 +21,8 @@ training at one shared instant. The suggested ``maxTrialNumberPerGpu`` is the la
 per-trial speed stays >= ``--keep`` (0.8) of the single trial's: trials then finish about as fast
 as alone while the GPU does more work.
 
-Without CUDA it prints why and exits 0; ``--device cpu`` runs it on the CPU (a smoke run of the
+Without CUDA it prints the networks it would measure (parameters, input shape, settings), says that
+there is no GPU and exits 0; ``--device cpu`` runs it on the CPU (a smoke run of the
 script, not a packing measurement). Run it on the GPU and model size you use, then set
 ``maxTrialNumberPerGpu`` (and ``trialConcurrency`` = GPUs x that) in your ``exp.yml``
 (see ``examples/training_services/local_gpu.yml``).
@@ -38,20 +47,11 @@ def worker(cfg: dict) -> None:
     import torch
 
     from nni_xfer.datasets import load_dataset
-    from nni_xfer.errors import ConfigError
-    from nni_xfer.space import build_space, example_sample, freeze, space_info
-    from nni_xfer.trainer import TrainConfig, Trainer
+    from nni_xfer.trainer import Trainer
 
-    dargs = {'num_samples': cfg['samples'], 'image_size': cfg['image_size'], 'in_channels': 3,
-             'num_classes': 10}
-    splits = load_dataset('synthetic', **dargs)
-    space = build_space(cfg['space'], cfg['space_args'], splits.info)
-    sample = space_info(cfg['space'], cfg['space_args'], space).extra.get('example') or space.example()
-    try:
-        model = freeze(space, sample)
-    except ConfigError:  # an example written for the space's default arguments: first choices instead
-        model = freeze(space, example_sample(space))
-    trainer = Trainer(TrainConfig(epochs=cfg['epochs'], batch_size=cfg['batch_size'], device=cfg['device']))
+    splits = load_dataset('synthetic', **synthetic_args(cfg))
+    model = build_model(cfg, splits.info)
+    trainer = Trainer(train_config(cfg))
     if trainer.device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats()
     while time.time() < cfg['start_at']:
@@ -59,6 +59,75 @@ def worker(cfg: dict) -> None:
     result = trainer.fit(model, splits)
     peak = torch.cuda.max_memory_reserved() / 2 ** 20 if trainer.device.type == 'cuda' else 0.0
     print('RESULT ' + json.dumps({'images_per_second': result.images_per_second, 'peak_mib': peak}), flush=True)
+
+
+def synthetic_args(cfg: dict) -> dict:
+    """A CIFAR-shaped synthetic set, or one shaped like the config's dataset (``cfg['shape']``)."""
+    c, size, classes = cfg.get('shape') or (3, cfg['image_size'], 10)
+    return {'num_samples': cfg['samples'], 'image_size': size, 'in_channels': c, 'num_classes': classes}
+
+
+def build_model(cfg: dict, info):
+    """The network a trial of ``cfg`` trains: its space's start/example architecture."""
+    from nni_xfer.errors import ConfigError
+    from nni_xfer.space import build_space, example_sample, freeze, space_info
+
+    space = build_space(cfg['space'], cfg['space_args'], info)
+    sample = space_info(cfg['space'], cfg['space_args'], space).extra.get('example') or space.example()
+    try:
+        return freeze(space, sample)
+    except ConfigError:  # an example written for the space's default arguments: first choices instead
+        return freeze(space, example_sample(space))
+
+
+def train_config(cfg: dict):
+    """The trainer settings: the config's ``evaluator_args`` (if any) with the benchmark's epochs and
+    device; else the defaults at ``--batch-size``."""
+    from nni_xfer.trainer import TrainConfig
+
+    args = dict(cfg.get('evaluator_args') or {'batch_size': cfg['batch_size']})
+    args.pop('test', None)
+    args.pop('fault', None)
+    args.update(epochs=cfg['epochs'], device=cfg['device'])
+    return TrainConfig.from_dict(args)
+
+
+def config_cases(paths: list[str]) -> list[dict]:
+    """One case per ``exp.yml``: what its trials would train."""
+    import yaml
+
+    from nni_xfer.datasets import dataset_info
+
+    rows = []
+    for path in paths:
+        raw = yaml.safe_load(Path(path).read_text())
+        args = ((raw or {}).get('tuner') or {}).get('classArgs') or {}
+        for key in ('space', 'dataset'):
+            if key not in args:
+                raise SystemExit(f'{path}: tuner.classArgs.{key} is missing')
+        info = dataset_info(args['dataset'], **(args.get('dataset_args') or {}))
+        evaluator = args.get('evaluator', 'train')
+        rows.append({'space': args['space'], 'space_args': args.get('space_args') or {},
+                     'shape': [info.in_channels, info.image_size, info.num_classes],
+                     'evaluator_args': args.get('evaluator_args') or {} if evaluator == 'train' else None,
+                     'label': f'{path}: {args["space"]} on {info.name} ({info.in_channels}x{info.image_size}x'
+                              f'{info.image_size}, {info.num_classes} classes), evaluator {evaluator}'})
+    return rows
+
+
+def describe(case: dict, args) -> str:
+    """Parameters of the case's network and the trainer settings it would use (no GPU needed)."""
+    from nni_xfer.datasets import dataset_info
+
+    cfg = {**case, 'samples': 16, 'image_size': args.image_size, 'epochs': args.epochs,
+           'batch_size': args.batch_size, 'device': 'cpu'}
+    info = dataset_info('synthetic', **synthetic_args(cfg))
+    model = build_model(cfg, info)
+    params = sum(p.numel() for p in model.parameters())
+    tc = train_config(cfg)
+    return (f'  network: {type(model).__name__}, {params:,} parameters, input {info.in_channels}x'
+            f'{info.image_size}x{info.image_size}; batch {tc.batch_size}, amp {tc.amp}, channels_last '
+            f'{tc.channels_last}, compile {tc.compile}')
 
 
 def run_count(case: dict, k: int, args, env: dict) -> list[dict]:
@@ -104,30 +173,46 @@ def main() -> None:
     ap.add_argument('--keep', type=float, default=0.8, help='per-trial speed kept for the suggestion')
     ap.add_argument('--lead', type=float, default=20.0, help='seconds for workers to start before training')
     ap.add_argument('--spaces', help='comma-separated spaces to keep (default: every quick configuration)')
+    ap.add_argument('--config', action='append', default=[],
+                    help='an exp.yml: measure the network it trains (repeatable; default: the quick configurations)')
     args = ap.parse_args()
     if args.worker:
         worker(json.loads(args.worker))
         return
+    from nni_xfer.known_warnings import filter_known_warnings
+    filter_known_warnings()
+    env = dict(os.environ, NNI_XFER_HOME=os.environ.get('NNI_XFER_HOME') or tempfile.mkdtemp(prefix='bench_pack_'))
+    os.environ['NNI_XFER_HOME'] = env['NNI_XFER_HOME']
+    if args.config:
+        rows = config_cases(args.config)
+    else:
+        rows = [c for c in cases() if not args.spaces or c['space'] in args.spaces.split(',')]
+        for c in rows:
+            c['label'] = f'{c["space"]} {json.dumps(c["space_args"])} (quick config of {", ".join(c["strategies"])})'
     if args.device == 'cuda':
         import torch
         if not torch.cuda.is_available():
-            print('bench_gpu_packing: CUDA is not available on this machine; nothing measured '
-                  '(use --device cpu for a smoke run of the script)')
+            print('bench_gpu_packing: no GPU (CUDA is not available on this machine); nothing measured. '
+                  'The networks it would pack (--device cpu runs a smoke test of the script):')
+            for case in rows:
+                print(case['label'])
+                print(describe(case, args))
             return
         gpu = torch.cuda.get_device_name(0)
     else:
         gpu = 'CPU (smoke run, not a packing measurement)'
     counts = [int(c) for c in args.counts.split(',')]
-    env = dict(os.environ, NNI_XFER_HOME=os.environ.get('NNI_XFER_HOME') or tempfile.mkdtemp(prefix='bench_pack_'))
-    rows = [c for c in cases() if not args.spaces or c['space'] in args.spaces.split(',')]
-    print(f'device: {gpu}; {args.samples} CIFAR-shaped synthetic images x {args.epochs} epochs per trial, '
-          f'batch {args.batch_size}, Trainer defaults (AMP on CUDA, augmentation)')
+    print(f'device: {gpu}; {args.samples} synthetic images (each case\'s shape) x {args.epochs} epochs per trial; '
+          f'quick configurations: batch {args.batch_size}, Trainer defaults (AMP on CUDA, augmentation); '
+          f'--config: its evaluator_args')
     for case in rows:
-        print(f'\n{case["space"]} {json.dumps(case["space_args"])} (quick config of {", ".join(case["strategies"])})')
+        print(f'\n{case["label"]}')
+        print(describe(case, args))
         print(f'{"trials":>6} {"aggregate img/s":>16} {"per trial":>10} {"vs 1 alone":>10} {"peak MiB/trial":>15}')
         single, best = None, 1
         for k in counts:
-            res = run_count({'space': case['space'], 'space_args': case['space_args']}, k, args, env)
+            res = run_count({k2: case[k2] for k2 in ('space', 'space_args', 'shape', 'evaluator_args') if k2 in case},
+                            k, args, env)
             agg = sum(r['images_per_second'] for r in res)
             per = agg / k
             single = single if single is not None else per
