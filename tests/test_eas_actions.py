@@ -12,7 +12,7 @@ import torch
 from nni_xfer.errors import ConfigError
 from nni_xfer.search_spaces.eas_plain_cnn import PlainEASOps, block_layout, deeper_ops, parse_layers
 from nni_xfer.space import build_space, freeze
-from nni_xfer.strategies.eas import EAS, EASRandom
+from nni_xfer.strategies.eas import EASStrategy, EASRandomStrategy
 from nni_xfer.strategy import SpaceInfo
 from nni_xfer.testing.strategy_contract import drive
 from nni_xfer.transfer.net2net import calibrate_inserted
@@ -53,7 +53,7 @@ def episode_orders(strategy, proposals: int) -> list[list[list[str]]]:
 # --------------------------------------------------------------------------- item 7: interleaving
 
 def test_random_baseline_interleaves_wider_and_deeper_per_episode():
-    s = EASRandom(space(), seed=3, networks_per_episode=3, wider_steps=3, deeper_steps=3, episodes_per_stage=20)
+    s = EASRandomStrategy(space(), seed=3, networks_per_episode=3, wider_steps=3, deeper_steps=3, episodes_per_stage=20)
     assert s.action_order == 'interleaved'
     orders = episode_orders(s, 25)
     assert len(orders) >= 6
@@ -68,16 +68,16 @@ def test_random_baseline_interleaves_wider_and_deeper_per_episode():
 
 
 def test_sequential_order_is_the_old_behaviour_and_bad_order_is_named():
-    s = EASRandom(space(), seed=3, networks_per_episode=2, wider_steps=2, deeper_steps=3, action_order='sequential')
+    s = EASRandomStrategy(space(), seed=3, networks_per_episode=2, wider_steps=2, deeper_steps=3, action_order='sequential')
     orders = episode_orders(s, 7)
     assert len(orders) >= 3 and all(o == ['wider'] * 2 + ['deeper'] * 3 for batch in orders for o in batch)
     with pytest.raises(ConfigError, match='^strategy_args.action_order'):
-        EASRandom(space(), action_order='shuffled')
+        EASRandomStrategy(space(), action_order='shuffled')
 
 
 def test_state_round_trip_mid_episode_and_old_states_load():
     def make():
-        return EASRandom(space(), seed=5, networks_per_episode=4, wider_steps=2, deeper_steps=2)
+        return EASRandomStrategy(space(), seed=5, networks_per_episode=4, wider_steps=2, deeper_steps=2)
     a = make()
     drive(a, 3, metrics=metrics)                      # start + 2 children: mid-episode
     state = copy.deepcopy(a.state_dict())
@@ -95,7 +95,7 @@ def test_state_round_trip_mid_episode_and_old_states_load():
 
 # --------------------------------------------------------------------------- item 8: robustness
 
-@pytest.mark.parametrize('cls', [EASRandom, EAS])
+@pytest.mark.parametrize('cls', [EASRandomStrategy, EASStrategy])
 def test_start_with_more_than_four_pools_and_no_fc(cls):
     """Six pools (the controller's block head grows to 7) and no FC: every proposal is a valid network,
     deeper actions reach the 5th/6th conv blocks, and children gain FC layers of listed widths."""
@@ -142,23 +142,23 @@ def test_fc_block_modes():
     assert paper.apply({'layers': START}, ops)['layers'][-2:] == ['fc-64', 'fc-64']
     code = PlainEASOps(space())
     assert code.layout(START)[-1] == [6]             # the authors' code: after an FC only
-    s = EAS(space(), seed=0, networks_per_episode=2, wider_steps=1, deeper_steps=2, fc_block='paper')
+    s = EASStrategy(space(), seed=0, networks_per_episode=2, wider_steps=1, deeper_steps=2, fc_block='paper')
     assert s.policy.controller.grammar.fc_block == 'paper'   # the controller reads the space's grammar
     drive(s, 5, metrics=metrics)
     with pytest.raises(ConfigError, match='^strategy_args.fc_block'):
-        EASRandom(space(), fc_block='always')
+        EASRandomStrategy(space(), fc_block='always')
     dense = SpaceInfo('eas_densenet', {}, {}, extra={
         'kind': 'eas_densenet', 'start': {'growths': [[4], [4]], 'stem': 8, 'transitions': [8]},
         'growth_rates': [4, 6]})
     with pytest.raises(ConfigError, match="^strategy_args.fc_block: has no effect with space 'eas_densenet'"):
-        EASRandom(dense, fc_block='paper')
+        EASRandomStrategy(dense, fc_block='paper')
 
 
 def test_fc_less_start_needs_an_fc_width_for_the_pooled_channels():
     small = dict(LIMITS, fc_units=[32, 64])           # conv widths go up to 128
     with pytest.raises(ConfigError, match='^space_args.fc_units'):
-        EASRandom(space(['conv-16-3', 'pool'], **small))
-    EASRandom(space(['conv-16-3', 'pool', 'fc-32'], **small))     # has an FC: the gpool is never offered
+        EASRandomStrategy(space(['conv-16-3', 'pool'], **small))
+    EASRandomStrategy(space(['conv-16-3', 'pool', 'fc-32'], **small))     # has an FC: the gpool is never offered
 
 
 def test_check_accepts_such_starts(tmp_path):

@@ -16,7 +16,7 @@ import torch.nn as nn
 from nni_xfer.errors import ConfigError
 from nni_xfer.search_spaces.eas_densenet import DenseNetBC, transform_densenet, transform_densenet_arch
 from nni_xfer.space import build_space, freeze
-from nni_xfer.strategies.eas import EASRandom
+from nni_xfer.strategies.eas import EASRandomStrategy
 from nni_xfer.strategy import SpaceInfo
 from nni_xfer.transfer.densenet import (_consumer_norms, densenet_deeper, densenet_deeper_eq5, densenet_widen_stem,
                                         densenet_widen_transition, densenet_wider, eq5_cuts)
@@ -218,20 +218,20 @@ def _dense_space() -> SpaceInfo:
 
 
 def test_strategy_option_reaches_the_ops_and_is_checked():
-    s = EASRandom(_dense_space(), seed=0, networks_per_episode=3, wider_steps=1, deeper_steps=2,
-                  dense_deeper='eq5')
+    s = EASRandomStrategy(_dense_space(), seed=0, networks_per_episode=3, wider_steps=1, deeper_steps=2,
+                          dense_deeper='eq5')
     child = s._sample_child()
     deeper = [op for op in child['ops'] if op['op'] == 'deeper']
     assert len(deeper) == 2 and all(op['scheme'] == 'eq5' for op in deeper)
-    default = EASRandom(_dense_space(), seed=0, networks_per_episode=3, wider_steps=1, deeper_steps=2)
+    default = EASRandomStrategy(_dense_space(), seed=0, networks_per_episode=3, wider_steps=1, deeper_steps=2)
     assert all('scheme' not in op for op in default._sample_child()['ops'])  # duplicate: ops as before
     with pytest.raises(ConfigError, match='^strategy_args.dense_deeper'):
-        EASRandom(_dense_space(), dense_deeper='identity')
+        EASRandomStrategy(_dense_space(), dense_deeper='identity')
     plain = SpaceInfo('eas_plain_cnn', {}, {}, extra={
         'kind': 'eas_plain_cnn', 'start': {'layers': ['conv-16-3', 'pool', 'fc-64']}, 'conv_widths': [16, 32],
         'kernels': [3], 'fc_units': [64]})
     with pytest.raises(ConfigError, match="^strategy_args.dense_deeper: has no effect with space 'eas_plain_cnn'"):
-        EASRandom(plain, dense_deeper='eq5')
+        EASRandomStrategy(plain, dense_deeper='eq5')
 
 
 class _Quiet(Reporter):

@@ -3,9 +3,10 @@ import pytest
 import yaml
 
 from nni_xfer.errors import ConfigError
+from nni_xfer.stages import write_stage_config
 from nni_xfer.store import KnowledgeStore, arch_key
-from nni_xfer.strategies.eas import EASRandom
-from nni_xfer.strategies.eas.finalize import finalize_config, write_config
+from nni_xfer.strategies.eas import EASRandomStrategy
+from nni_xfer.strategies.eas.finalize import finalize_config
 from nni_xfer.testing.strategy_contract import drive
 
 from test_strategy_eas import eas_metrics, eas_space
@@ -14,8 +15,8 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures('one_torch_threa
 
 
 def _search(tmp_path):
-    s = EASRandom(eas_space(), seed=3, networks_per_episode=3, wider_steps=1, deeper_steps=1,
-                  episodes_per_stage=[2, 2], stage_epochs=4)
+    s = EASRandomStrategy(eas_space(), seed=3, networks_per_episode=3, wider_steps=1, deeper_steps=1,
+                          episodes_per_stage=[2, 2], stage_epochs=4)
     props = drive(s, 200, metrics=eas_metrics)
     assert s.done
     store = KnowledgeStore(tmp_path / 'store.db')
@@ -56,7 +57,7 @@ def test_finalize_takes_the_last_stages_top_networks_from_their_checkpoints(tmp_
     kargs = keep['tuner']['classArgs']
     assert 'inits' not in kargs['strategy_args'] and kargs['strategy_args']['init'] == {'kind': 'fresh'}
     assert kargs['dataset_args'] == {'val_size': 0.2}
-    out = write_config(tmp_path / 'out' / 'final.yml', cfg, path)
+    out = write_stage_config(tmp_path / 'out' / 'final.yml', cfg, path)
     written = yaml.safe_load(out.read_text())
     assert written['trialCodeDirectory'] == str(tmp_path.resolve())
     from nni_xfer.config import check_config

@@ -11,7 +11,8 @@ from nni_xfer.store import KnowledgeStore, arch_key
 from nni_xfer.strategy import StrategyContext
 from nni_xfer.strategies.eatnas import EATNASStrategy
 from nni_xfer.strategies.eatnas.report import trials_to_reach
-from nni_xfer.strategies.eatnas.retrain import retrain_config, write_config
+from nni_xfer.stages import write_stage_config
+from nni_xfer.strategies.eatnas.retrain import retrain_config
 from nni_xfer.testing.strategy_contract import drive
 
 from test_eatnas_strategy import SMALL, fake_metrics, make_info
@@ -72,7 +73,7 @@ def test_retrain_takes_the_top_k_of_the_best_quality_population(tmp_path):
     assert a2['strategy_args']['inits'] == [{'kind': 'checkpoint', 'uri': x['checkpoint']} for x in final]
     assert a2['dataset_args'] == {'val_size': 0.2}
     assert a2['evaluator_args']['lr'] == 0.0125 and a2['evaluator_args']['cutout'] == 16
-    out = write_config(tmp_path / 'out' / 'retrain.yml', cfg, path)
+    out = write_stage_config(tmp_path / 'out' / 'retrain.yml', cfg, path)
     written = yaml.safe_load(out.read_text())
     assert written['trialCodeDirectory'] == str(tmp_path.resolve())
 

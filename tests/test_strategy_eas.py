@@ -6,7 +6,7 @@ import torch
 from nni_xfer.errors import ConfigError
 from nni_xfer.search_spaces.eas_densenet import densenet_finish_ops
 from nni_xfer.search_spaces.eas_plain_cnn import block_layout
-from nni_xfer.strategies.eas import EASRandom
+from nni_xfer.strategies.eas import EASRandomStrategy
 from nni_xfer.strategy import SpaceInfo
 from nni_xfer.testing.strategy_contract import StrategyContract, drive
 
@@ -42,8 +42,8 @@ class TestEASRandomContract(StrategyContract):
 
     @pytest.fixture
     def make(self):
-        return lambda space, seed: EASRandom(space, seed=seed, networks_per_episode=4, wider_steps=2,
-                                             deeper_steps=2, episodes_per_stage=50)
+        return lambda space, seed: EASRandomStrategy(space, seed=seed, networks_per_episode=4, wider_steps=2,
+                                                     deeper_steps=2, episodes_per_stage=50)
 
 
 @pytest.mark.timeout(60)
@@ -53,8 +53,8 @@ def test_block_layout():
 
 @pytest.mark.timeout(60)
 def test_episode_structure_and_lineage():
-    s = EASRandom(eas_space(), seed=0, networks_per_episode=3, wider_steps=1, deeper_steps=1,
-                  episodes_per_stage=2, stages=2, stage_epochs=7)
+    s = EASRandomStrategy(eas_space(), seed=0, networks_per_episode=3, wider_steps=1, deeper_steps=1,
+                          episodes_per_stage=2, stages=2, stage_epochs=7)
     props = drive(s, 100, metrics=eas_metrics)
     roles = [p['meta']['role'] for p in props]
     assert roles[0] == 'start' and 'stage_best' in roles and s.done
@@ -72,8 +72,8 @@ def test_episode_structure_and_lineage():
 def test_per_stage_budgets_are_honoured():
     """episodes_per_stage as a list (paper: [30, 15]): each stage runs its own number of episodes, the
     stage best trains stage_epochs more between stages and is the next stage's start point."""
-    s = EASRandom(eas_space(), seed=0, networks_per_episode=3, wider_steps=1, deeper_steps=1,
-                  episodes_per_stage=[3, 1], stage_epochs=5)
+    s = EASRandomStrategy(eas_space(), seed=0, networks_per_episode=3, wider_steps=1, deeper_steps=1,
+                          episodes_per_stage=[3, 1], stage_epochs=5)
     assert s.stages == 2 and s.stage_budgets == [3, 1]
     props = drive(s, 200, metrics=eas_metrics)
     assert s.done
@@ -87,22 +87,22 @@ def test_per_stage_budgets_are_honoured():
     assert all(p['parent'] == best['id'] for p in children if p['meta']['stage'] == 1)
     assert len([p for p in children if p['meta']['stage'] == 0]) <= 9   # 3 episodes x 3 networks (cache may skip)
     # an int budget still means the same number of episodes per stage
-    s2 = EASRandom(eas_space(), seed=0, networks_per_episode=2, wider_steps=1, deeper_steps=0,
-                   episodes_per_stage=2, stages=2, stage_epochs=3)
+    s2 = EASRandomStrategy(eas_space(), seed=0, networks_per_episode=2, wider_steps=1, deeper_steps=0,
+                           episodes_per_stage=2, stages=2, stage_epochs=3)
     drive(s2, 200, metrics=eas_metrics)
     assert [e['stage'] for e in s2.episode_log()] == [0, 0, 1, 1]
     with pytest.raises(ConfigError, match=r'^strategy_args\.stages: 3 contradicts'):
-        EASRandom(eas_space(), episodes_per_stage=[3, 1], stages=3)
+        EASRandomStrategy(eas_space(), episodes_per_stage=[3, 1], stages=3)
     with pytest.raises(ConfigError, match=r'^strategy_args\.episodes_per_stage\[1\]'):
-        EASRandom(eas_space(), episodes_per_stage=[3, 0])
+        EASRandomStrategy(eas_space(), episodes_per_stage=[3, 0])
     with pytest.raises(ConfigError, match=r'^strategy_args\.stage_epochs: has no effect with one stage'):
-        EASRandom(eas_space(), episodes_per_stage=30, stage_epochs=300)
+        EASRandomStrategy(eas_space(), episodes_per_stage=30, stage_epochs=300)
 
 
 @pytest.mark.timeout(60)
 def test_cache_never_trains_a_child_twice():
-    s = EASRandom(eas_space(), seed=1, networks_per_episode=6, wider_steps=0, deeper_steps=1,
-                  episodes_per_stage=5)
+    s = EASRandomStrategy(eas_space(), seed=1, networks_per_episode=6, wider_steps=0, deeper_steps=1,
+                          episodes_per_stage=5)
     props = drive(s, 200, metrics=eas_metrics)
     keys = [tuple(p['architecture']['layers']) for p in props]
     assert len(keys) == len(set(keys))
@@ -112,40 +112,40 @@ def test_cache_never_trains_a_child_twice():
 @pytest.mark.timeout(60)
 def test_rejects_non_eas_space_and_bad_args():
     with pytest.raises(ConfigError, match='^space:'):
-        EASRandom(SpaceInfo('simple_cnn', {}, {'a': [1]}))
+        EASRandomStrategy(SpaceInfo('simple_cnn', {}, {'a': [1]}))
     with pytest.raises(ConfigError, match=r'^strategy_args\.networks_per_episode'):
-        EASRandom(eas_space(), networks_per_episode=0)
+        EASRandomStrategy(eas_space(), networks_per_episode=0)
 
 
 @pytest.mark.timeout(120)
 def test_baseline_rule_reaches_the_controller():
-    from nni_xfer.strategies.eas import EAS
-    assert EAS(eas_space(), seed=0).policy.controller.baseline_rule == 'code'
-    s = EAS(eas_space(), seed=0, baseline='paper', baseline_decay=0.9, networks_per_episode=2, wider_steps=1,
-            deeper_steps=0, episodes_per_stage=1)
+    from nni_xfer.strategies.eas import EASStrategy
+    assert EASStrategy(eas_space(), seed=0).policy.controller.baseline_rule == 'code'
+    s = EASStrategy(eas_space(), seed=0, baseline='paper', baseline_decay=0.9, networks_per_episode=2, wider_steps=1,
+                    deeper_steps=0, episodes_per_stage=1)
     assert (s.policy.controller.baseline_rule, s.policy.controller.baseline_decay) == ('paper', 0.9)
     drive(s, 10, metrics=eas_metrics)
     log = s.episode_log()
     assert log[0]['mean_reward'] > 0
     assert log[0]['baseline'] == pytest.approx(0.1 * log[0]['mean_reward'])   # b = 0.9·0 + 0.1·r̄
     with pytest.raises(ConfigError, match=r'^strategy_args\.baseline: .*allowed: code, paper'):
-        EAS(eas_space(), baseline='ema')
+        EASStrategy(eas_space(), baseline='ema')
     with pytest.raises(ConfigError, match=r'^strategy_args\.baseline_decay'):
-        EAS(eas_space(), baseline_decay=1.5)
+        EASStrategy(eas_space(), baseline_decay=1.5)
 
 
 class TestEASContract(TestEASRandomContract):
     @pytest.fixture
     def make(self):
-        from nni_xfer.strategies.eas import EAS
-        return lambda space, seed: EAS(space, seed=seed, networks_per_episode=4, wider_steps=2,
-                                       deeper_steps=2, episodes_per_stage=50)
+        from nni_xfer.strategies.eas import EASStrategy
+        return lambda space, seed: EASStrategy(space, seed=seed, networks_per_episode=4, wider_steps=2,
+                                               deeper_steps=2, episodes_per_stage=50)
 
 
 @pytest.mark.timeout(120)
 def test_rl_controller_is_updated_each_episode():
-    from nni_xfer.strategies.eas import EAS
-    s = EAS(eas_space(), seed=0, networks_per_episode=3, wider_steps=1, deeper_steps=1, episodes_per_stage=3)
+    from nni_xfer.strategies.eas import EASStrategy
+    s = EASStrategy(eas_space(), seed=0, networks_per_episode=3, wider_steps=1, deeper_steps=1, episodes_per_stage=3)
     drive(s, 100, metrics=eas_metrics)
     log = s.episode_log()
     assert len(log) == 3 and all('loss' in e and 'baseline' in e for e in log)
@@ -198,34 +198,34 @@ class TestEASRandomDenseNetContract(StrategyContract):
 
     @pytest.fixture
     def make(self):
-        return lambda space, seed: EASRandom(space, seed=seed, networks_per_episode=4, wider_steps=3,
-                                             deeper_steps=2, episodes_per_stage=50)
+        return lambda space, seed: EASRandomStrategy(space, seed=seed, networks_per_episode=4, wider_steps=3,
+                                                     deeper_steps=2, episodes_per_stage=50)
 
 
 class TestEASDenseNetContract(TestEASRandomDenseNetContract):
     @pytest.fixture
     def make(self):
-        from nni_xfer.strategies.eas import EAS
-        return lambda space, seed: EAS(space, seed=seed, networks_per_episode=4, wider_steps=3,
-                                       deeper_steps=2, episodes_per_stage=50)
+        from nni_xfer.strategies.eas import EASStrategy
+        return lambda space, seed: EASStrategy(space, seed=seed, networks_per_episode=4, wider_steps=3,
+                                               deeper_steps=2, episodes_per_stage=50)
 
 
 @pytest.mark.timeout(60)
 def test_default_steps_per_space_and_kind_check():
-    from nni_xfer.strategies.eas import EAS
-    for cls in (EASRandom, EAS):
+    from nni_xfer.strategies.eas import EASStrategy
+    for cls in (EASRandomStrategy, EASStrategy):
         d, p = cls(dn_space()), cls(eas_space())
         assert (d.wider_steps, d.deeper_steps) == (10, 5) and (p.wider_steps, p.deeper_steps) == (4, 5)
         d = cls(dn_space(), wider_steps=0, deeper_steps=1)
         assert (d.wider_steps, d.deeper_steps) == (0, 1)
     with pytest.raises(ConfigError, match=r'^strategy_args\.wider_steps'):
-        EASRandom(dn_space(), wider_steps=-1)
+        EASRandomStrategy(dn_space(), wider_steps=-1)
     bad = dn_space()
     bad.extra['start'] = {'growths': [[5]], 'stem': 8, 'transitions': []}
     with pytest.raises(ConfigError, match=r'^space_args\.start'):
-        EASRandom(bad)
+        EASRandomStrategy(bad)
     with pytest.raises(ConfigError, match='^space:'):
-        EASRandom(SpaceInfo('x', {}, {}, extra={'kind': 'eas_resnet'}))
+        EASRandomStrategy(SpaceInfo('x', {}, {}, extra={'kind': 'eas_resnet'}))
 
 
 @pytest.mark.timeout(60)
@@ -311,9 +311,9 @@ def test_every_densenet_proposal_is_a_valid_child_of_its_parent(name):
 
 @pytest.mark.timeout(60)
 def test_densenet_multi_stage_cache_and_controller_updates():
-    from nni_xfer.strategies.eas import EAS
-    s = EAS(dn_space(), seed=0, networks_per_episode=3, wider_steps=2, deeper_steps=1, episodes_per_stage=2,
-            stages=2, stage_epochs=7)
+    from nni_xfer.strategies.eas import EASStrategy
+    s = EASStrategy(dn_space(), seed=0, networks_per_episode=3, wider_steps=2, deeper_steps=1, episodes_per_stage=2,
+                    stages=2, stage_epochs=7)
     props = drive(s, 100, metrics=dn_metrics)
     roles = [p['meta']['role'] for p in props]
     assert roles[0] == 'start' and s.done

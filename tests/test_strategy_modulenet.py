@@ -6,7 +6,7 @@ import pytest
 
 from nni_xfer.errors import ConfigError
 from nni_xfer.strategies.fixed import FixedStrategy
-from nni_xfer.strategies.modulenet import ModuleNetNSGA2
+from nni_xfer.strategies.modulenet import ModuleNetStrategy
 from nni_xfer.strategy import SpaceInfo, StrategyError
 from nni_xfer.testing.strategy_contract import StrategyContract, drive, mock_metrics, toy_space
 
@@ -29,7 +29,7 @@ class TestModuleNetContract(StrategyContract):
 
     @pytest.fixture
     def make(self):
-        return lambda space, seed: ModuleNetNSGA2(space, seed=seed, population=4, generations=3)
+        return lambda space, seed: ModuleNetStrategy(space, seed=seed, population=4, generations=3)
 
 
 class TestFixedContract(StrategyContract):
@@ -48,7 +48,7 @@ class TestFixedContract(StrategyContract):
 
 
 def test_converges_towards_the_optimum():
-    s = ModuleNetNSGA2(SPACE, seed=0, population=12, generations=8)
+    s = ModuleNetStrategy(SPACE, seed=0, population=12, generations=8)
     drive(s, 1000, metrics=distance, batch=5)
     assert s.done
     log = s.generation_log()
@@ -61,7 +61,7 @@ def test_converges_towards_the_optimum():
 
 
 def test_failures_count_as_worst_and_search_goes_on():
-    s = ModuleNetNSGA2(SPACE, seed=1, population=6, generations=4)
+    s = ModuleNetStrategy(SPACE, seed=1, population=6, generations=4)
     drive(s, 1000, metrics=distance, fail=lambda i: i % 4 == 0)
     assert s.done
     log = s.generation_log()
@@ -72,7 +72,7 @@ def test_failures_count_as_worst_and_search_goes_on():
 
 def test_multi_objective_keeps_a_front():
     from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
-    s = ModuleNetNSGA2(SPACE, seed=2, population=10, generations=5, objectives=['default', 'params'])
+    s = ModuleNetStrategy(SPACE, seed=2, population=10, generations=5, objectives=['default', 'params'])
     drive(s, 1000, metrics=distance)
     F = np.array([p['objectives'] for p in s.pop])
     front = NonDominatedSorting().do(F, only_non_dominated_front=True)
@@ -82,13 +82,13 @@ def test_multi_objective_keeps_a_front():
 
 def test_population_larger_than_space_evaluates_each_once():
     tiny = SpaceInfo('tiny', {}, {'module_0': ['a', 'b'], 'module_1': ['a', 'b']})
-    s = ModuleNetNSGA2(tiny, seed=0, population=10, generations=3)
+    s = ModuleNetStrategy(tiny, seed=0, population=10, generations=3)
     props = drive(s, 100, metrics=lambda st, a: {'default': float(a['module_0'] == 'a')})
     assert len(props) == 4 and s.done
 
 
 def test_waits_for_the_generation_then_continues():
-    s = ModuleNetNSGA2(SPACE, seed=3, population=3, generations=2)
+    s = ModuleNetStrategy(SPACE, seed=3, population=3, generations=2)
     ps = [s.propose(i) for i in range(3)]
     assert s.propose(3) is None and not s.done    # generation 0 still running
     for i, p in enumerate(ps):
@@ -97,7 +97,7 @@ def test_waits_for_the_generation_then_continues():
 
 
 def test_missing_objective_is_a_protocol_error():
-    s = ModuleNetNSGA2(SPACE, seed=0, population=2, generations=1, objectives=['default', 'flops'])
+    s = ModuleNetStrategy(SPACE, seed=0, population=2, generations=1, objectives=['default', 'flops'])
     p = s.propose(0)
     with pytest.raises(StrategyError, match="objective 'flops'"):
         s.observe(0, {'default': 1.0})
@@ -117,7 +117,7 @@ def test_missing_objective_is_a_protocol_error():
 ])
 def test_bad_arguments_name_the_field(kwargs, field):
     with pytest.raises(ConfigError) as e:
-        ModuleNetNSGA2(toy_space(), **kwargs)
+        ModuleNetStrategy(toy_space(), **kwargs)
     assert str(e.value).startswith(field + ':')
 
 

@@ -10,4 +10,4 @@ operators (their ``eas_operators``); the weights move through the ``net2net`` in
 :mod:`nni_xfer.transfer.net2net`.
 """
 from . import cli, strategy  # noqa: F401  (registers)
-from .strategy import EAS, EASRandom, EASRandomStrategy, EASStrategy  # noqa: F401
+from .strategy import EASRandomStrategy, EASStrategy  # noqa: F401

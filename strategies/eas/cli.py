@@ -4,13 +4,14 @@ from __future__ import annotations
 import argparse
 
 from nni_xfer.registry import COMMANDS
+from nni_xfer.stages import write_stage_config
 
 
 def cmd_eas_finalize(args: argparse.Namespace) -> int:
-    from .finalize import finalize_config, write_config
+    from .finalize import finalize_config
     cfg = finalize_config(args.search_config, args.experiment_id, store=args.store, top_k=args.top_k,
                           epochs=args.epochs, from_scratch=args.from_scratch, full_train=not args.keep_val)
-    out = write_config(args.output, cfg, args.search_config)
+    out = write_stage_config(args.output, cfg, args.search_config)
     n = cfg['maxTrialNumber']
     start = 'fresh weights' if args.from_scratch else 'their search checkpoints'
     print(f'wrote {out}: {n} networks to train for {args.epochs} epochs from {start} (run: nni-xfer run {out})')

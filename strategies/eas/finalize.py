@@ -21,7 +21,7 @@ import yaml
 
 from nni_xfer.errors import ConfigError
 from nni_xfer.store import KnowledgeStore, arch_key
-from nni_xfer.stages import stage_config, write_stage_config
+from nni_xfer.stages import stage_config
 
 EAS_STRATEGIES = ('eas', 'eas_random')
 
@@ -94,6 +94,3 @@ def finalize_config(search_config: str | Path, experiment_id: str, *, store: str
                         name=(f"{raw.get('experimentName', 'EAS')} - final training of the top {len(archs)} "
                               f'of stage {stage + 1} of {experiment_id}'))
 
-
-# the one writer of every method's stage config (kept under this module's old name)
-write_config = write_stage_config

@@ -462,6 +462,3 @@ class EASStrategy(_EASBase):
         return RLPolicy(self.adapter, self.rng, seed=self.seed, lr=self.lr, max_tokens=max_tokens,
                         baseline=self.baseline, baseline_decay=self.baseline_decay)
 
-
-# names before the strategy classes were named <Method>Strategy (kept for one release)
-EAS, EASRandom = EASStrategy, EASRandomStrategy

@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 
 from nni_xfer.registry import COMMANDS
+from nni_xfer.stages import write_stage_config
 
 
 def cmd_eatnas_retrain(args: argparse.Namespace) -> int:
-    from .retrain import retrain_config, write_config
+    from .retrain import retrain_config
     extra = {}
     for key in ('lr', 'batch_size', 'cutout'):
         if getattr(args, key) is not None:
@@ -15,7 +16,7 @@ def cmd_eatnas_retrain(args: argparse.Namespace) -> int:
     cfg = retrain_config(args.search_config, args.experiment_id, store=args.store, top_k=args.top_k,
                          epochs=args.epochs, population=args.population, rank=args.rank,
                          from_search=args.from_search, full_train=not args.keep_val, evaluator_args=extra)
-    out = write_config(args.output, cfg, args.search_config)
+    out = write_stage_config(args.output, cfg, args.search_config)
     n = cfg['maxTrialNumber']
     start = 'their search checkpoints' if args.from_search else 'fresh weights'
     print(f'wrote {out}: the top {n} of the {args.population} population of {args.experiment_id} to train for '

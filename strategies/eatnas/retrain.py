@@ -22,7 +22,7 @@ import yaml
 
 from nni_xfer.errors import ConfigError
 from nni_xfer.store import KnowledgeStore, arch_key
-from nni_xfer.stages import stage_config, write_stage_config
+from nni_xfer.stages import stage_config
 
 POPULATIONS = ('best', 'final')
 RANKS = ('score', 'acc')
@@ -110,6 +110,3 @@ def retrain_config(search_config: str | Path, experiment_id: str, *, store: str 
                         name=(f"{raw.get('experimentName', 'EAT-NAS')} - retraining of the top {len(archs)} "
                               f'of the {what} population of {experiment_id}'))
 
-
-# the one writer of every method's stage config (kept under this module's old name)
-write_config = write_stage_config

@@ -12,4 +12,4 @@ Its space is :mod:`nni_xfer.search_spaces.module_chain`, which reads the knowled
 :mod:`.kb`.
 """
 from . import cli, evaluate, report, strategy  # noqa: F401  (registers)
-from .strategy import ModuleNetNSGA2, ModuleNetStrategy  # noqa: F401
+from .strategy import ModuleNetStrategy  # noqa: F401

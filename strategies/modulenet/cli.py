@@ -6,6 +6,7 @@ from pathlib import Path
 
 from nni_xfer.errors import ConfigError
 from nni_xfer.registry import COMMANDS
+from nni_xfer.stages import write_stage_config
 
 
 def cmd_kb_build(args: argparse.Namespace) -> int:
@@ -29,13 +30,13 @@ def cmd_kb_build(args: argparse.Namespace) -> int:
 
 
 def cmd_modulenet_finetune(args: argparse.Namespace) -> int:
-    from .finetune import finetune_config, write_finetune_config
+    from .finetune import finetune_config
     extra = {}
     if args.lr is not None:
         extra['lr'] = args.lr
     cfg = finetune_config(args.search_config, args.experiment_id, store=args.store, top_k=args.top_k,
                           epochs=args.epochs, evaluator_args=extra, searched_head=not args.fresh_head)
-    out = write_finetune_config(args.output, cfg, args.search_config)
+    out = write_stage_config(args.output, cfg, args.search_config)
     sargs = cfg['tuner']['classArgs']['strategy_args']
     n, heads = len(sargs['architectures']), len(sargs['init'].get('heads', []))
     what = 'the final population' if args.top_k is None else f'the top {args.top_k}'

@@ -19,7 +19,7 @@ import yaml
 
 from nni_xfer.errors import ConfigError
 from nni_xfer.store import Evaluation, KnowledgeStore, arch_key
-from nni_xfer.stages import stage_config, write_stage_config
+from nni_xfer.stages import stage_config
 
 
 def _positions(arch: dict) -> list[str]:
@@ -123,6 +123,3 @@ def finetune_config(search_config: str | Path, experiment_id: str, *, store: str
     return stage_config(raw, tuner, new_args, trials=len(chains),
                         name=f"{raw.get('experimentName', 'ModuleNet')} - fine-tune of {experiment_id}")
 
-
-# the one writer of every method's stage config (kept under this module's old name)
-write_finetune_config = write_stage_config

@@ -284,6 +284,3 @@ class ModuleNetStrategy(BaseStrategy):
         """Per generation: evaluated, failed, new_survivors (paper Fig. 9), best and mean objective 0."""
         return [dict(e) for e in self.log]
 
-
-# name before the strategy classes were named <Method>Strategy (kept for one release)
-ModuleNetNSGA2 = ModuleNetStrategy

@@ -3,7 +3,8 @@ import pytest
 import torch
 import yaml
 
-from nni_xfer.strategies.modulenet.finetune import finetune_config, write_finetune_config
+from nni_xfer.stages import write_stage_config
+from nni_xfer.strategies.modulenet.finetune import finetune_config
 from nni_xfer.strategies.modulenet.kb import KnowledgeBase, build_kb
 from nni_xfer.nnictl import create, finished, free_port, nnictl, wait, write_config
 from nni_xfer.report import make_report
@@ -50,7 +51,7 @@ def test_modulenet_search_then_finetune(tmp_path):
 
     ft = finetune_config(config, exp, top_k=1, epochs=2)
     ft['experimentWorkingDirectory'] = str(tmp_path / 'nni-ft')
-    ft_path = write_finetune_config(tmp_path / 'finetune.yml', ft, config)
+    ft_path = write_stage_config(tmp_path / 'finetune.yml', ft, config)
     m = ft['maxTrialNumber']
     assert m == 3  # top-1 searched + 2 originals
     port = free_port()
