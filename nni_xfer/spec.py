@@ -205,13 +205,16 @@ def _bounded(summary: dict) -> dict[str, int | float | str]:
 def portal_summary(architecture: Any, space: Any = None) -> dict[str, int | float | str]:
     """The flat, plottable summary of an architecture for NNI's web portal.
 
-    A space may define ``portal_summary(architecture) -> dict[str, number | str]`` (variable-length
+    A space may provide the ``portal_summary`` hook (nni_xfer/space.py; variable-length
     spaces: depth, layer counts, widths...); otherwise, or if it fails, :func:`default_portal_summary`.
     Whatever the source, the result has at most ``PORTAL_MAX_AXES - 1`` entries, each a number or a
     string of at most :data:`PORTAL_MAX_CHARS` characters under a name no longer than that: one
     readable axis each. Values that are neither become compact JSON, shortened.
     """
-    method = getattr(space, 'portal_summary', None)
+    method = None
+    if space is not None:  # the space protocol's hook (nni_xfer.space imports NNI: only when a space is given)
+        from .space import space_hook
+        method = space_hook(space, 'portal_summary', optional=True)
     if callable(method):
         try:
             summary = method(architecture)
