@@ -167,6 +167,14 @@ class ModuleChain(XferSpace):
         layers.append(nn.Linear(width, num_classes))
         self.head = nn.Sequential(*layers)
 
+    @staticmethod
+    def portal_summary(architecture: dict) -> dict:
+        """What NNI's web portal plots (nni_xfer.spec.portal_summary): how many distinct sources the
+        chain mixes (a number first: NNI's chart clips the tick labels left of its first axis), then
+        the source of each position."""
+        modules = {k: v for k, v in architecture.items() if str(k).startswith('module_')}
+        return {'sources': len(set(modules.values())), **modules}
+
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """The knowledge-base part: input adapter, connections and modules (before the head)."""
         x = self.adapter(x)

@@ -93,6 +93,10 @@ def test_summaries_follow_the_architecture():
     mb = MBV2Blocks.portal_summary(EXAMPLE)
     assert len(mb['ops']) == len(mb['kernels']) == len(mb['depths']) == len(EXAMPLE['blocks'])
     assert mb['depth'] == sum(b['depth'] for b in EXAMPLE['blocks'])
+    from nni_xfer.search_spaces.module_chain import ModuleChain
+    chain = {'module_0': 'resnet18', 'module_1': 'vgg11_bn', 'module_2': 'resnet18', 'module_3': 'resnet18',
+             'module_4': 'resnet34'}
+    assert ModuleChain.portal_summary(chain) == {'sources': 3, **chain}
     cells = NasnetCells.portal_summary(example())
     ops = example()
     for cell in ('normal', 'reduce'):   # the branches that are not identities, counted once

@@ -111,7 +111,9 @@ def _run_kept(config: Path, port: int, tmp: Path, env: dict) -> tuple[str, str]:
 def test_hyper_parameter_view_is_readable(space, tmp_path, record_property):
     pytest.importorskip('playwright.sync_api', reason='pip install playwright (the driver; no browser download)')
     example, overrides = SPACES[space]
-    env = dict(os.environ, NNI_XFER_HOME=str(tmp_path / 'home'))
+    # the examples' warm launcher (python -m nni_xfer.launch): its server, one per NNI_XFER_HOME, exits
+    # 15 s after the last trial instead of holding ~0.9 GB for 10 minutes
+    env = dict(os.environ, NNI_XFER_HOME=str(tmp_path / 'home'), NNI_XFER_LAUNCHER_IDLE='15')
     if space == 'module_chain':   # a small untrained knowledge base with the example's sources
         kb = yaml.safe_load((ROOT / example).read_text())['tuner']['classArgs']['space_args']['kb']
         r = subprocess.run([sys.executable, '-c', f'from tests.test_examples import _stand_in_kb; _stand_in_kb({kb!r})'],
