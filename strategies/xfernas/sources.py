@@ -273,20 +273,20 @@ def import_results(store: KnowledgeStore, rows: Iterable[ImportedRow], space: st
 def space_parser(space: str, space_args: dict | None, dataset: str = 'synthetic') -> Callable[[Any], dict]:
     """A function checking (and, where the space can, converting) an architecture of ``space``.
 
-    A space whose built module has a ``grammar`` (``nasnet_cells``'s :class:`CellGrammar`) parses
-    with it: the sample, NAO's token sequence (a list of ints) or the appendix's
+    A space whose ``grammar`` hook (nni_xfer/space.py; ``nasnet_cells``'s :class:`CellGrammar`) can
+    validate parses with it: the sample, NAO's token sequence (a list of ints) or the appendix's
     ``{"conv_dag": ..., "reduc_dag": ...}`` JSON. Otherwise the sample must name a choice for every
     dimension of the built space.
     """
     from nni_xfer.datasets import dataset_info
-    from nni_xfer.space import build_space, space_info
+    from nni_xfer.space import build_space, space_hook, space_info
     try:
         info_ds = dataset_info(dataset)
     except ConfigError:
         info_ds = dataset_info('synthetic', in_channels=3, image_size=32, num_classes=10)
     built = build_space(space, space_args, info_ds)
-    grammar = getattr(built, 'grammar', None)
-    if grammar is not None and hasattr(grammar, 'validate'):
+    grammar = space_hook(built, 'grammar', needs=('validate',), optional=True)  # the built space's own grammar
+    if grammar is not None:
         def parse_grammar(value: Any) -> dict:
             if isinstance(value, list) and hasattr(grammar, 'from_tokens'):
                 return grammar.from_tokens(value, field='architecture')
