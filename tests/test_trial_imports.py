@@ -99,6 +99,7 @@ def _finals(stdout: str) -> list[dict]:
 TIME_KEYS = ('train_seconds', 'images_per_second', 'setup_seconds', 'trial_seconds')
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_trial_process_imports_no_lightning(tmp_path, monkeypatch):
     """Every space's trial, lean (the default) and then with NNI's default imports and PyTorch's
