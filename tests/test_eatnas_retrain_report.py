@@ -130,7 +130,8 @@ def test_retrain_experiment_seeds_the_transfer_and_is_reported(tmp_path):
     assert 'basic model = #1 (test_acc 0.9300)' in lines[head]
     rows = [line.split() for line in lines[head + 3:head + 6]]
     assert [r[1] for r in rows] == ['#1', '#2', '#0'] and rows[0][2] == '0.9300'
-    search_ids = {arch_key(ev.architecture): f'src#{ev.proposal_id}' for ev in store.evaluations(experiment_id='src')}
+    from nni_xfer.report import trial_name   # search trials named as in the report's table and lineage.png
+    search_ids = {arch_key(ev.architecture): f'src:{trial_name(ev)}' for ev in store.evaluations(experiment_id='src')}
     assert rows[0][5] == search_ids[arch_key(archs[1])]
 
 

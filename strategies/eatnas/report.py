@@ -207,7 +207,7 @@ def _retrain_section(evs, experiment_id, db: KnowledgeStore) -> list[str]:
         src = searched.get(_arch_key(e.architecture))
         table.append([str(rank), trial_name(e), fixed(e.metric('test_acc')), si(e.metric('params')),
                       si(None if e.metric('flops') is None else e.metric('flops') / 2),
-                      '-' if src is None else f'{src.experiment_id}#{src.proposal_id}',
+                      '-' if src is None else f'{src.experiment_id}:{trial_name(src)}',   # as in lineage.png
                       '-' if src is None else fixed(src.metric('default'))])
     header = (f'EAT-NAS retraining of {experiment_id}: basic model = {trial_name(rows[0])} (test_acc '
               f'{num(rows[0].metric("test_acc")):.4f}); seed a transfer with seed_from: {{experiment: '

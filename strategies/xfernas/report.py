@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from nni_xfer.registry import REPORT_SECTIONS
+from nni_xfer.report import trial_name
 from nni_xfer.store import Evaluation, KnowledgeStore
 
 PHASE_NAMES = {0: 'NAO seed set', 1: 'phase 1 (source seeds)', 2: 'phase 2 (target seeds)'}
@@ -48,10 +49,12 @@ def xfernas_phases(evs: list[Evaluation], experiment_id: str | None = None,
         name = PHASE_NAMES.get(phase, 'other')
         lines.append(f'  {name}: {len(rows)} trials, best default '
                      f"{'n/a' if best is None else f'{best:.4f}'}")
-    lines.append('  trial  phase  role         lambda  default')
+    # trials by NNI trial id, as in the report's table and lineage plot; the proposal number beside it
+    lines.append('  trial     proposal  phase  role         lambda  default')
     for e in sorted(evs, key=lambda e: e.proposal_id):
         m = meta.get(int(e.proposal_id), {})
         lam = m.get('lambda')
-        lines.append(f"  {e.proposal_id:5d}  {str(m.get('phase', '-')):5}  {str(m.get('role', '-')):11}  "
-                     f"{'-' if lam is None else f'{lam:6.1f}':>6}  {e.metric('default', float('nan')):.4f}")
+        lines.append(f"  {trial_name(e):8}  {e.proposal_id:8d}  {str(m.get('phase', '-')):5}  "
+                     f"{str(m.get('role', '-')):11}  {'-' if lam is None else f'{lam:6.1f}':>6}  "
+                     f"{e.metric('default', float('nan')):.4f}")
     return lines
