@@ -23,6 +23,9 @@ class FixedStrategy(BaseStrategy):
         retries: extra attempts for an architecture whose trial failed.
     """
 
+    #: proposals do not depend on results (the shared contract checks it both ways)
+    uses_scores = False
+
     #: tiny real run for the reliability tests (nni_xfer.testing.quick)
     quick_config = {'space': 'simple_cnn', 'space_args': {'widths': [8, 16], 'depths': [1, 2], 'kernels': [3, 5]},
                     'strategy_args': {'architectures': [

@@ -18,6 +18,9 @@ class RandomStrategy(BaseStrategy):
         max_retries: draws tried to find an architecture not seen yet before giving up.
     """
 
+    #: proposals do not depend on results (the shared contract checks it both ways)
+    uses_scores = False
+
     def __init__(self, space: SpaceInfo, seed: int = 0, mode: str = 'maximize',
                  max_trials: int | None = None, max_retries: int = 1000):
         super().__init__(space, seed=seed, mode=mode)

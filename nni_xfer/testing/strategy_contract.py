@@ -227,6 +227,27 @@ class StrategyContract:
         rest_b = [None if (p := b.propose(2000 + i)) is None else p.to_dict() for i in range(3)]
         assert rest_a == rest_b
 
+    def test_decisions_depend_on_scores(self, make, space):
+        """A strategy that ranks (``uses_scores``, the default) proposes differently when every score is
+        turned around (1 - score); one that declares ``uses_scores = False`` (random, fixed lists)
+        proposes exactly the same. So a ranking strategy's decisions really follow the scores (the
+        mock gives every space informative ones) and a blind one's claim is checked too."""
+        def inverted(strategy, architecture):
+            m = dict(self.metrics(strategy, architecture))
+            for key in ('default', 'val_acc'):   # the score and the accuracy some methods read (EAS)
+                if key in m:
+                    m[key] = 1.0 - float(m[key])
+            return m
+        a = make(space, 0)
+        same = self.drive(a, self.budget)
+        turned = drive(make(space, 0), self.budget, metrics=inverted)
+        scores = [h['metrics']['default'] for h in a.history if h['status'] == 'SUCCEEDED']
+        assert len(set(scores)) > 1, 'every architecture scored the same: nothing to rank'
+        differs = json.dumps(same, sort_keys=True) != json.dumps(turned, sort_keys=True)
+        assert differs == getattr(type(a), 'uses_scores', True), \
+            f'{type(a).__name__}: uses_scores is {getattr(type(a), "uses_scores", True)}, proposals ' \
+            f'{"differ" if differs else "are the same"} with the scores turned around'
+
     def test_state_survives_in_pending(self, make, space):
         """Pending proposals are kept in the state and are not proposed again after a restore."""
         a = make(space, 4)

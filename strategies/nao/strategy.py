@@ -69,8 +69,10 @@ class NAOStrategy(BaseStrategy):
     quick_config = {'space': 'nasnet_cells', 'space_args': {'B': 2, 'N': 1, 'F': 4, 'ops': 'nao_ws'},
                     'strategy_args': {'seed_archs': 4, 'iterations': 2, 'new_per_iteration': 2, 'top_k': 3,
                                       'fill_random': True,
-                                      'controller': {'epochs': 3, 'batch_size': 8, 'embedding_size': 8,
-                                                     'hidden_size': 16, 'max_lambda': 5}},
+                                      # trains enough for latent steps to decode new cells (3 epochs and
+                                      # lambda <= 5: 3 of the 4 round proposals were random fill, seed 0)
+                                      'controller': {'epochs': 30, 'batch_size': 8, 'embedding_size': 8,
+                                                     'hidden_size': 16, 'max_lambda': 50}},
                     'stateful': True}
 
     #: task id passed to the predictor for the searched task (None: NAO's single task)
