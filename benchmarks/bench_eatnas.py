@@ -3,7 +3,7 @@ over several seeds, on real related tasks.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_eatnas.py [--out DIR] [--seeds 0 1 2] [--budget 16]
         [--population 8] [--sample 4] [--epochs 1] [--source-trials 16] [--source-epochs 1]
-        [--family fashion_mnist|digits] [--share-widen zero]
+        [--family fashion_mnist|digits] [--share-widen random|zero]
 
 The task family (``--family fashion_mnist``, the default; data from Debian's dataset-fashion-mnist):
 
@@ -88,7 +88,7 @@ def search(name: str, args, task: tuple, n_trials: int, seed: int, out: Path, ep
     dataset, dataset_args, preset = task
     strategy_args = {'population': args.population, 'sample': args.sample, 'target': args.target_params,
                      'patience': None}
-    if args.share_widen != 'none':
+    if args.share_widen != 'random':
         strategy_args['widen'] = args.share_widen
     if seed_from is not None:
         strategy_args['seed_from'] = seed_from
@@ -212,8 +212,8 @@ def main(argv=None) -> int:
     ap.add_argument('--lr', type=float, default=0.05)
     ap.add_argument('--target-params', type=float, default=2e5, help="Eq. 1's params target")
     ap.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    ap.add_argument('--share-widen', choices=['none', 'zero'], default='none',
-                    help="eatnas_share's widening (strategy_args.widen); none: the paper's")
+    ap.add_argument('--share-widen', choices=['random', 'zero'], default='random',
+                    help="eatnas_share's widening (strategy_args.widen); random: the paper's")
     args = ap.parse_args(argv)
     out = Path(args.out)
     (out / 'checkpoints').mkdir(parents=True, exist_ok=True)

@@ -571,7 +571,7 @@ def grammar_from_info(info) -> Grammar:
 
 # ---------------------------------------------------------------- weight sharing plan (EAT-NAS)
 def share_plan(child_arch: dict, parent_arch: dict, *, depth_extra: str = 'random',
-               kernel_mismatch: str = 'none') -> dict[str, Any]:
+               kernel_mismatch: str = 'none', widen: str = 'random') -> dict[str, Any]:
     """Which parent module (name prefix) each child layer shares from; ``None``: fresh init.
 
     Per the paper a layer shares only when the block's op and kernel size match the parent's
@@ -579,7 +579,9 @@ def share_plan(child_arch: dict, parent_arch: dict, *, depth_extra: str = 'rando
     random (Eq. 4, ``depth_extra: random``) or copies the parent block's last layer
     (``copy_last``, the FNA-code reading). With ``kernel_mismatch: center`` (docs/fidelity.md, EAT-NAS) a
     kernel-size change still shares, the copy taking the spatial centre. Stem, head and classifier
-    are listed as themselves.
+    are listed as themselves. With ``widen: zero`` (nni_xfer/transfer/sharing.py) the projection
+    shortcut of a first layer whose parent layer had a residual is marked ``identity``: where the
+    parent's residual was the identity (same width), the child's projection starts as one.
     """
     # Stem and classifier share only on identical shapes: across tasks with another input channel
     # or class count they are re-initialised. The 1x1 head conv shares its overlap like a layer.
@@ -595,4 +597,6 @@ def share_plan(child_arch: dict, parent_arch: dict, *, depth_extra: str = 'rando
                 elif depth_extra == 'copy_last':
                     src = f'blocks.{i}.{int(pb["depth"]) - 1}'
             plan[f'blocks.{i}.{j}'] = src
+        if widen == 'zero' and same and int(cb['skip']) and int(pb['skip']):
+            plan[f'blocks.{i}.0.shortcut'] = {'src': f'blocks.{i}.0.shortcut', 'identity': True}
     return plan

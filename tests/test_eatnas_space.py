@@ -201,6 +201,33 @@ def test_wider_and_deeper_child_shares_leading_slices(space):
     assert 0 < shared < total
 
 
+@pytest.mark.parametrize('over', [{'b5': {'width': 1.5}},     # identity residual -> 1x1 projection
+                                  {'b2': {'width': 2.0}, 'b0': {'width': 1.0}}])
+def test_widen_zero_preserves_the_parents_function(digits, over):
+    """``widen: zero``: the consumers' new input slices start at zero, so a child that only widens
+    computes its parent's function; the paper's ``random`` does not."""
+    space = build_space('mbv2_blocks', {**SMALL, 'expansion_range': [1, 40]}, digits)
+    child_arch = _arch(**over)
+    parent = _net(space, m.EXAMPLE, 0)
+    x = torch.randn(4, 1, 8, 8)
+    outs = {}
+    for widen in ('random', 'zero'):
+        child = _net(space, child_arch, 1)
+        plan = m.share_plan(child_arch, m.EXAMPLE, widen=widen)
+        shared, total = share_state(child, parent.state_dict(), plan, widen=widen)
+        assert 0 < shared < total
+        outs[widen] = child(x)
+    assert torch.allclose(outs['zero'], parent(x), atol=1e-5)
+    assert not torch.allclose(outs['random'], parent(x), atol=1e-2)
+    # narrowing cannot preserve it
+    narrow = _arch(b5={'width': 0.5}, b6={'width': 2.0})
+    child = _net(space, narrow, 1)
+    share_state(child, parent.state_dict(), m.share_plan(narrow, m.EXAMPLE), widen='zero')
+    assert not torch.allclose(child(x), parent(x), atol=1e-2)
+    with pytest.raises(ConfigError):
+        share_state(child, parent.state_dict(), m.share_plan(narrow, m.EXAMPLE), widen='net2net')
+
+
 def test_kernel_change_shares_nothing_in_that_layer(space):
     parent_arch = m.EXAMPLE
     child_arch = _arch(b4={'kernel': 7})

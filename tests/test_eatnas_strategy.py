@@ -144,6 +144,7 @@ def test_patience_stops_on_flat_quality():
     ({'target': 0}, {}, 'strategy_args.target'),
     ({'target': -1.0}, {}, 'strategy_args.target'),
     ({'sub_objective': 'latency'}, {}, 'strategy_args.sub_objective'),
+    ({'widen': 'net2net'}, {}, 'strategy_args.widen'),
     ({}, {'ops': ['sepconv', 'conv3']}, 'space_args.ops'),
     ({}, {'expansion_range': [300, 400]}, 'space_args.expansion_range'),
     # outside the constraints is fine (test below) unless no single transformation reaches them:

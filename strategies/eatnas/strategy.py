@@ -81,7 +81,8 @@ class EATNASStrategy(BaseStrategy):
         min_delta: Q must grow by more than this to count as better.
         max_cycles: stop after this many mutation cycles (``null``: budget only).
         share: children start from the parent's checkpoint (``eatnas_share``); false: fresh.
-        depth_extra, kernel_mismatch: options of ``eatnas_share`` (see nni_xfer/transfer/sharing.py).
+        depth_extra, kernel_mismatch, widen: options of ``eatnas_share`` (see nni_xfer/transfer/sharing.py);
+            ``widen: zero`` (not the paper's) makes width increases function-preserving.
         seed_from: the elastic-transfer seed (see strategies/eatnas/seed.py); ``null``: from scratch.
         context: set from ``classArgs`` (not a ``strategy_args`` key): ``seed_from.store`` defaults to
             the experiment's own ``classArgs.store``.
@@ -96,7 +97,7 @@ class EATNASStrategy(BaseStrategy):
                  alpha: float = -0.07, beta: float = -0.07, target_std: float = 0.01, q_alpha: float = -0.07,
                  q_beta: float = -0.07, patience: int | None = 50, min_delta: float = 0.0,
                  max_cycles: int | None = None, share: bool = True, depth_extra: str = 'random',
-                 kernel_mismatch: str = 'none', seed_from: dict | None = None,
+                 kernel_mismatch: str = 'none', widen: str = 'random', seed_from: dict | None = None,
                  context: StrategyContext | None = None):
         super().__init__(space, seed=seed, mode=mode)
         if mode != 'maximize':
@@ -122,13 +123,15 @@ class EATNASStrategy(BaseStrategy):
         if not isinstance(share, bool):
             raise ConfigError('strategy_args.share', f'expected true/false, got {share!r}')
         self.share = share
-        from nni_xfer.transfer.sharing import DEPTH_EXTRA, KERNEL_MISMATCH
+        from nni_xfer.transfer.sharing import DEPTH_EXTRA, KERNEL_MISMATCH, WIDEN
         if depth_extra not in DEPTH_EXTRA:
             raise ConfigError('strategy_args.depth_extra', f'unknown value {depth_extra!r}', allowed=DEPTH_EXTRA)
         if kernel_mismatch not in KERNEL_MISMATCH:
             raise ConfigError('strategy_args.kernel_mismatch', f'unknown value {kernel_mismatch!r}',
                               allowed=KERNEL_MISMATCH)
-        self.depth_extra, self.kernel_mismatch = depth_extra, kernel_mismatch
+        if widen not in WIDEN:
+            raise ConfigError('strategy_args.widen', f'unknown value {widen!r}', allowed=WIDEN)
+        self.depth_extra, self.kernel_mismatch, self.widen = depth_extra, kernel_mismatch, widen
         self.context = context or StrategyContext()
         self.seed_info = resolve_seed(seed_from, space.name, self.grammar, self._parse_seed,
                                       default_store=self.context.store)
@@ -228,6 +231,8 @@ class EATNASStrategy(BaseStrategy):
     def _share_init(self, uri: str, sha: str | None, parent_arch: dict) -> dict:
         init = {'kind': 'eatnas_share', 'uri': uri, 'parent_architecture': parent_arch,
                 'depth_extra': self.depth_extra, 'kernel_mismatch': self.kernel_mismatch}
+        if self.widen != 'random':   # the paper's default is left out of the spec (specs of older runs match)
+            init['widen'] = self.widen
         if sha:
             init['sha256'] = sha
         return init
