@@ -108,10 +108,21 @@ def test_read_only_commands_on_a_bad_file(tmp_path, case, cli):
 
 
 def test_read_only_commands_never_create_the_default_store(tmp_path, cli):
+    import yaml
+    from nni_xfer.nnictl import write_config
     home = tmp_path / 'home'
     for args in (('store', 'check'), ('store', 'export'), ('report', 'e1')):
         out = cli(*args, env={'NNI_XFER_HOME': str(home), 'NNI_XFER_STORE': ''})
         assert out.returncode == 2 and f'no store at {home / "store.db"}' in out.stderr, out
+    # `nni-xfer check` of a config on the default store (XferNAS reads it for source knowledge)
+    config, _ = write_config(tmp_path, evaluator='mock', evaluator_args={},
+                             class_args={'strategy': 'xfernas', 'space': 'nasnet_cells',
+                                         'space_args': {'B': 2, 'N': 1, 'F': 4, 'ops': 'nao_ws'}})
+    raw = yaml.safe_load(config.read_text())
+    del raw['tuner']['classArgs']['store']
+    config.write_text(yaml.safe_dump(raw))
+    out = cli('check', str(config))
+    assert out.returncode == 0 and 'OK' in out.stdout, out
     assert not home.exists()
 
 
