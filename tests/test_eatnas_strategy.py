@@ -11,7 +11,7 @@ from nni_xfer.search_spaces import mbv2_blocks as m
 from nni_xfer.space import build_space, space_info
 from nni_xfer.store import KnowledgeStore
 from nni_xfer.strategy import StrategyContext
-from nni_xfer.strategies.eatnas import EATNAS, EATNASStrategy
+from nni_xfer.strategies.eatnas import EATNASStrategy
 from nni_xfer.testing.strategy_contract import StrategyContract, drive
 
 pytestmark = pytest.mark.timeout(120)
@@ -199,14 +199,10 @@ def test_seed_from_store_picks_the_best_of_the_best_population(tmp_path):
     with pytest.raises(ConfigError, match='no knowledge store at /nowhere.db$'):
         EATNASStrategy(make_info(), population=4, sample=2, context=ctx,
                        seed_from={'experiment': 'src', 'store': '/nowhere.db'})
-    assert EATNAS is EATNASStrategy   # the earlier name stays an alias
     # round trip keeps the seed
     again = EATNASStrategy(make_info(), seed=5, population=4, sample=2)
     again.load_state_dict(json.loads(json.dumps(dst.state_dict())))
     assert again.seed_info == dst.seed_info
-    old_name = {**json.loads(json.dumps(dst.state_dict())), 'class': 'EATNAS'}   # saved before the rename
-    again.load_state_dict(old_name)
-    assert again.state_dict() == dst.state_dict()
 
 
 @pytest.mark.slow

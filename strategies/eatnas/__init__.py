@@ -13,4 +13,4 @@ of :mod:`nni_xfer.transfer.sharing`; the tournament and mutation helpers are
 :mod:`nni_xfer.evolution`'s.
 """
 from . import cli, report, retrain, seed, strategy  # noqa: F401  (registers)
-from .strategy import EATNAS, EATNASStrategy  # noqa: F401
+from .strategy import EATNASStrategy  # noqa: F401

@@ -299,11 +299,6 @@ class EATNASStrategy(BaseStrategy):
                      f', Q flat for {self.stale}' if self.stale else ', best Q so far')
 
     # ---- state ----
-    def load_state_dict(self, state: dict) -> None:
-        if isinstance(state, dict) and state.get('class') == 'EATNAS':  # saved before the rename
-            state = {**state, 'class': type(self).__name__}
-        super().load_state_dict(state)
-
     def _state_dict(self) -> dict:
         return {'population': self.population, 'init_done': self.init_done,
                 'samples': {str(k): v for k, v in self.samples.items()}, 'cycles': self.cycles,
@@ -320,6 +315,3 @@ class EATNASStrategy(BaseStrategy):
         self.stale = state['stale']
         self.seed_info = state['seed_info']
 
-
-#: the earlier name of :class:`EATNASStrategy` (strategy classes are named ``<Method>Strategy``)
-EATNAS = EATNASStrategy
