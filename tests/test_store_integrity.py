@@ -9,6 +9,7 @@ import threading
 
 import pytest
 
+from nni_xfer.errors import ConfigError
 from nni_xfer.store import KnowledgeStore, StoreError, check_store
 
 CASES = ('truncated', 'garbage_header', 'garbage_middle', 'empty', 'missing')
@@ -165,3 +166,29 @@ def test_an_sqlite_file_without_tables_reads_as_empty_and_is_not_written(tmp_pat
     assert r.evaluations() == [] and r.experiments() == [] and r.counts()['evaluations'] == 0
     r.close()
     assert md5(path) == before
+
+
+def test_the_tuner_and_nas_experiment_refuse_a_corrupt_store(tmp_path, monkeypatch):
+    """The tuner (plain nnictl) stops at start with one line naming the file; ``XferStrategy`` (the
+    Python ``NasExperiment``) raises before the experiment runs. Neither writes the file."""
+    from nni import NoMoreTrialError
+
+    from nni_xfer.nas import XferStrategy
+    from nni_xfer.tuner import XferTuner
+    path = make_case(tmp_path, 'garbage_middle')
+    before = md5(path)
+    monkeypatch.setenv('NNI_EXP_ID', 'exp-corrupt')
+    args = dict(strategy='random', space='simple_cnn', dataset='digits', evaluator='mock', store=str(path),
+                checkpoint_root=str(tmp_path / 'ckpt'), seed=0)
+    with pytest.raises(ConfigError) as e:       # outside NNI's dispatcher the set-up is synchronous
+        XferTuner(**args)
+    assert str(e.value).startswith(f'classArgs.store: {path}: corrupt') and '\n' not in str(e.value)
+    # inside it (set-up in the background): the first request stops the experiment with that line
+    monkeypatch.setenv('NNI_TUNER_COMMAND_CHANNEL', 'ws://127.0.0.1:9/unused')
+    t = XferTuner(**args)
+    with pytest.raises(NoMoreTrialError):
+        t.generate_parameters(0)
+    assert f'classArgs.store: {path}: corrupt' in t._error and '\n' not in t._error
+    with pytest.raises(StoreError, match='corrupt'):
+        XferStrategy('random', store=str(path))
+    assert md5(path) == before and siblings(path) == [path.name]
