@@ -198,7 +198,11 @@ class TrainEvaluator(Evaluator):
             ctx.progress(f'epoch {ep.epoch}: loss {ep.train_loss:.4f} train_acc {ep.train_acc:.4f} '
                          f'val_acc {ep.val_acc:.4f} ({ep.seconds:.1f}s)')
 
-        result = trainer.fit(model, splits, on_epoch=on_epoch, trainable=ctx.trainable_parameters(model))
+        if self.config.epochs == 0:  # nothing to train: the inherited pass is the result (fit would repeat it)
+            from .trainer import TrainResult
+            result = TrainResult(val_acc=inherited)
+        else:
+            result = trainer.fit(model, splits, on_epoch=on_epoch, trainable=ctx.trainable_parameters(model))
         params, trainable = count_params(model)
         metrics = {
             'default': result.val_acc,
