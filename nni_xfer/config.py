@@ -147,43 +147,77 @@ def validate_class_args(args: Any, fixed_strategy: str | None = None) -> tuple[l
         errors.append(_prefix(exc))
     dataset_info = space = info = strategy = None
     if 'dataset' not in bad_names:
+        from .datasets import dataset_info as _dataset_info
         try:
-            from .datasets import dataset_info as _dataset_info
             dataset_info = _dataset_info(cfg.dataset, **cfg.dataset_args)
         except ConfigError as exc:
-            errors.append(_prefix(exc if exc.field != 'dataset' else ConfigError('dataset_args', exc.message,
-                                                                                 exc.allowed)))
+            exc = exc if exc.field != 'dataset' else ConfigError('dataset_args', exc.message, exc.allowed)
+            errors += _every_error(lambda a: _dataset_info(cfg.dataset, **a), cfg.dataset_args, 'dataset_args', exc)
     if 'evaluator' not in bad_names:
+        from .evaluators import make_evaluator  # evaluator_args.fault is the trial runner's, any evaluator
         try:
-            from .evaluators import make_evaluator  # evaluator_args.fault is the trial runner's, any evaluator
             make_evaluator(cfg.evaluator, cfg.evaluator_args)
         except ConfigError as exc:
-            errors.append(_prefix(exc))
+            errors += _every_error(lambda a: make_evaluator(cfg.evaluator, a), cfg.evaluator_args,
+                                   'evaluator_args', exc)
         except TypeError as exc:
             errors.append(ConfigError('classArgs.evaluator_args', str(exc)))
     if 'space' not in bad_names:
         if dataset_info is not None:
+            from .space import build_space, space_info
             try:
-                from .space import build_space, space_info
                 space = build_space(cfg.space, cfg.space_args, dataset_info)
                 info = space_info(cfg.space, cfg.space_args, space)
             except ConfigError as exc:
-                errors.append(_prefix(exc))
+                errors += _every_error(lambda a: build_space(cfg.space, a, dataset_info), cfg.space_args,
+                                       'space_args', exc)
         else:
             errors += [_prefix(e) for e in space_arg_errors(cfg.space, cfg.space_args)]
     if 'strategy' not in bad_names:
         if info is not None:
+            context = StrategyContext(store=cfg.store, dataset=cfg.dataset, dataset_args=dict(cfg.dataset_args))
+
+            def _strategy(a):
+                return make_strategy(cfg.strategy, info, a, seed=cfg.seed, mode=cfg.mode, context=context)
             try:
-                context = StrategyContext(store=cfg.store, dataset=cfg.dataset, dataset_args=dict(cfg.dataset_args))
-                strategy = make_strategy(cfg.strategy, info, cfg.strategy_args, seed=cfg.seed, mode=cfg.mode,
-                                         context=context)
+                strategy = _strategy(cfg.strategy_args)
             except ConfigError as exc:
-                errors.append(_prefix(exc))
+                errors += _every_error(_strategy, cfg.strategy_args, 'strategy_args', exc)
         else:
             errors += [_prefix(e) for e in strategy_arg_errors(cfg.strategy, cfg.strategy_args)]
     if errors:
         return errors, None
     return [], Built(cfg, space, info, strategy, dataset_info)
+
+
+def _every_error(build, args: dict, section: str, first: ConfigError, limit: int = 10) -> list[ConfigError]:
+    """``first`` and the problems of the section's other keys: a plugin's constructor raises at its first
+    bad argument, so the key it named is left out (its default used) and the part built again, while
+    the next problem names another key the user set (one that names a left-out key may come from the
+    default standing in for it, and ends the search)."""
+    def key_of(exc: ConfigError) -> str | None:
+        field = exc.field[len('classArgs.'):] if exc.field.startswith('classArgs.') else exc.field
+        if not field.startswith(section + '.'):
+            return None
+        import re
+        return re.split(r'[.\[]', field[len(section) + 1:], maxsplit=1)[0]
+
+    errors, rest = [first], dict(args)
+    for _ in range(limit):
+        key = key_of(errors[-1])
+        if key is None or key not in rest:
+            break
+        rest.pop(key)
+        try:
+            build(rest)
+            break
+        except ConfigError as exc:
+            if key_of(exc) not in rest:
+                break
+            errors.append(exc)
+        except Exception:  # noqa: BLE001 - a part built without a key may fail otherwise: nothing more to say
+            break
+    return [_prefix(e) for e in errors]
 
 
 def space_arg_errors(name: str, space_args: dict) -> list[ConfigError]:

@@ -94,8 +94,10 @@ def test_mock_evaluator_args_are_validated_every_problem_in_one_run(tmp_path):
         "tuner.classArgs.strategy_args.foo: unknown argument of strategy 'random' (allowed: max_trials, max_retries)",
         "tuner.classArgs.strategy_args.bar: unknown argument of strategy 'random' (allowed: max_trials, max_retries)",
     ]), problems
-    path = write(tmp_path, evaluator='mock', evaluator_args={'fail_on': 'x'})
-    assert check_config(path) == ["tuner.classArgs.evaluator_args.fail_on: expected a list of proposal ids, got 'x'"]
+    path = write(tmp_path, evaluator='mock', evaluator_args={'fail_on': 'x', 'noise': 'abc'})
+    assert sorted(check_config(path)) == [
+        "tuner.classArgs.evaluator_args.fail_on: expected a list of proposal ids, got 'x'",
+        "tuner.classArgs.evaluator_args.noise: expected a finite number, got 'abc'"]
     path = write(tmp_path, evaluator='mock', evaluator_args={'fail_on': [1, 'x'], 'sleep': 0})
     assert check_config(path) == ["tuner.classArgs.evaluator_args.fail_on[1]: expected an integer, got 'x'"]
 
@@ -138,3 +140,25 @@ def test_yaml_and_key_errors_are_answered_without_importing_torch(tmp_path):
         f'{keys}: tuner.classArgs.seed: expected integer, got float',
         f'{keys}: tuner.classArgs.evaluator_args.noise: expected a finite number, got nan',
     ]), lines
+
+
+def test_every_bad_argument_of_one_part_is_reported(tmp_path):
+    """A constructor raises at its first bad argument: check leaves that key out and builds again, so
+    each bad key of the trainer, the dataset and the strategy gets its own line."""
+    path = write(tmp_path, evaluator_args={'epochs': -1, 'lr': 'x', 'batch_size': 0},
+                 dataset_args={'val_size': 0.0, 'seed': 'a'}, strategy='eatnas', space='mbv2_blocks',
+                 space_args={}, strategy_args={'population': 1, 'share': 3})
+    assert sorted(check_config(path)) == sorted([
+        "tuner.classArgs.evaluator_args.lr: expected a number, got 'x'",
+        'tuner.classArgs.evaluator_args.epochs: must be >= 0, got -1',
+        'tuner.classArgs.evaluator_args.batch_size: must be >= 1, got 0',
+        "tuner.classArgs.dataset_args.seed: expected an integer, got 'a'",
+        'tuner.classArgs.dataset_args.val_size: must be > 0, got 0.0',
+    ])   # the strategy is not built without its space, which needs the dataset
+    path = write(tmp_path, strategy='eatnas', space='mbv2_blocks', space_args={},
+                 strategy_args={'population': 1, 'share': 3, 'sample': 'x'})
+    assert sorted(check_config(path)) == sorted([
+        'tuner.classArgs.strategy_args.population: must be >= 2, got 1',
+        "tuner.classArgs.strategy_args.sample: expected an integer, got 'x'",
+        'tuner.classArgs.strategy_args.share: expected true/false, got 3',
+    ])
