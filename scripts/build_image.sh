@@ -14,7 +14,9 @@
 # 3. `<engine> build -f Containerfile` with build/image as the context; prints size and time.
 #
 # Environment: PYTHON (the host python that makes the wheels; default .venv/bin/python or python3),
-# TORCH_VERSION, TORCHVISION_VERSION, NNI_VERSION. Podman reads CONTAINERS_CONF as usual.
+# TORCH_VERSION, TORCHVISION_VERSION, NNI_VERSION; TORCH_INDEX_URL (as for scripts/setup.sh, e.g.
+# https://download.pytorch.org/whl/cpu: torch and torchvision from that index, in a wheelhouse of
+# their own, build/image-torch-index/). Podman reads CONTAINERS_CONF as usual.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +33,7 @@ while [ $# -gt 0 ]; do
     --debootstrap-base) DEBOOTSTRAP=1; shift ;;
     --engine) ENGINE=$2; shift 2 ;;
     --git-ref) GIT_REF=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "build_image.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -59,10 +61,16 @@ fi
 XFER_VERSION=$("$PYTHON" -c 'import configparser, sys; c = configparser.ConfigParser(); c.read(sys.argv[1]); print(c["metadata"]["version"])' "$SRC/setup.cfg")
 
 t0=$(date +%s)
-WH=build/image/wheelhouse
+CONTEXT=build/image
+[ -z "${TORCH_INDEX_URL:-}" ] || CONTEXT=build/image-torch-index   # never mixed with PyPI's torch
+WH=$CONTEXT/wheelhouse
 mkdir -p "$WH"
 rm -f "$WH"/nni_xfer-*.whl   # always this checkout's code
 echo "== wheelhouse ($WH): nni-xfer $XFER_VERSION${GIT_REF:+ (git $GIT_REF)}, torch $TORCH_VERSION, torchvision $TORCHVISION_VERSION, nni $NNI_VERSION (python $PYVER)"
+if [ -n "${TORCH_INDEX_URL:-}" ]; then   # torch's own builds first; their dependencies come from PyPI below
+  "$PYTHON" -m pip wheel -q --no-deps --index-url "$TORCH_INDEX_URL" -w "$WH" \
+    "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+fi
 "$PYTHON" -m pip wheel -q --find-links "$WH" -w "$WH" \
   "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" "nni==$NNI_VERSION" 'setuptools<81' "$SRC"
 [ "$SRC" = . ] || rm -rf "$SRC"
@@ -112,7 +120,7 @@ echo "== $ENGINE build -t $TAG (BASE=$BASE)"
 build_env=()
 [ "$ENGINE" = docker ] && build_env=(env DOCKER_BUILDKIT=1)
 "${build_env[@]}" "$ENGINE" build -f Containerfile --build-arg "BASE=$BASE" --build-arg "DEPS=$DEPS" \
-  --build-arg "XFER=$XFER" -t "$TAG" build/image
+  --build-arg "XFER=$XFER" -t "$TAG" "$CONTEXT"
 t3=$(date +%s)
 size=$("$ENGINE" image inspect --format '{{.Size}}' "$TAG")
 echo "== built $TAG: $((size / 1000000)) MB; wheelhouse $((t1 - t0)) s, base $((t2 - t1)) s, image build $((t3 - t2)) s"

@@ -174,22 +174,22 @@ def test_quickstart_trials_in_containers(engine, tmp_path):
 
 def test_eas_children_inherit_across_containers(engine, tmp_path):
     start = ['conv-16-3', 'pool', 'conv-32-3', 'pool', 'fc-64']
-    n = 1 + 2 * 2
+    n = 1 + 2 * 2   # at most: an architecture proposed twice trains once (EAS's cache)
     cfg, store_path = container_config(
         tmp_path, max_trials=n, concurrency=2, evaluator_args={'epochs': 2, 'lr': 0.02},
         class_args={'strategy': 'eas', 'space': 'eas_plain_cnn', 'space_args': {'start': start},
-                    'strategy_args': {'episodes_per_stage': 2, 'networks_per_episode': 2, 'wider_steps': 1,
+                    'strategy_args': {'episodes_per_stage': 2, 'networks_per_episode': 2, 'wider_steps': 2,
                                       'deeper_steps': 1}})
     port = free_port()
     exp = create(cfg, port)
     try:
-        _, ts = wait(port, finished(n), timeout=1500)
+        _, ts = wait(port, finished(n, KnowledgeStore(store_path), exp), timeout=1500)
     finally:
         nnictl('stop', exp)
-    assert [t['status'] for t in ts] == ['SUCCEEDED'] * n, [t['status'] for t in ts]
+    assert len(ts) >= 3 and [t['status'] for t in ts] == ['SUCCEEDED'] * len(ts), [t['status'] for t in ts]
     evs = {e.proposal_id: e for e in KnowledgeStore(store_path).evaluations(experiment_id=exp)}
     children = [e for e in evs.values() if e.init['kind'] == 'net2net']
-    assert len(evs) == n and len(children) == n - 1
+    assert len(evs) == len(ts) and len(children) == len(ts) - 1
     for child in children:
         parent = evs[child.parent['proposal_id']]
         assert child.init['uri'] == parent.checkpoint   # another container's file, through the shared mount
@@ -201,7 +201,8 @@ def _wait_mid_trial(engine, tmp_path, port, exp, timeout=600):
     deadline = time.time() + timeout
     while time.time() < deadline:
         running = containers(engine, exp)
-        if running and any('epoch' in log or 'architecture' in log for log in trial_logs(tmp_path, exp, 'trial.stdout')):
+        # NNI's trial SDK sends the trial's prints to trial.log
+        if running and any('epoch 1:' in log for log in trial_logs(tmp_path, exp, 'trial.log')):
             return running
         time.sleep(2)
     raise AssertionError(f'no trial started in a container: {trials(port)}')
