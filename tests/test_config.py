@@ -162,3 +162,63 @@ def test_every_bad_argument_of_one_part_is_reported(tmp_path):
         "tuner.classArgs.strategy_args.sample: expected an integer, got 'x'",
         'tuner.classArgs.strategy_args.share: expected true/false, got 3',
     ])
+
+
+def _leaves(obj, path=()):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(v, path + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _leaves(v, path + (i,))
+    else:
+        yield path, obj
+
+
+def _with(arch, path, value):
+    import copy
+    out = copy.deepcopy(arch)
+    node = out
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    return out
+
+
+@pytest.mark.parametrize('name', ['simple_cnn', 'eas_plain_cnn', 'eas_densenet', 'mbv2_blocks', 'nasnet_cells'])
+def test_mock_score_of_every_built_in_space_moves_with_numeric_and_categorical_choices(name, tmp_path):
+    """Issue 24 item 5: every mbv2_blocks architecture (and every EAS one) scored 0.0, so ranking
+    strategies compared ties. Now one numeric and one categorical choice changed each move the score.
+    (module_chain's labels are categorical, scored like simple_cnn's; its registry knowledge base has a
+    single source, so one architecture: nothing to vary there.)"""
+    from nni_xfer.evaluators import MockEvaluator
+    from nni_xfer.registry import SEARCH_SPACES
+    from nni_xfer.space import build_space, space_info
+
+    class Data:
+        in_channels, num_classes, image_size = 1, 10, 8
+    cls = SEARCH_SPACES.get(name)
+    make_args = getattr(cls, 'contract_space_args', None)
+    args = make_args(tmp_path) if make_args else {}
+    space = build_space(name, args, Data)
+    dims = space_info(name, args, space).dims
+    arch = space.example()
+    base = MockEvaluator.score(arch, dims)
+    assert 0.0 < base <= 1.0
+    kinds = {}
+    for path, value in _leaves(arch):
+        kind = 'categorical' if isinstance(value, str) else 'numeric' if isinstance(value, (int, float)) else None
+        if kind is None or kind in kinds:
+            continue
+        if dims and len(path) == 1 and path[0] in dims:
+            other = [c for c in dims[path[0]] if c != value]
+            if not other:
+                continue
+            changed = other[-1]
+        else:
+            changed = value + 'x' if kind == 'categorical' else value * 2 + 1
+        kinds[kind] = MockEvaluator.score(_with(arch, path, changed), dims)
+    assert kinds, f'{name}: no choice found in {arch}'
+    for kind, score in kinds.items():
+        assert score != base, f'{name}: changing a {kind} choice left the mock score at {base}'
+    assert MockEvaluator.score(arch, dims) == base   # deterministic
