@@ -11,7 +11,11 @@ that needs its own space or arguments declares them as a class attribute::
 Keys are ``classArgs`` keys (``space``, ``space_args``, ``strategy_args``, ``mode``, ``dataset_args``,
 ``evaluator``, ``evaluator_args``); ``stateful: true`` adds the strategy to the kill/resume test.
 The run uses the ``mock`` evaluator (real trial code, closed-form score, no training) unless the
-config names another. A strategy without the attribute runs :data:`DEFAULT`.
+config names another; the mock scores every built-in space by the architecture's choices, so a
+ranking strategy really ranks. A quick config exercises the method, not its fallbacks: size the
+strategy's own learner so that its decisions fill the budget (e.g. NAO/XferNAS train the controller
+enough for latent steps to decode new cells instead of random fill). A strategy without the
+attribute runs :data:`DEFAULT`.
 """
 from __future__ import annotations
 
