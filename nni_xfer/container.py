@@ -374,7 +374,10 @@ class Runner:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         _set_parent_death_signal()
-        self.proc = subprocess.Popen(self.plan.run_args(), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            self.proc = subprocess.Popen(self.plan.run_args(), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        except OSError as exc:
+            raise ContainerError(f'cannot start {self.plan.engine}: {exc.strerror or exc}') from None
         pump = threading.Thread(target=self._pump, args=(self.proc.stderr,), daemon=True)
         pump.start()
         while True:
@@ -393,7 +396,6 @@ class Runner:
 
 def cmd_trial_in_container(args: argparse.Namespace) -> int:
     prefix = 'nni-xfer trial-in-container'
-    started = False
     try:
         plan = make_plan(args)
         if args.dry_run:
@@ -402,12 +404,11 @@ def cmd_trial_in_container(args: argparse.Namespace) -> int:
         check_image(plan)
         print(f'{prefix}: {shlex.join(plan.run_args())}', file=sys.stderr, flush=True)
         runner = Runner(plan)
-        started = True
-        rc = runner.run()
+        rc = runner.run()   # a ContainerError from it means the engine never started
     except (ContainerError, ConfigError) as exc:
         line = f'{prefix}: {exc}'
         print(line, file=sys.stderr, flush=True)
-        if not started and not getattr(args, 'dry_run', False):
+        if not getattr(args, 'dry_run', False):
             report_failure(line)
         return 2
     if runner.stopping is None and rc in ENGINE_REFUSED:
