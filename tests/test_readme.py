@@ -26,7 +26,8 @@ METHOD_DOCS = [ROOT / 'docs' / f'{m}.md' for m in ('eas', 'modulenet', 'nao', 'x
 pytestmark = pytest.mark.timeout(300)
 
 BROWSER = 'tests/integration/test_portal_browser.py::test_hyper_parameter_view_is_readable'
-#: README command -> what runs it (``path::test``; ``ci:`` a CI step; ``here:`` a test of this file)
+#: README command -> what runs it (``path::test``; ``ci:`` a CI step; ``here:`` a test of this file;
+#: ``not run:`` and why, for a command no test may run — it must say so, and each is a gap to close)
 RUN_BY = {
     'bash scripts/quickstart.sh': BROWSER + ' (simple_cnn: its nni-xfer run, as it is) + ci: scripts/setup.sh',
     'bash scripts/test.sh': 'ci: .ci/run',
@@ -39,6 +40,15 @@ RUN_BY = {
     'bash examples/modulenet/quick.sh': 'here: test_scripts_are_valid (syntax, subcommands, configs)',
     'bash examples/eatnas/quick.sh': 'here: test_scripts_are_valid (syntax, subcommands, configs)',
     'bash examples/xfernas/quick.sh': 'here: test_scripts_are_valid (syntax, subcommands, configs)',
+    # Sharing knowledge in a team (PostgreSQL)
+    'docker run -d --name nni-xfer-pg -p 127.0.0.1:5432:5432 -e POSTGRES_USER=nnixfer -e POSTGRES_PASSWORD=change-me '
+    '-e POSTGRES_DB=nnixfer postgres:16':
+        "not run: needs Docker; CI starts Debian's postgresql instead (.ci/run, scripts/pg_throwaway.sh), "
+        "the README's other way",
+    "echo 'localhost:5432:nnixfer:nnixfer:change-me' >> ~/.pgpass && chmod 600 ~/.pgpass":
+        "not run: it writes the user's ~/.pgpass; CI hands libpq the password in PGPASSWORD (.ci/run)",
+    'nni-xfer store copy ~/.nni-xfer/store.db postgresql://nnixfer@localhost:5432/nnixfer':
+        'here: test_store_copy_command',
 }
 
 
@@ -61,6 +71,9 @@ def test_every_readme_command_is_run_somewhere():
     assert not missing, f'README commands nothing runs (add a test and list it in RUN_BY): {missing}'
     for cmd in set(commands):
         where = RUN_BY[cmd]
+        if where.startswith('not run:'):
+            assert len(where) > len('not run: ') + 10, f'{cmd}: say why it is not run'
+            continue
         if where.startswith('ci:'):
             continue
         if where.startswith('here:'):
@@ -165,3 +178,31 @@ def test_python_api_block_runs_quietly_under_nnis_id(tmp_path):
     from nni_xfer.store import KnowledgeStore
     evs = KnowledgeStore(tmp_path / 'home' / 'store.db').evaluations(experiment_id=nni_id)
     assert [e.status for e in evs] == ['SUCCEEDED'] * 3
+
+
+def test_store_copy_command(tmp_path):
+    """``nni-xfer store copy SOURCE DESTINATION`` as the README runs it, from a SQLite store into the CI's
+    PostgreSQL server (``NNI_XFER_TEST_PG_URL``, a new database) or, without one, into another SQLite file."""
+    from nni_xfer.cli import main
+    from nni_xfer.store import KnowledgeStore
+    src = tmp_path / 'store.db'
+    s = KnowledgeStore(src)
+    for i in range(3):
+        s.record_proposal('mine', i, architecture={'w': i}, trial_id=f't{i}')
+        s.record_result('mine', i, {'default': 0.5 + i / 10}, status='SUCCEEDED')
+    s.close()
+    sys.path.insert(0, str(ROOT / 'tests'))
+    from store_backends import PG_ENV, drop_pg_database, new_pg_database
+    name = None
+    if os.environ.get(PG_ENV):
+        dest, name = new_pg_database()
+    else:
+        dest = str(tmp_path / 'team.db')
+    try:
+        assert main(['store', 'copy', str(src), dest]) == 0
+        assert [e.trial_id for e in KnowledgeStore(dest).evaluations(experiment_id='mine')] == ['t0', 't1', 't2']
+        assert main(['store', 'copy', str(src), dest]) == 0   # again: nothing twice
+        assert len(KnowledgeStore(dest).evaluations(experiment_id='mine')) == 3
+    finally:
+        if name:
+            drop_pg_database(name)
