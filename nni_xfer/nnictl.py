@@ -166,11 +166,14 @@ def run_experiment(config: Path, port: int = 8080, keep: bool = False, timeout: 
                    store: str | None = None, id_file: str | None = None) -> int:
     """``nni-xfer run``: create the experiment, print progress, report, stop (unless ``keep``)."""
     from .config import check_config
-    problems = check_config(config)
+    notes: list[str] = []
+    problems = check_config(config, notes)
     if problems:
         for p in problems:
             print(f'{config}: {p}')
         return 1
+    for n in notes:   # e.g. the default dataset, when classArgs.dataset is not set
+        print(f'{config}: {n}')
     if port_in_use(port):   # before anything is opened or created (NNI's own refusal is a traceback)
         print(f'nni-xfer: {PortInUse(port)}', file=sys.stderr)
         return 2
