@@ -210,6 +210,11 @@ def _arch_text(arch: Any, width: int | None = _ARCH_WIDTH) -> str:
             return v
         if isinstance(v, (list, tuple)) and v and all(isinstance(x, str) for x in v):
             return ' '.join(v)
+        if isinstance(v, dict) and all(x is None or isinstance(x, (str, int, float, bool)) for x in v.values()):
+            # one token per dict ({op:mbconv6,kernel:3,...}): a wrapped line never splits a key from its value
+            return '{' + ','.join(f'{k}:{x if isinstance(x, str) else json.dumps(_clean(x))}' for k, x in v.items()) + '}'
+        if isinstance(v, (list, tuple)) and v and all(isinstance(x, dict) for x in v):
+            return '[' + ', '.join(value(x) for x in v) + ']'
         return json.dumps(_clean(v), separators=(', ', ': '), default=str)
 
     if isinstance(arch, dict):

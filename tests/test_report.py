@@ -261,6 +261,7 @@ def test_architecture_column_wraps_between_tokens(tmp_path):
     assert '...' not in text
     for token in layers + ['a_rather_long_token_' * 5]:
         assert token in re.split(r'[\s=,]+', text), token   # every token whole, none cut
+    assert text.count('{op:mbconv6,kernel:5,skip:1,depth:3,width:1.5}') == 3   # a block never split across lines
     column = text.splitlines()[1].index('architecture')
     body = text.splitlines()[3:]
     continuation = [ln for ln in body if ln and not ln[:column].strip()]
