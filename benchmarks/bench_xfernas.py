@@ -21,8 +21,10 @@ import torch
 from scipy.stats import spearmanr
 
 from nni_xfer.search_spaces.nasnet_cells import OP_SETS, CellGrammar
-from nni_xfer.strategies.nao import NAOController, minmax
+from nni_xfer.strategies.nao import NAOController
 from nni_xfer.strategies.xfernas import TransferPredictor
+from nni_xfer.strategies.xfernas.strategy import RESIDUAL_L2, TARGET_SCALING, TRANSFER_LAYERS
+from nni_xfer.strategies.xfernas.transfer import SCALINGS, scale_targets
 
 
 def features(g: CellGrammar, arch: dict) -> np.ndarray:
@@ -50,7 +52,7 @@ def responses(X: np.ndarray, n_tasks: int, residual: float, seed: int) -> np.nda
     return np.stack(out)  # (tasks, archs)
 
 
-def one(g, seqs, Y, src_idx, tgt_idx, test_idx, n_src_tasks, cfg, seed):
+def one(g, seqs, Y, src_idx, tgt_idx, test_idx, n_src_tasks, cfg, seed, xfer):
     tasks, x, y = [], [], []
     for t in range(n_src_tasks):
         x += [seqs[i] for i in src_idx[t]]
@@ -60,15 +62,17 @@ def one(g, seqs, Y, src_idx, tgt_idx, test_idx, n_src_tasks, cfg, seed):
     y += list(Y[n_src_tasks, tgt_idx])
     tasks += [n_src_tasks] * len(tgt_idx)
     n_tasks = n_src_tasks + 1
-    ctrl = NAOController(g, seed=seed, predictor=lambda h: TransferPredictor(h, n_tasks, hidden=cfg['mlp_hidden'],
-                                                                               layers=cfg['mlp_layers'], dropout=0.1),
-                         **cfg)
+    ctrl = NAOController(g, seed=seed, predictor=lambda h: TransferPredictor(
+        h, n_tasks, hidden=cfg['mlp_hidden'], layers=xfer['layers'], dropout=0.1, residual_l2=xfer['residual_l2']),
+        **cfg)
     if x:
-        ctrl.fit(x, minmax(y, tasks), tasks, seed=seed)
-    pred = ctrl.predict([seqs[i] for i in test_idx], task=n_src_tasks)
-    if np.ptp(pred) == 0:
-        return 0.0
-    return float(spearmanr(pred, Y[n_src_tasks, test_idx]).statistic)
+        ctrl.fit(x, scale_targets(y, tasks, xfer['scaling']), tasks, seed=seed)
+    test = [seqs[i] for i in test_idx]
+    out = []
+    for task in (n_src_tasks, None):  # f^(target), then the universal part alone
+        pred = ctrl.predict(test, task=task)
+        out.append(0.0 if np.ptp(pred) == 0 else float(spearmanr(pred, Y[n_src_tasks, test_idx]).statistic))
+    return out
 
 
 def main() -> None:
@@ -80,6 +84,12 @@ def main() -> None:
     ap.add_argument('--held-out', type=int, default=50)
     ap.add_argument('--residual', type=float, default=0.5)
     ap.add_argument('--epochs', type=int, default=60)
+    ap.add_argument('--transfer-layers', type=int, default=TRANSFER_LAYERS,
+                    help=f'hidden layers of the universal and residual networks (xfernas default {TRANSFER_LAYERS})')
+    ap.add_argument('--residual-l2', type=float, default=RESIDUAL_L2,
+                    help=f'ridge weight on the residual networks (xfernas default {RESIDUAL_L2})')
+    ap.add_argument('--scaling', choices=SCALINGS, default=TARGET_SCALING,
+                    help=f'per-task target scaling (xfernas default {TARGET_SCALING})')
     ap.add_argument('--png', default=None)
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -92,13 +102,15 @@ def main() -> None:
     seqs = [list(s) for s in pool]
     X = np.stack([features(g, arch) for arch in pool.values()])
     Y = responses(X, a.source_tasks + 1, a.residual, seed=1)
-    cfg = dict(epochs=a.epochs, batch_size=50, embedding_size=16, hidden_size=48, mlp_layers=1, mlp_hidden=64,
-               swap_augment=True)
+    cfg = dict(epochs=a.epochs, batch_size=50, embedding_size=16, hidden_size=48, mlp_hidden=64, swap_augment=True)
+    xfer = {'layers': a.transfer_layers, 'residual_l2': a.residual_l2, 'scaling': a.scaling}
+    print(f'transfer network: {a.transfer_layers} hidden layers x 64, residual_l2 {a.residual_l2}, scaling {a.scaling}; '
+          f'{a.splits} splits (seeds)', flush=True)
     t0 = time.time()
     table = {}
     for s in a.sources:
         for t in a.targets:
-            vals = []
+            vals, uvals = [], []
             for split in range(a.splits):
                 r = np.random.Generator(np.random.PCG64(100 + split))
                 perm = r.permutation(len(seqs))
@@ -107,14 +119,23 @@ def main() -> None:
                 # each architecture is evaluated on exactly one task (paper §4.5)
                 src = [rest[i * s:(i + 1) * s] for i in range(a.source_tasks)]
                 tgt = rest[a.source_tasks * s:a.source_tasks * s + t]
-                vals.append(one(g, seqs, Y, src, tgt, test, a.source_tasks, cfg, seed=split))
+                v, u = one(g, seqs, Y, src, tgt, test, a.source_tasks, cfg, seed=split, xfer=xfer)
+                vals.append(v)
+                uvals.append(u)
             table[(s, t)] = (float(np.mean(vals)), float(np.std(vals)))
             print(f'source {s:4d}/task  target {t:4d}: spearman {table[(s, t)][0]:+.3f} ± {table[(s, t)][1]:.3f} '
+                  f'(universal part alone {np.mean(uvals):+.3f}; per seed {" ".join(f"{x:+.2f}" for x in vals)}) '
                   f'({time.time() - t0:.0f}s)', flush=True)
     print('\nmean Spearman rho (rows: source archs per source task; columns: target archs)')
     print('source\\target ' + ' '.join(f'{t:>7d}' for t in a.targets))
     for s in a.sources:
         print(f'{s:13d} ' + ' '.join(f'{table[(s, t)][0]:+7.3f}' for t in a.targets))
+    if a.targets[0] == 0:
+        for s in a.sources:
+            base = table[(s, 0)][0]
+            print(f'source {s}/task: target knowledge {a.targets[1:]} vs none: '
+                  + ', '.join(f'{table[(s, t)][0] - base:+.3f}' for t in a.targets[1:])
+                  + f'; never below the zero-target mean: {all(table[(s, t)][0] >= base for t in a.targets[1:])}')
     z = [table[(s, a.targets[0])][0] for s in a.sources]
     print(f'\nzero-target correlation by source knowledge {a.sources}: {[round(v, 3) for v in z]}; '
           f'above 0 with sources: {all(v > 0 for v in z[1:])}; grows with sources: '

@@ -116,7 +116,11 @@ def test_phase_1_from_sources_then_phase_2_from_target(tmp_path):
     pred = s.controller.model.predictor
     assert isinstance(pred, TransferPredictor) and pred.num_tasks == 3
     seqs, targets, tasks = s._training_set()
-    assert len(seqs) == 12 + 12 + 9 and tasks.count(2) == 9 and min(targets) == 0 and max(targets) == 1
+    assert len(seqs) == 12 + 12 + 9 and tasks.count(2) == 9
+    assert pred.residual_l2 == 1.0 and s.target_scaling == 'standard'   # defaults chosen in issue 20
+    for k in range(3):  # per-task standard scores 0.5 + z / 6: mean 0.5, sd 1/6 within every task
+        tk = np.asarray(targets)[np.asarray(tasks) == k]
+        assert abs(tk.mean() - 0.5) < 1e-9 and abs(tk.std() - 1 / 6) < 1e-9
     assert [e['phase'] for e in s.round_log()] == [1, 2, 2]
     # phase 1 seeds: the best of each source task in turn
     best = [max(zip(t.scores, map(json.dumps, t.architectures)))[1] for t in s.source_tasks]
@@ -155,6 +159,9 @@ def test_state_round_trip_keeps_the_source_set(tmp_path):
     ({'eta': -1.5}, 'strategy_args.eta'),
     ({'eta': 'ten'}, 'strategy_args.eta'),
     ({'phase2_after': -1}, 'strategy_args.phase2_after'),
+    ({'residual_l2': -0.1}, 'strategy_args.residual_l2'),
+    ({'transfer_layers': -1}, 'strategy_args.transfer_layers'),
+    ({'target_scaling': 'rank'}, 'strategy_args.target_scaling'),
     ({'per_source_limit': 0}, 'strategy_args.per_source_limit'),
     ({'sources': ['nope']}, 'strategy_args.sources'),
     ({'sources': ['other_space']}, 'strategy_args.sources'),

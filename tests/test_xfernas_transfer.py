@@ -10,7 +10,7 @@ from nni_xfer.errors import ConfigError
 from nni_xfer.store import KnowledgeStore
 from nni_xfer.strategies.xfernas.sources import (OTHER_TASKS, import_results, load_source_knowledge, read_results,
                                                  task_key)
-from nni_xfer.strategies.xfernas.transfer import TransferPredictor, fit_predictor, transfer_loss
+from nni_xfer.strategies.xfernas.transfer import TransferPredictor, fit_predictor, scale_targets, transfer_loss
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -90,6 +90,48 @@ def test_universal_part_transfers_to_an_unseen_task_and_its_residual_fits(one_to
         rho_after = spearmanr(net(z3[100:], 2).numpy(), y3[100:].numpy()).statistic
     assert err_after < 0.5 * err_before, (err_before, err_after)
     assert rho_after > rho_u
+
+
+def _few_target_results(residual_l2: float, scaling: str, n_target: int) -> float:
+    """Target Spearman on 100 held-out codes of a linear transfer network (XferNAS's default depth)
+    fitted to two source tasks (100 results each) and ``n_target`` target results (issue 20)."""
+    g = np.random.Generator(np.random.PCG64(1))
+    d = 32
+    z = g.normal(size=(400, d))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)   # NAO's codes are unit vectors
+    shared = g.normal(size=d)
+    ys = [z @ shared + 0.3 * z @ g.normal(size=d) for _ in range(3)]   # sources 0, 1; target 2
+    idx = np.concatenate([np.arange(0, 100), np.arange(100, 200), np.arange(200, 200 + n_target)])
+    tasks = np.repeat([0, 1, 2], [100, 100, n_target])
+    y = np.concatenate([ys[0][:100], ys[1][100:200], ys[2][200:200 + n_target]])
+    torch.manual_seed(0)
+    net = TransferPredictor(d, 3, hidden=16, layers=0, dropout=0.0, residual_l2=residual_l2)
+    fit_predictor(net, torch.tensor(z[idx], dtype=torch.float32), torch.tensor(tasks),
+                  torch.tensor(scale_targets(y, tasks, scaling), dtype=torch.float32), epochs=100, seed=0)
+    with torch.no_grad():
+        pred = net(torch.tensor(z[300:], dtype=torch.float32), 2).numpy()
+    return float(spearmanr(pred, ys[2][300:]).statistic)
+
+
+def test_a_few_target_results_do_not_hurt_the_ranking(one_torch_thread):
+    from nni_xfer.strategies.xfernas.strategy import RESIDUAL_L2, TARGET_SCALING
+
+    # the defect: an unregularised residual interpolates 10 min-max-scaled target results
+    without = [_few_target_results(0.0, 'minmax', n) for n in (0, 10)]
+    assert without[1] < without[0] - 0.15, without
+    # XferNAS's defaults (ridge on the residuals, per-task standard scores): no worse than no target data
+    fixed = [_few_target_results(RESIDUAL_L2, TARGET_SCALING, n) for n in (0, 10)]
+    assert fixed[1] >= fixed[0] - 0.01 and fixed[0] > 0.6, fixed
+
+
+def test_scale_targets():
+    y, t = [0.5, 0.7, 0.9, 10.0, 10.0, 0.1, 0.2], [0, 0, 0, 1, 1, 2, 2]
+    assert scale_targets(y, t, 'minmax').tolist() == pytest.approx([0, 0.5, 1, 0.5, 0.5, 0, 1])
+    std = scale_targets(y, t, 'standard')
+    assert std[:3].tolist() == pytest.approx([0.5 - 1.2247 / 6, 0.5, 0.5 + 1.2247 / 6], abs=1e-4)
+    assert std[3:5].tolist() == [0.5, 0.5] and std[5:].tolist() == pytest.approx([0.5 - 1 / 6, 0.5 + 1 / 6])
+    with pytest.raises(ValueError):
+        scale_targets(y, t, 'rank')
 
 
 # --------------------------------------------------------------------------- tasks and the store

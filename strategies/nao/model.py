@@ -21,7 +21,8 @@ Interface (stable; XferNAS builds on it)::
   ``forward(code, task=None)`` maps architecture codes ``(N, hidden)`` (and an optional
   ``LongTensor (N,)`` of task ids) to predictions ``(N,)``; ``task=None`` means the target task.
   Pass an instance (or a factory ``hidden -> module``) as ``predictor=``; default
-  :class:`MLPPredictor`. The loss is ``trade_off · MSE(pred, target) + (1 − trade_off) · NLL``.
+  :class:`MLPPredictor`. The loss is ``trade_off · MSE(pred, target) + (1 − trade_off) · NLL``,
+  plus ``predictor.penalty()`` when the predictor has one (XferNAS's residual ridge term).
 * The latent step (:meth:`NAOController.generate`) differentiates ``predictor(code, task)`` with
   respect to the per-step encoder outputs ``h``, moves ``h' = h + λ∇h`` for λ = 1, 2, … up to
   ``max_lambda``, re-normalises per step, mean-pools, normalises, decodes greedily (constrained
@@ -235,7 +236,11 @@ class NAOModel(nn.Module):
         mse = F.mse_loss(pred, targets)
         logp = self.decoder(seqs, enc, code)
         nll = F.nll_loss(logp.reshape(-1, logp.shape[-1]), seqs.reshape(-1))
-        return trade_off * mse + (1 - trade_off) * nll, mse, nll
+        loss = trade_off * mse + (1 - trade_off) * nll
+        penalty = getattr(self.predictor, 'penalty', None)  # a predictor's own regulariser (XferNAS residuals)
+        if penalty is not None:
+            loss = loss + penalty()
+        return loss, mse, nll
 
 
 # --------------------------------------------------------------------------- controller

@@ -28,15 +28,26 @@ import torch
 
 from nni_xfer.errors import ConfigError
 from nni_xfer.registry import STRATEGIES
-from nni_xfer.strategies.nao import NAOController, NAOStrategy, minmax  # XferNAS is built on NAO
+from nni_xfer.strategies.nao import NAOController, NAOStrategy  # XferNAS is built on NAO
 from nni_xfer.strategies.nao.model import pool
 from nni_xfer.store import KnowledgeStore, StoreError, store_exists
 from nni_xfer.strategy import SpaceInfo, StrategyContext, check_int
 
 from .sources import OTHER_TASKS, TaskData, load_source_knowledge, task_key
-from .transfer import TransferPredictor
+from .transfer import SCALINGS, TransferPredictor, scale_targets
 
 log = logging.getLogger(__name__)
+
+
+#: default hidden layers of the universal and of every residual network (paper: "feed forward neural
+#: networks", sizes not given): ``None`` = ``controller.mlp_layers`` (0, NAO's dense -> sigmoid); on fixed
+#: NAO codes the linear network ranked better than 3 x 200 (docs/fidelity.md)
+TRANSFER_LAYERS: int | None = None
+#: default ridge weight on the residual networks' weights (paper silent); chosen by measurement (issue 20:
+#: without it 10 target results lowered the target Spearman, docs/fidelity.md)
+RESIDUAL_L2 = 1.0
+#: default per-task scaling of the scores the controller trains on (paper silent; NAO: min-max)
+TARGET_SCALING = 'standard'
 
 
 class XferController(NAOController):
@@ -74,6 +85,14 @@ class XferNASStrategy(NAOStrategy):
             own results are never source knowledge with ``sources: other_datasets``.
         store: the knowledge store to read; default: the experiment's own ``classArgs.store`` (itself
             defaulting to ``$NNI_XFER_HOME/store.db``). Set it only to read sources from another store.
+        transfer_layers: hidden layers (``controller.mlp_hidden`` wide) of the universal and of every
+            residual network; ``null``: ``controller.mlp_layers`` (NAO's predictor depth).
+        residual_l2: ridge weight on the residual networks' weights, added to the controller's loss
+            (the residual of a task with a handful of results otherwise interpolates them and ranks
+            unseen cells worse than the universal part alone).
+        target_scaling: ``standard`` (default: per-task standard scores, whose spread does not grow
+            when a task has few results) or ``minmax`` (NAO's, per task); see
+            :func:`.transfer.scale_targets`.
         fill_random: default **true** here (NAO's default is false): the paper examines exactly 33
             architectures, so a round whose latent steps decode fewer than ``new_per_iteration`` new
             cells is filled with random unseen ones (``meta.role: random_fill``) to spend the budget.
@@ -96,6 +115,8 @@ class XferNASStrategy(NAOStrategy):
                  target: Any = None, store: str | None = None, seed_archs: int = 100, iterations: int = 3,
                  new_per_iteration: int = 11, top_k: int = 100, initial_dags: list | None = None,
                  controller: dict | None = None, fill_random: bool = True, log_every: int = 100,
+                 transfer_layers: int | None = TRANSFER_LAYERS, residual_l2: float = RESIDUAL_L2,
+                 target_scaling: str = TARGET_SCALING,
                  context: StrategyContext | None = None):
         super().__init__(space, seed=seed, mode=mode, seed_archs=seed_archs, iterations=iterations,
                          new_per_iteration=new_per_iteration, top_k=top_k, initial_dags=initial_dags,
@@ -105,6 +126,12 @@ class XferNASStrategy(NAOStrategy):
         self.phase2_after = check_int(phase2_after, 'strategy_args.phase2_after', minimum=0)
         from nni_xfer.config import check_number
         self.eta = check_number(eta, 'strategy_args.eta', above=0)
+        self.transfer_layers = check_int(transfer_layers, 'strategy_args.transfer_layers', minimum=0,
+                                         allow_none=True)
+        self.residual_l2 = float(check_number(residual_l2, 'strategy_args.residual_l2', minimum=0))
+        if target_scaling not in SCALINGS:
+            raise ConfigError('strategy_args.target_scaling', f'unknown scaling {target_scaling!r}', allowed=SCALINGS)
+        self.target_scaling = target_scaling
         if not (sources == OTHER_TASKS or (isinstance(sources, list) and sources
                                            and all(isinstance(s, str) for s in sources))):
             raise ConfigError('strategy_args.sources', f'expected {OTHER_TASKS!r} or a non-empty list of experiment '
@@ -174,8 +201,9 @@ class XferNASStrategy(NAOStrategy):
             return None
         cfg = self.controller_config
         n = len(self.source_tasks) + 1
-        return lambda hidden: TransferPredictor(hidden, n, hidden=cfg.mlp_hidden, layers=cfg.mlp_layers,
-                                                dropout=cfg.dropout)
+        layers = cfg.mlp_layers if self.transfer_layers is None else self.transfer_layers
+        return lambda hidden: TransferPredictor(hidden, n, hidden=cfg.mlp_hidden, layers=layers,
+                                                dropout=cfg.dropout, residual_l2=self.residual_l2)
 
     def _make_controller(self) -> NAOController:
         if not self.transfer:
@@ -198,7 +226,7 @@ class XferNASStrategy(NAOStrategy):
         seqs += [self.grammar.to_tokens(h['architecture']) for h in done]
         scores += [self.score(h['metrics']) for h in done]
         tasks += [target] * (len(self.prior_target) + len(done))
-        return seqs, minmax(scores, tasks), tasks
+        return seqs, scale_targets(scores, tasks, self.target_scaling), tasks
 
     def _target_pool(self) -> list[tuple[float, dict]]:
         pool_ = [(s, a) for a, s in zip(self.prior_target.architectures, self.prior_target.scores)]

@@ -15,8 +15,40 @@ True
 """
 from __future__ import annotations
 
+from typing import Sequence
+
+import numpy as np
 import torch
 import torch.nn as nn
+
+#: ways to scale each task's scores before training (``strategy_args.target_scaling``)
+SCALINGS = ('minmax', 'standard')
+
+
+def scale_targets(values: Sequence[float], tasks: Sequence[int], how: str = 'minmax') -> np.ndarray:
+    """Each task's scores mapped into [0, 1] for the predictor.
+
+    ``minmax``: NAO's scaling, per task (the task's worst -> 0, best -> 1). ``standard``: per-task
+    standard scores ``0.5 + z / 6`` (±3 sd -> [0, 1]); unlike min-max, the spread does not depend on
+    how many results a task has — min-max stretches a task with a handful of results (its best of
+    10 is 1.0, like the best of 200 of a source task) further than the sources, and the shared
+    universal network then bends towards those few points. A constant task maps to 0.5.
+    """
+    from nni_xfer.strategies.nao.model import minmax
+
+    if how == 'minmax':
+        return minmax(values, tasks)
+    if how != 'standard':
+        raise ValueError(f'unknown scaling {how!r} (allowed: {", ".join(SCALINGS)})')
+    v = np.asarray(values, dtype=np.float64)
+    groups = np.asarray(tasks)
+    out = np.full_like(v, 0.5)
+    for g in np.unique(groups):
+        idx = groups == g
+        sd = v[idx].std()
+        if sd > 1e-12:
+            out[idx] = 0.5 + (v[idx] - v[idx].mean()) / (6.0 * sd)
+    return out
 
 
 def _mlp(code_dim: int, hidden: int, layers: int, dropout: float) -> nn.Sequential:
@@ -40,15 +72,22 @@ class TransferPredictor(nn.Module):
         universal_sigmoid: end the universal network in a sigmoid like NAO's predictor (targets are
             min-max normalised to [0, 1]); the residuals are linear so f^(i) = f^(u) + r^(i) holds
             literally.
+        residual_l2: ridge penalty ``residual_l2 * sum ||W||^2`` over the weight matrices of every
+            residual network, added to the training loss by :meth:`penalty` (0: none, only the
+            optimiser's weight decay). A residual fitted to a handful of target results without
+            it interpolates them and ranks unseen cells worse than f^(u) alone (issue 20).
     """
 
     def __init__(self, code_dim: int, num_tasks: int, hidden: int = 200, layers: int = 3, dropout: float = 0.1,
-                 universal_sigmoid: bool = True):
+                 universal_sigmoid: bool = True, residual_l2: float = 0.0):
         super().__init__()
         if num_tasks < 1:
             raise ValueError(f'num_tasks must be >= 1, got {num_tasks}')
+        if not residual_l2 >= 0:
+            raise ValueError(f'residual_l2 must be >= 0, got {residual_l2}')
         self.code_dim, self.hidden, self.layers, self.dropout = code_dim, hidden, layers, dropout
         self.universal_sigmoid = universal_sigmoid
+        self.residual_l2 = float(residual_l2)
         self.universal = _mlp(code_dim, hidden, layers, dropout)
         self.residuals = nn.ModuleList(self._new_residual() for _ in range(num_tasks))
 
@@ -57,6 +96,13 @@ class TransferPredictor(nn.Module):
         nn.init.zeros_(r[-1].weight)
         nn.init.zeros_(r[-1].bias)
         return r
+
+    def penalty(self) -> torch.Tensor | float:
+        """The residuals' ridge term ``residual_l2 * sum ||W||^2`` (weights, not biases) for the loss."""
+        if self.residual_l2 == 0:
+            return 0.0
+        return self.residual_l2 * sum((m.weight ** 2).sum() for r in self.residuals for m in r
+                                      if isinstance(m, nn.Linear))
 
     @property
     def num_tasks(self) -> int:
@@ -103,7 +149,8 @@ def fit_predictor(net: TransferPredictor, z: torch.Tensor, task: torch.Tensor, y
                   seed: int = 0) -> list[float]:
     """Fit the predictor alone on fixed codes (α = 1, no decoder): unit tests and the Fig. 3 study.
 
-    Adam with NAO's learning rate and weight decay; returns the mean loss of each epoch.
+    Adam with NAO's learning rate and weight decay, plus the residuals' ridge term
+    (:meth:`TransferPredictor.penalty`); returns the mean loss of each epoch.
     """
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
@@ -116,6 +163,7 @@ def fit_predictor(net: TransferPredictor, z: torch.Tensor, task: torch.Tensor, y
         for i in range(0, n, batch_size):
             idx = perm[i:i + batch_size]
             loss, _ = transfer_loss(net(z[idx], task[idx]), y[idx], 0.0, alpha=1.0)
+            loss = loss + net.penalty()
             opt.zero_grad()
             loss.backward()
             opt.step()
