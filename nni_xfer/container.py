@@ -241,7 +241,9 @@ def experiment_class_args(config: str | None, env: dict[str, str], timeout: floa
 def make_plan(args: argparse.Namespace, env: dict[str, str] | None = None) -> Plan:
     env = dict(os.environ if env is None else env)
     engine, kind = find_engine(args.engine)
-    class_args, _source = experiment_class_args(args.config, env)
+    class_args, source = experiment_class_args(args.config, env)
+    if source.startswith('defaults (NNI REST'):   # say why checkpoint_root etc. are the defaults
+        print(f'nni-xfer trial-in-container: classArgs from {source}; pass --config exp.yml', file=sys.stderr)
     mounts = trial_mounts(class_args, env, args.mount or [])
     cenv = container_env(env, args.env or [])
     gflags, clear_cuda = gpu_args(kind, args.gpus, env)
