@@ -21,7 +21,7 @@ import torch
 from scipy.stats import spearmanr
 
 from nni_xfer.search_spaces.nasnet_cells import OP_SETS, CellGrammar
-from nni_xfer.strategies.nao import NAOController
+from nni_xfer.strategies.nao import NAOConfig, NAOController
 from nni_xfer.strategies.xfernas import TransferPredictor
 from nni_xfer.strategies.xfernas.strategy import RESIDUAL_L2, TARGET_SCALING, TRANSFER_LAYERS
 from nni_xfer.strategies.xfernas.transfer import SCALINGS, scale_targets
@@ -84,8 +84,9 @@ def main() -> None:
     ap.add_argument('--held-out', type=int, default=50)
     ap.add_argument('--residual', type=float, default=0.5)
     ap.add_argument('--epochs', type=int, default=60)
-    ap.add_argument('--transfer-layers', type=int, default=TRANSFER_LAYERS,
-                    help=f'hidden layers of the universal and residual networks (xfernas default {TRANSFER_LAYERS})')
+    layers = TRANSFER_LAYERS if TRANSFER_LAYERS is not None else NAOConfig().mlp_layers
+    ap.add_argument('--transfer-layers', type=int, default=layers,
+                    help=f'hidden layers of the universal and residual networks (xfernas default {layers})')
     ap.add_argument('--residual-l2', type=float, default=RESIDUAL_L2,
                     help=f'ridge weight on the residual networks (xfernas default {RESIDUAL_L2})')
     ap.add_argument('--scaling', choices=SCALINGS, default=TARGET_SCALING,

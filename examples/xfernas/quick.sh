@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# XferNAS quick run on 2 CPUs: source knowledge on digits and a synthetic variant (8 random cells
-# each), then the XferNAS target search on another synthetic variant (9 cells), with a private
-# knowledge store. Prints each trial, the report (phase 1 / phase 2 proposals) and its plots.
+# XferNAS quick run on 2 CPUs, real tasks of one family: source knowledge on Fashion-MNIST classes 0-4
+# (8x8) and digits (8 random cells each), then the XferNAS target search on Fashion-MNIST classes 5-9
+# (8x8; 9 cells), with a private knowledge store. Prints each trial, the report (phase 1 / phase 2 proposals) and its plots.
 #   bash examples/xfernas/quick.sh            # PORT=8095 by default; NNI_XFER_HOME to keep the store
 set -euo pipefail
 cd "$(dirname "$0")/../.."
