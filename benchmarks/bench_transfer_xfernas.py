@@ -3,7 +3,7 @@
 A family of related tasks from the data on the machine (the generic ``dataset_args`` ``classes`` and
 ``image_size``), all at ``--image-size`` pixels:
 
-- source tasks: ``fashion_mnist`` classes 0-4 and ``digits`` (8x8 upsampled);
+- source tasks: ``fashion_mnist`` classes 0-4 and ``digits`` (natively 8x8, the default size);
 - target task: ``fashion_mnist`` classes 5-9 (other clothes, the same kind of images: the paper's
   CIFAR-100 -> CIFAR-10 relation in small).
 
@@ -327,12 +327,12 @@ def main(argv=None) -> int:
     ap.add_argument('--controller-epochs', type=int, default=100, help='per round (paper: 1,000)')
     ap.add_argument('--B', type=int, default=5)
     ap.add_argument('--F', type=int, default=4)
-    ap.add_argument('--image-size', type=int, default=10)
+    ap.add_argument('--image-size', type=int, default=8)
     ap.add_argument('--epochs', type=int, default=2)
-    ap.add_argument('--batch-size', type=int, default=64)
+    ap.add_argument('--batch-size', type=int, default=50)
     ap.add_argument('--lr', type=float, default=0.05)
-    ap.add_argument('--limit-train', type=int, default=1000)
-    ap.add_argument('--val-size', type=int, default=500)
+    ap.add_argument('--limit-train', type=int, default=500)
+    ap.add_argument('--val-size', type=int, default=300)
     ap.add_argument('--report-only', action='store_true')
     ap.add_argument('--png', default=None)
     a = ap.parse_args(argv)
