@@ -105,7 +105,8 @@ def main() -> None:
     Y = responses(X, a.source_tasks + 1, a.residual, seed=1)
     cfg = dict(epochs=a.epochs, batch_size=50, embedding_size=16, hidden_size=48, mlp_hidden=64, swap_augment=True)
     xfer = {'layers': a.transfer_layers, 'residual_l2': a.residual_l2, 'scaling': a.scaling}
-    print(f'transfer network: {a.transfer_layers} hidden layers x 64, residual_l2 {a.residual_l2}, scaling {a.scaling}; '
+    print(f'transfer network: {a.transfer_layers} hidden layers x 64, residual_l2 {a.residual_l2}, '
+          f'scaling {a.scaling}; '
           f'{a.splits} splits (seeds)', flush=True)
     t0 = time.time()
     table = {}

@@ -165,9 +165,8 @@ def test_classes_keep_and_relabel_in_given_order(digits: Splits):
         assert a.shape == b.shape and len(a) > 30
         assert torch.allclose(_standardised(a), _standardised(b), atol=1e-4)  # same images, other normalisation
     assert abs(float(sub.train_x.mean())) < 1e-4  # normalised with the kept classes' statistics
-    assert len(sub.train_y) + len(sub.val_y) + len(sub.test_y) == int(((digits.train_y == 3) | (digits.train_y == 1)).sum()
-                                                                      + ((digits.val_y == 3) | (digits.val_y == 1)).sum()
-                                                                      + ((digits.test_y == 3) | (digits.test_y == 1)).sum())
+    kept = sum(int(((y == 3) | (y == 1)).sum()) for y in (digits.train_y, digits.val_y, digits.test_y))
+    assert len(sub.train_y) + len(sub.val_y) + len(sub.test_y) == kept
 
 
 def test_image_size_resizes_and_changes_info():

@@ -146,7 +146,8 @@ def test_task_key():
     # the generic classes / image_size arguments make another task of the family
     a = task_key('fashion_mnist', {'classes': [0, 1, 2, 3, 4], 'image_size': 14, 'val_size': 0.2})
     b = task_key('fashion_mnist', {'classes': (5, 6, 7, 8, 9), 'image_size': 14})
-    assert a == 'fashion_mnist(classes=[0,1,2,3,4],image_size=14)' and b == 'fashion_mnist(classes=[5,6,7,8,9],image_size=14)'
+    assert a == 'fashion_mnist(classes=[0,1,2,3,4],image_size=14)'
+    assert b == 'fashion_mnist(classes=[5,6,7,8,9],image_size=14)'
     assert task_key('fashion_mnist', {'image_size': 14}) != task_key('fashion_mnist', {}) == 'fashion_mnist'
     assert task_key('synthetic', {'image_size': 8}) == 'synthetic'  # synthetic's own image_size, at its default
 
