@@ -10,7 +10,8 @@
 >>> exp.run(port=8081)
 
 Each model is evaluated by the same trial code as under ``nnictl`` (:func:`nni_xfer.trial.run_trial`),
-and every evaluation lands in the knowledge store.
+and every evaluation lands in the knowledge store through the same
+:class:`~nni_xfer.session.SearchSession` as under ``nnictl`` (rows, trial ids, ``search_finished``).
 """
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ from nni.nas.strategy import Strategy  # noqa: E402
 from .config import make_strategy  # noqa: E402
 from .errors import ConfigError  # noqa: E402
 from .registry import DATASETS, EVALUATORS, SEARCH_SPACES  # noqa: E402
+from .session import SearchSession  # noqa: E402
 from .space import DATASET_ARGS, space_info  # noqa: E402
-from .spec import TrialSpec, read_artifacts, with_artifacts  # noqa: E402
 from .store import KnowledgeStore  # noqa: E402
 from .strategy import BaseStrategy  # noqa: E402
 from .trial import nas_evaluate, trial_failure  # noqa: E402
@@ -98,8 +99,9 @@ class XferStrategy(Strategy):
         self.store = KnowledgeStore.resolve(store)
         self.experiment_id = experiment_id or f'nas-{uuid.uuid4().hex[:8]}'
         self.core: BaseStrategy | None = strategy if isinstance(strategy, BaseStrategy) else None
+        self.session: SearchSession | None = None   # made in _initialize, when the space is known
         self._running: dict[int, int] = {}  # id(model) -> proposal id
-        self._next_id = 0
+        self._next_id = 0                           # a loaded state's, until the session exists
         # NNI calls _on_training_end from the engine's threads while _run proposes: one lock for the
         # core strategy and the store. A strategy exception stops the search (_run raises it).
         self._lock = threading.RLock()
@@ -119,13 +121,16 @@ class XferStrategy(Strategy):
             self.core = make_strategy(self._strategy_spec, info, self._strategy_args, seed=self.seed, mode=self.mode)
         name = self._strategy_spec if isinstance(self._strategy_spec, str) else type(self.core).__name__
         self._strategy_name = name
-        self.store.record_experiment(self.experiment_id, strategy=name, space=self._space_name,
-                                     dataset=evaluator.dataset,
-                                     config={'strategy': name, 'strategy_args': self._strategy_args,
-                                             'space': self._space_name, 'space_args': self._space_args,
-                                             'dataset': evaluator.dataset, 'evaluator': evaluator.evaluator_name,
-                                             'evaluator_args': evaluator.evaluator_args, 'seed': self.seed,
-                                             'mode': self.mode})
+        self.session = SearchSession(self.core, self.store, self.experiment_id, dict(
+            strategy=name, space=self._space_name, dataset=evaluator.dataset, evaluator=evaluator.evaluator_name,
+            seed=self.seed, space_args=self._space_args, dataset_args=evaluator.dataset_args,
+            evaluator_args=evaluator.evaluator_args, mode=self.mode, checkpoint_root=evaluator.checkpoint_root))
+        self.session.next_id = self._next_id
+        self.session.record_experiment({'strategy': name, 'strategy_args': self._strategy_args,
+                                        'space': self._space_name, 'space_args': self._space_args,
+                                        'dataset': evaluator.dataset, 'evaluator': evaluator.evaluator_name,
+                                        'evaluator_args': evaluator.evaluator_args, 'seed': self.seed,
+                                        'mode': self.mode})
         engine.register_model_event_callback(ModelEventType.TrainingEnd, self._on_training_end)
         return model_space
 
@@ -133,18 +138,17 @@ class XferStrategy(Strategy):
         self.engine.unregister_model_event_callback(ModelEventType.TrainingEnd, self._on_training_end)
 
     def _run(self) -> None:
-        assert self.core is not None
+        assert self.core is not None and self.session is not None
         while self.wait_for_resource():
             with self._lock:
                 self._raise_if_failed()
-                pid = self._next_id
                 try:
-                    proposal = self.core.propose(pid)
+                    got = self.session.propose()   # row written, state saved (search_finished when done)
                 except Exception as exc:
                     self._fatal('propose', exc)
                     raise
                 pending = bool(self.core.pending)
-            if proposal is None:
+            if got is None:
                 if pending:
                     self.engine.wait_models()
                     with self._lock:
@@ -153,19 +157,8 @@ class XferStrategy(Strategy):
                             continue
                 break
             with self._lock:
-                self._next_id += 1
-                ev = self._evaluator
-                spec = TrialSpec.from_proposal(
-                    proposal, pid, experiment_id=self.experiment_id, strategy=self._strategy_name,
-                    space=self._space_name, dataset=ev.dataset, evaluator=ev.evaluator_name, seed=self.seed,
-                    space_args=self._space_args, dataset_args=ev.dataset_args, evaluator_args=ev.evaluator_args,
-                    mode=self.mode, checkpoint_root=ev.checkpoint_root).to_dict()
-                parent = None if proposal.parent is None else {'experiment_id': self.experiment_id,
-                                                                'proposal_id': proposal.parent}
-                self.store.record_proposal(self.experiment_id, pid, architecture=proposal.architecture,
-                                           strategy=self._strategy_name, space=self._space_name,
-                                           dataset=ev.dataset, parent=parent, init=proposal.init, spec=spec)
-                model = self.model_space.freeze(proposal.architecture)
+                pid, spec = got
+                model = self.model_space.freeze(spec['architecture'])
                 model.evaluator = FunctionalEvaluator(nas_evaluate, spec=spec)
                 self._running[id(model)] = pid
             self.engine.submit_models(model)
@@ -180,43 +173,31 @@ class XferStrategy(Strategy):
                 return
             final = event.model.metrics.final
             error = trial_failure(final)
+            trial_id = final.get('trial_id') if isinstance(final, dict) else None
             try:
                 if event.status == ModelStatus.Trained and final is not None and error is None:
-                    metrics = final if isinstance(final, dict) else {'default': final}
-                    row = self.store.get(self.experiment_id, pid)
-                    if row is not None and row.spec and 'checkpoint' not in metrics:  # numbers only: add
-                        metrics = with_artifacts(metrics, read_artifacts(row.spec))  # checkpoint, sha256
-                    self.core.observe(pid, metrics)
-                    self.store.record_result(self.experiment_id, pid, metrics, status='SUCCEEDED')
+                    # numbers only: the session adds the trial's artifacts (checkpoint, sha256, trial id)
+                    self.session.observe(pid, final if isinstance(final, dict) else {'default': final}, trial_id)
                 else:
-                    reason = error or f'model status {event.status}'
-                    self.core.fail(pid, reason)
-                    self.store.record_result(self.experiment_id, pid, None, status='FAILED', error=reason)
-                self.store.save_strategy_state(self.experiment_id, self.core.state_dict())
+                    self.session.fail(pid, error or f'model status {event.status}', trial_id)
             except Exception as exc:  # noqa: BLE001 - recorded; _run raises it in the strategy thread
                 self._fatal('observe', exc)
 
     def _fatal(self, where: str, exc: BaseException) -> None:
-        msg = ' '.join(f'nni-xfer: strategy {self._strategy_name!r} failed in {where}: '
-                       f'{type(exc).__name__}: {exc}'.split())
-        if self._error is None:
-            self._error = msg
-            _logger.error(msg, exc_info=exc)
-            try:
-                self.store.record_experiment_error(self.experiment_id, msg)
-            except Exception as store_exc:  # noqa: BLE001
-                _logger.error('cannot record the error in the knowledge store: %s', store_exc)
+        self._error = self.session.fatal(where, exc)  # logged and recorded in the store; the first one kept
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise RuntimeError(self._error)
 
     def state_dict(self) -> dict:
-        return {'core': self.core.state_dict() if self.core else None, 'next_id': self._next_id,
-                'experiment_id': self.experiment_id}
+        return {'core': self.core.state_dict() if self.core else None,
+                'next_id': self.session.next_id if self.session else self._next_id, 'experiment_id': self.experiment_id}
 
     def load_state_dict(self, state_dict: dict) -> None:
         if self.core is not None and state_dict.get('core'):
             self.core.load_state_dict(state_dict['core'])
         self._next_id = state_dict.get('next_id', 0)
+        if self.session is not None:
+            self.session.next_id = self._next_id
         self.experiment_id = state_dict.get('experiment_id', self.experiment_id)

@@ -208,8 +208,10 @@ def run_trial(spec: dict | TrialSpec, model: nn.Module | None = None, reporter: 
     uri, sha = save_checkpoint({'state_dict': state, **meta}, spec.checkpoint_path())
     metrics.update({'setup_seconds': t_ready - t_start, 'trial_seconds': time.time() - t_start})
     # NNI gets numbers only (the portal draws every key as an axis); the strings go to the artifacts
-    # file next to the checkpoint, which the tuner reads when this result arrives.
-    artifacts = {'checkpoint': uri, 'sha256': sha, 'proposal_id': spec.proposal_id, **non_numeric_metrics(metrics)}
+    # file next to the checkpoint, which the search session reads when this result arrives. The numbers
+    # go there too: NasExperiment keeps only a final result's 'default' (nni_xfer/session.py).
+    artifacts = {'checkpoint': uri, 'sha256': sha, 'proposal_id': spec.proposal_id, **numeric_metrics(metrics),
+                 **non_numeric_metrics(metrics)}
     trial_id = os.environ.get('NNI_TRIAL_JOB_ID')
     if trial_id:
         artifacts['trial_id'] = trial_id

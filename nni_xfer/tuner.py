@@ -26,7 +26,8 @@ from nni.tuner import Tuner
 
 from .errors import ConfigError
 from .known_warnings import filter_known_warnings
-from .spec import TrialSpec, proposal_id_of, read_artifacts, with_artifacts
+from .session import SearchSession, one_line
+from .spec import proposal_id_of
 
 # Kept light on purpose: NNI gives the dispatcher 10 seconds from its start to connect, and it
 # constructs the tuner before connecting. Under nnictl the heavy set-up (torch, the plugin
@@ -47,11 +48,6 @@ def _experiment_id() -> str:
         if value:
             return value if var == 'NNI_EXP_ID' else os.path.basename(os.path.dirname(os.path.normpath(value)))
     return 'standalone'
-
-
-def _one_line(text: Any, limit: int = 500) -> str:
-    line = ' '.join(str(text).split())
-    return line if len(line) <= limit else line[:limit - 3] + '...'
 
 
 def _rest_base() -> str | None:
@@ -140,6 +136,10 @@ def _log_to_dispatcher_log() -> None:
 class XferTuner(Tuner):
     """Drives a :class:`~nni_xfer.strategy.BaseStrategy` from NNI's dispatcher.
 
+    The search's bookkeeping (proposal ids, specs, store rows, artifacts, state, ``search_finished``,
+    the error line) is the :class:`~nni_xfer.session.SearchSession` the ``NasExperiment`` adapter
+    shares; this class is NNI's plumbing: callbacks, threads, NNI's parameter ids, resume, budget.
+
     NNI 3.0 calls ``trial_end`` on its assessor thread and the other callbacks on its default thread:
     every callback runs under one lock, so the strategy and the store are used by one thread at a
     time. An exception of the strategy (or the store) stops the search: its one-line cause goes to
@@ -179,7 +179,7 @@ class XferTuner(Tuner):
             self._setup(class_args)
         except BaseException as exc:  # noqa: BLE001 - reported on the first callback
             self._setup_error = exc
-            _logger.error('nni-xfer: the tuner cannot start: %s', _one_line(exc), exc_info=exc)
+            _logger.error('nni-xfer: the tuner cannot start: %s', one_line(exc), exc_info=exc)
 
     def _ready(self) -> bool:
         """Wait for the set-up; ``False`` (and the experiment stopped with its cause) if it failed."""
@@ -188,7 +188,7 @@ class XferTuner(Tuner):
             self._setup_thread = None
             if self._setup_error is not None and self._error is None:
                 exc = self._setup_error
-                self._error = _one_line(f'nni-xfer: the tuner cannot start: {exc}' if isinstance(exc, ConfigError)
+                self._error = one_line(f'nni-xfer: the tuner cannot start: {exc}' if isinstance(exc, ConfigError)
                                         else f'nni-xfer: the tuner cannot start: {type(exc).__name__}: {exc}')
         return self._setup_error is None
 
@@ -203,18 +203,15 @@ class XferTuner(Tuner):
         built = build(class_args, self.fixed_strategy)
         self.config = built.config
         self.space_info = built.space_info
-        self.strategy = built.strategy
         self.space = built.space  # for the portal summary of each proposal (TrialSpec.to_parameters)
         self.experiment_id = _experiment_id()
         self.store = KnowledgeStore.resolve(self.config.store)
-        state = self.store.strategy_state(self.experiment_id)
-        self.resumed = state is not None
-        if state is not None:
-            self.strategy.load_state_dict(state)
-            _logger.info('resumed strategy %s of experiment %s: %d evaluated, %d pending', self.config.strategy,
-                         self.experiment_id, len(self.strategy.history), len(self.strategy.pending))
-        ids = [h['id'] for h in self.strategy.history] + list(self.strategy.pending)
-        self._next_id = max(ids) + 1 if ids else 0
+        cfg = self.config
+        self.session = SearchSession(built.strategy, self.store, self.experiment_id, dict(
+            strategy=cfg.strategy, space=cfg.space, dataset=cfg.dataset, evaluator=cfg.evaluator, seed=cfg.seed,
+            space_args=cfg.space_args, dataset_args=cfg.dataset_args, evaluator_args=cfg.evaluator_args,
+            mode=cfg.mode, checkpoint_root=cfg.checkpoint_root), space=self.space)
+        self.resumed = self.session.resume()
         self._param_to_proposal: dict[int, int] = {}
         # Batch-synchronous strategies (EAS episodes) cannot propose while they wait for results.
         # NNI asks for trials only when trials end, so slots refused then would be lost and the
@@ -232,9 +229,16 @@ class XferTuner(Tuner):
         self._nni_trials_at_start: int | None = None   # NNI's trials when this dispatcher first answered
         self._handed_out = 0                            # parameter sets this dispatcher gave NNI
         self._crash_at = None if self.resumed else _crash_point()
-        self._artifacts_warned = False
-        self.store.record_experiment(self.experiment_id, strategy=self.config.strategy, space=self.config.space,
-                                     dataset=self.config.dataset, config=dict(class_args))
+        self.session.record_experiment(class_args)
+
+    @property
+    def strategy(self):
+        """The search's strategy (its session's)."""
+        return self.session.strategy
+
+    @strategy.setter
+    def strategy(self, strategy) -> None:
+        self.session.strategy = strategy
 
     # ---- NNI Tuner interface (each under the lock) ----
     def update_search_space(self, search_space: Any) -> None:
@@ -310,7 +314,7 @@ class XferTuner(Tuner):
     def save_checkpoint(self) -> None:
         with self._lock:
             if self._ready() and self._error is None:
-                self._guard('save_checkpoint', self._save_state)
+                self._guard('save_checkpoint', self.session.save_state)
 
     def _on_exit(self) -> None:
         """The dispatcher stops (``nnictl stop``: NNI cancels running trials, never starts waiting ones).
@@ -345,10 +349,8 @@ class XferTuner(Tuner):
                     self.store.reopen(self.experiment_id, pid)
                 _logger.info('proposal %d sent again (NNI had no trial for it after the resume)', pid)
                 self._handed_out += 1
-                return self._parameters(ev.spec)
+                return self.session.parameters(ev.spec)
         d = self._guard('generate_parameters', self._propose, parameter_id, trial_id)
-        if d is None and self._error is None and self.strategy.done:
-            self._guard('generate_parameters', self.store.record_search_finished, self.experiment_id)
         if d is None:
             raise NoMoreTrialError('strategy has nothing to propose now' if self._error is None
                                    else f'search stopped: {self._error}')
@@ -370,101 +372,30 @@ class XferTuner(Tuner):
         return limit - self._nni_trials_at_start - self._handed_out
 
     def _propose(self, parameter_id: int, trial_id: str | None) -> dict | None:
-        pid = self._next_id
-        proposal = self.strategy.propose(pid)
-        if proposal is None:
+        got = self.session.propose(trial_id)  # the store keeps the plain spec; NNI gets it with the portal summary
+        if got is None:
             return None
-        self._next_id += 1
+        pid, spec = got
         self._param_to_proposal[int(parameter_id)] = pid
-        cfg = self.config
-        spec = TrialSpec.from_proposal(
-            proposal, pid, experiment_id=self.experiment_id, strategy=cfg.strategy, space=cfg.space,
-            dataset=cfg.dataset, evaluator=cfg.evaluator, seed=cfg.seed, space_args=cfg.space_args,
-            dataset_args=cfg.dataset_args, evaluator_args=cfg.evaluator_args, mode=cfg.mode,
-            checkpoint_root=cfg.checkpoint_root)
-        d = spec.to_dict()  # the store keeps the plain spec; NNI gets it with the portal summary
-        parent = None if proposal.parent is None else {'experiment_id': self.experiment_id,
-                                                        'proposal_id': proposal.parent}
-        self.store.record_proposal(self.experiment_id, pid, architecture=proposal.architecture,
-                                   strategy=cfg.strategy, space=cfg.space, dataset=cfg.dataset, parent=parent,
-                                   init=proposal.init, spec=d, trial_id=trial_id)
-        self._save_state()
         self._maybe_crash('proposal', pid)
-        return self._parameters(d)
-
-    def _parameters(self, spec: dict) -> dict:
-        """What NNI carries to the trial: the spec and its portal summary (``TrialSpec.to_parameters``),
-        with the parent's NNI trial id from the store (the parent's result, which carries it, came first)."""
-        s = TrialSpec.from_dict(spec)
-        parent = None if s.parent is None else self.store.get(self.experiment_id, s.parent)
-        return s.to_parameters(getattr(self, 'space', None), parent_trial=parent.trial_id if parent else None)
-
-    def _with_artifacts(self, pid: int, metrics: dict) -> dict:
-        """The trial's numeric final result plus what it wrote next to its checkpoint (checkpoint path,
-        sha256, trial id, string results): what the strategy and the store get.
-
-        The tuner finds the file from the spec (the checkpoint path is fixed at proposal time). A trial
-        on a machine whose ``checkpoint_root`` this machine does not see leaves no readable file: the
-        strategy then gets the expected path and no sha256 (a warning says so once)."""
-        if 'checkpoint' in metrics and 'sha256' in metrics:  # an older trial reported them itself
-            return metrics
-        ev = self.store.get(self.experiment_id, pid)
-        if ev is None or not ev.spec:
-            return metrics
-        spec = TrialSpec.from_dict(ev.spec)
-        artifacts = read_artifacts(spec, retries=0 if self._artifacts_warned else 3)
-        if artifacts is None:
-            if not self._artifacts_warned:
-                self._artifacts_warned = True
-                _logger.warning('cannot read %s (trial artifacts: checkpoint path and sha256): the trial ran on '
-                                'a machine whose checkpoint_root this one does not see; set checkpoint_root to '
-                                'storage both reach. Recording the expected path without a sha256.',
-                                spec.artifacts_path())
-            artifacts = {'checkpoint': str(spec.checkpoint_path()), 'sha256': None, 'proposal_id': pid}
-        return with_artifacts(metrics, artifacts)
+        return self.session.parameters(spec)
 
     def _result(self, pid: int | None, value: Any, trial_id: str | None, where: str) -> None:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                pass
-        metrics = value if isinstance(value, dict) else {'default': value}
-        trial_id = trial_id or metrics.get('trial_id')
-        from .trial import trial_failure
-        error = trial_failure(metrics)
-        if pid is None:
-            _logger.warning('result without a proposal id ignored: %s', _one_line(metrics, 200))
-            return
-        if not self.strategy.is_pending(pid) or self._error is not None:
-            if error is not None and self.store.get(self.experiment_id, pid) is not None:
-                # the trial's end arrived first (other NNI thread): add its own reason and id
-                self.store.record_result(self.experiment_id, pid, None, status='FAILED', error=error,
-                                         trial_id=trial_id)
-            elif self._error is not None and error is None and self.store.get(self.experiment_id, pid) is not None:
-                self.store.record_result(self.experiment_id, pid, self._with_artifacts(pid, metrics),
-                                         status='SUCCEEDED', trial_id=trial_id)
-            else:
-                _logger.info('result for finished proposal %s ignored', pid)
-            return
-        if error is not None:
+        action, metrics, error, trial_id = self.session.classify(pid, value, trial_id)
+        if action == 'late':
+            self.session.late_result(pid, metrics, error, trial_id)
+        elif action == 'fail':
             self._guard(where, self._fail, pid, error, trial_id)
-            return
-        self._guard(where, self._observe, pid, metrics, trial_id)
+        elif action == 'observe':
+            self._guard(where, self._observe, pid, metrics, trial_id)
 
     def _observe(self, pid: int, metrics: dict, trial_id: str | None) -> None:
-        metrics = self._with_artifacts(pid, metrics)
-        trial_id = trial_id or metrics.get('trial_id')
-        self.strategy.observe(pid, metrics)
-        self.store.record_result(self.experiment_id, pid, metrics, status='SUCCEEDED', trial_id=trial_id)
-        self._save_state()
+        self.session.observe(pid, metrics, trial_id)
         self._maybe_crash('result', pid)
         self._pay_owed()
 
     def _fail(self, pid: int, reason: str, trial_id: str | None) -> None:
-        self.strategy.fail(pid, reason)
-        self.store.record_result(self.experiment_id, pid, None, status='FAILED', error=reason, trial_id=trial_id)
-        self._save_state()
+        self.session.fail(pid, reason, trial_id)
         self._pay_owed()
 
     def _pay_owed(self) -> None:
@@ -532,15 +463,8 @@ class XferTuner(Tuner):
             return None
 
     def _fatal(self, where: str, exc: BaseException) -> None:
-        msg = _one_line(f'nni-xfer: strategy {getattr(self.config, "strategy", "?")!r} failed in {where}: '
-                        f'{type(exc).__name__}: {exc}')
-        self._error = msg
+        self._error = self.session.fatal(where, exc)  # logged and recorded in the store
         self._owed.clear()
-        _logger.error(msg, exc_info=exc)
-        try:
-            self.store.record_experiment_error(self.experiment_id, msg)
-        except Exception as store_exc:  # noqa: BLE001
-            _logger.error('cannot record the error in the knowledge store: %s', store_exc)
         self._report_error()
 
     def _report_error(self) -> None:
@@ -566,10 +490,6 @@ class XferTuner(Tuner):
             return pid
         return self._param_to_proposal.get(int(parameter_id))
 
-    def _save_state(self) -> None:
-        self.store.save_strategy_state(self.experiment_id, self.strategy.state_dict())
-        if self.strategy.done:
-            self.store.record_search_finished(self.experiment_id)
 
 
 class XferClassArgsValidator:

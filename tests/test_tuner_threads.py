@@ -44,7 +44,7 @@ def _tuner(tmp_path, name, seed=0):
     else:
         t = XferTuner(strategy='random', space='simple_cnn', dataset='digits', evaluator='mock', **common)
         t.strategy = strategy
-        t.config.strategy = name
+        t.config.strategy = t.session.trial_args['strategy'] = name
     t.trial_lister = lambda: []
     return t, case
 
