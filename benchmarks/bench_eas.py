@@ -17,7 +17,7 @@ import warnings
 warnings.filterwarnings('ignore')
 
 from nni_xfer.config import build  # noqa: E402
-from nni_xfer.trial import Reporter, run_trial  # noqa: E402
+from nni_xfer.runtime.trial import Reporter, run_trial  # noqa: E402
 from nni_xfer.spec import TrialSpec  # noqa: E402
 
 STARTS = {

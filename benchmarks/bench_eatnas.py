@@ -22,7 +22,7 @@ The task family (``--family fashion_mnist``, the default; data from Debian's dat
 2. For every seed, two target searches with the same budget, seed and settings: elastic transfer
    (P offspring of the basic architecture, weights shared from its checkpoint) and from scratch.
 
-Every trial is the project's trial runner (``nni_xfer.trial.run_trial``, what ``nnictl`` trials
+Every trial is the project's trial runner (``nni_xfer.runtime.trial.run_trial``, what ``nnictl`` trials
 run) in this process, one at a time, trained for real. Results go to ``--out`` (default
 ``/tmp/bench-eatnas``; one JSON per search, rewritten after every trial, checkpoints beside them):
 rerunning the same command resumes where it stopped and skips finished searches. A changed setting
@@ -52,7 +52,7 @@ import numpy as np  # noqa: E402
 
 from nni_xfer.config import build  # noqa: E402
 from nni_xfer.spec import TrialSpec  # noqa: E402
-from nni_xfer.trial import Reporter, run_trial  # noqa: E402
+from nni_xfer.runtime.trial import Reporter, run_trial  # noqa: E402
 
 SPACE_ARGS = {'stem_channels': 8, 'head_channels': 64}
 FAMILIES = {

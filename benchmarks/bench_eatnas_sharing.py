@@ -18,7 +18,7 @@ import copy
 import tempfile
 
 from nni_xfer.search_spaces.mbv2_blocks import EXAMPLE
-from nni_xfer.trial import Reporter, run_trial
+from nni_xfer.runtime.trial import Reporter, run_trial
 
 PARENT = EXAMPLE  # the quick examples' basic architecture
 # (label, block index, key, new value, depth_extra)

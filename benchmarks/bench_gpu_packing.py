@@ -14,7 +14,7 @@ AMP, cutout, drop-path, auxiliary head, ``channels_last``, ``compile``...; ``--e
 For the network of every quick configuration (``nni_xfer.testing.quick``: one row per distinct
 space + space_args, built on a CIFAR-shaped ``synthetic`` set, the space's example architecture),
 it starts 1, 2, 4, 8 worker processes together on one GPU, each training its own copy with the
-project's :class:`~nni_xfer.trainer.Trainer` (AMP on CUDA, augmentation on, the defaults a trial
+project's :class:`~nni_xfer.training.trainer.Trainer` (AMP on CUDA, augmentation on, the defaults a trial
 uses), and prints the aggregate and per-trial images/s, the per-trial speed relative to a single
 trial, and each worker's peak reserved GPU memory. Workers prepare data and model first and start
 training at one shared instant. The suggested ``maxTrialNumberPerGpu`` is the largest count whose
@@ -42,12 +42,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def worker(cfg: dict) -> None:
-    from nni_xfer.lightweight import enable
+    from nni_xfer.runtime.lightweight import enable
     enable()  # what a trial process does
     import torch
 
-    from nni_xfer.datasets import load_dataset
-    from nni_xfer.trainer import Trainer
+    from nni_xfer.data.pipeline import load_dataset
+    from nni_xfer.training.trainer import Trainer
 
     splits = load_dataset('synthetic', **synthetic_args(cfg))
     model = build_model(cfg, splits.info)
@@ -83,7 +83,7 @@ def build_model(cfg: dict, info):
 def train_config(cfg: dict):
     """The trainer settings: the config's ``evaluator_args`` (if any) with the benchmark's epochs and
     device; else the defaults at ``--batch-size``."""
-    from nni_xfer.trainer import TrainConfig
+    from nni_xfer.training.trainer import TrainConfig
 
     args = dict(cfg.get('evaluator_args') or {'batch_size': cfg['batch_size']})
     args.pop('test', None)
@@ -96,7 +96,7 @@ def config_cases(paths: list[str]) -> list[dict]:
     """One case per ``exp.yml``: what its trials would train."""
     import yaml
 
-    from nni_xfer.datasets import dataset_info
+    from nni_xfer.data.pipeline import dataset_info
 
     rows = []
     for path in paths:
@@ -117,7 +117,7 @@ def config_cases(paths: list[str]) -> list[dict]:
 
 def describe(case: dict, args) -> str:
     """Parameters of the case's network and the trainer settings it would use (no GPU needed)."""
-    from nni_xfer.datasets import dataset_info
+    from nni_xfer.data.pipeline import dataset_info
 
     cfg = {**case, 'samples': 16, 'image_size': args.image_size, 'epochs': args.epochs,
            'batch_size': args.batch_size, 'device': 'cpu'}
@@ -179,7 +179,7 @@ def main() -> None:
     if args.worker:
         worker(json.loads(args.worker))
         return
-    from nni_xfer.known_warnings import filter_known_warnings
+    from nni_xfer.runtime.known_warnings import filter_known_warnings
     filter_known_warnings()
     env = dict(os.environ, NNI_XFER_HOME=os.environ.get('NNI_XFER_HOME') or tempfile.mkdtemp(prefix='bench_pack_'))
     os.environ['NNI_XFER_HOME'] = env['NNI_XFER_HOME']

@@ -47,7 +47,7 @@ TRIVIAL_TORCH = 'import torch, torchvision\n' + TRIVIAL
 
 
 def _run(config: Path, n: int) -> dict:
-    from nni_xfer.nnictl import create, finished, free_port, nnictl, wait
+    from nni_xfer.adapters.experiments import create, finished, free_port, nnictl, wait
 
     port = free_port()
     t0 = time.time()
@@ -85,8 +85,8 @@ def nni_floor_config(tmp: Path, n: int, concurrency: int, script: str) -> Path:
 
 
 def overhead(n: int, concurrency: int, torch_floor: bool, warm: bool = True) -> None:
-    from nni_xfer import launcher
-    from nni_xfer.nnictl import write_config
+    from nni_xfer.runtime import warm_server as launcher
+    from nni_xfer.adapters.experiments import write_config
 
     base = Path(tempfile.mkdtemp(prefix='bench_overhead_'))
     xfer_dir = base / 'xfer'

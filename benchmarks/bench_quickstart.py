@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from nni_xfer.nnictl import create, final_metrics, finished, free_port, nnictl, wait
+from nni_xfer.adapters.experiments import create, final_metrics, finished, free_port, nnictl, wait
 
 
 def main(argv=None) -> int:

@@ -34,8 +34,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nni_xfer.datasets import Splits, load_dataset
-from nni_xfer.trainer import TrainConfig, Trainer, augment_batch, resolve_device
+from nni_xfer.data.pipeline import Splits, load_dataset
+from nni_xfer.training.trainer import TrainConfig, Trainer, augment_batch, resolve_device
 
 
 def small_cnn(in_channels: int, num_classes: int, seed: int = 0) -> nn.Module:
@@ -96,8 +96,8 @@ VARIANTS = {
 
 def speed_options(args) -> None:
     """img/s of ``Trainer.fit`` on the XferNASNet with each speed option (issue 23 item 4)."""
-    from nni_xfer.known_warnings import filter_known_warnings
-    from nni_xfer.lightweight import enable
+    from nni_xfer.runtime.known_warnings import filter_known_warnings
+    from nni_xfer.runtime.lightweight import enable
     filter_known_warnings()
     enable()
     from nni_xfer.space import build_space, freeze, space_info

@@ -18,7 +18,7 @@ runs). On the target, three searches per seed with the same trial budget (``--bu
   as XferNAS does);
 - ``random``: ``RandomStrategy``.
 
-Every evaluation is a real trial (``nni_xfer.trial.run_trial``, the code an ``nnictl`` trial runs)
+Every evaluation is a real trial (``nni_xfer.runtime.trial.run_trial``, the code an ``nnictl`` trial runs)
 in this process, with one fixed training seed, so an architecture has one accuracy per task and
 an evaluation is shared by every search that proposes it. Each finished trial is written to the
 store at once; a rerun (same ``--dir``) skips every evaluation and every finished search already
@@ -57,7 +57,7 @@ from scipy.stats import spearmanr  # noqa: E402
 from nni_xfer.config import build  # noqa: E402
 from nni_xfer.spec import TrialSpec  # noqa: E402
 from nni_xfer.store import KnowledgeStore, arch_key  # noqa: E402
-from nni_xfer.trial import Reporter, run_trial  # noqa: E402
+from nni_xfer.runtime.trial import Reporter, run_trial  # noqa: E402
 
 FMNIST_A, FMNIST_B = [0, 1, 2, 3, 4], [5, 6, 7, 8, 9]
 METHODS = ('random', 'nao', 'xfernas')

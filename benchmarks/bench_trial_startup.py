@@ -33,7 +33,7 @@ Whole trial (issue 23 item 1): ``python -m nni_xfer.trial --spec`` of the same s
 ``epochs: 0`` (read the cached dataset, build and initialise the model, evaluate it, count its
 FLOPs, write its checkpoint and artifacts, report the final metrics), process start to exit, over the
 same bare-import median (target <= 1.3 for every space). ``removed`` says whether any of
-``nni_xfer.lightweight.REMOVED_MODULES`` (``scipy.stats``, ``torch.utils.flop_counter``,
+``nni_xfer.runtime.lightweight.REMOVED_MODULES`` (``scipy.stats``, ``torch.utils.flop_counter``,
 ``torch._dynamo``) was imported by the trial; ``torch._dynamo`` is counted only when the trial did not
 import ``torchvision``, whose ``import`` loads it (so does the bare-import baseline). Import-time
 breakdown (``--no-importtime`` skips it): one ``python -X importtime`` run of each whole trial, the
@@ -100,7 +100,7 @@ WHOLE_CHILD = r'''
 import atexit, json, runpy, sys
 out = sys.argv[2]
 def _report():
-    from nni_xfer.lightweight import removed_modules_loaded
+    from nni_xfer.runtime.lightweight import removed_modules_loaded
     removed = [m for m in removed_modules_loaded()
                if not (m.startswith('torch._dynamo') and 'torchvision' in sys.modules)]
     with open(out, 'w') as f:
@@ -137,7 +137,7 @@ def timed(cmd: list[str], env: dict) -> float:
 
 def space_cases(names: list[str] | None, tmp: Path) -> list[dict]:
     """One trial spec per space: its example() sample on a small dataset."""
-    from nni_xfer.datasets import dataset_info
+    from nni_xfer.data.pipeline import dataset_info
     from nni_xfer.registry import SEARCH_SPACES
     from nni_xfer.space import build_space, space_info
 
@@ -170,7 +170,7 @@ DATASET_CHILD = r'''
 import json, sys, time
 import torch
 t0 = time.perf_counter()
-from nni_xfer.datasets import load_dataset
+from nni_xfer.data.pipeline import load_dataset
 s = load_dataset(sys.argv[1], cache=sys.argv[2] == '1', **json.loads(sys.argv[3]))
 float(s.train_x.sum())  # touch every training image (memory-mapped pages are read here)
 print(time.perf_counter() - t0)
@@ -258,7 +258,7 @@ def main() -> None:
             raise SystemExit(f'the warm trial ended without a training step:\n{out[-3000:]}')
         return dt, json.loads(marker.read_text())['heavy']
 
-    from nni_xfer import launcher
+    from nni_xfer.runtime import warm_server as launcher
     try:
         timed(base_cmd, env)  # warm the page cache for torch/torchvision before anything is timed
         cold: dict[str, float] = {}

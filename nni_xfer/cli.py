@@ -14,7 +14,7 @@ from .config import BUILTIN_PREFIX, TUNER_CLASS, check_config, fixed_strategy_of
 
 
 def _quiet_warnings() -> None:
-    from .known_warnings import filter_known_warnings  # exactly the known third-party messages
+    from .runtime.known_warnings import filter_known_warnings  # exactly the known third-party messages
     filter_known_warnings()
 
 
@@ -38,7 +38,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             bad += 1
         else:
             print(f'{path}: OK' + ''.join(f' ({n})' for n in notes))
-        from .container import config_warnings
+        from .runtime.container import config_warnings
         for w in config_warnings(path):
             print(f'{path}: warning: {w}')
     return 1 if bad else 0
@@ -154,7 +154,7 @@ def cmd_store_copy(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .nnictl import run_experiment
+    from .adapters.experiments import run_experiment
     return run_experiment(Path(args.config), port=args.port, keep=args.keep, store=args.store, id_file=args.id_file)
 
 
@@ -177,7 +177,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
                                                   'default: $NNI_XFER_STORE, else $NNI_XFER_HOME/store.db)')
     rn.add_argument('--id-file', default=None, help='write the experiment id to this file')
     rn.set_defaults(func=cmd_run)
-    from .container import add_parser as add_container_parser
+    from .runtime.container import add_parser as add_container_parser
     add_container_parser(sub)   # trial-in-container
     groups: dict[str, Any] = {}
 
@@ -188,15 +188,13 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
             groups[name] = g.add_subparsers(dest=f'{name}_command', required=True)
         return groups[name]
 
-    for spelling, hlp in (('store', 'knowledge store'), ('kb', None)):
-        e = group(spelling, hlp or 'knowledge bases of methods; `kb export` is the old spelling of `store export`') \
-            .add_parser('export', help='every evaluation in the knowledge store' + ('' if hlp else ' (old spelling)'))
-        e.add_argument('--format', default='json', help='json or csv')
-        e.add_argument('--store', default=None, help=STORE_HELP)
-        e.add_argument('--experiment', default=None, help='only this experiment id')
-        e.add_argument('--output', '-o', default=None, help='file to write (default: stdout)')
-        e.set_defaults(func=cmd_store_export)
     st = group('store', 'knowledge store')
+    e = st.add_parser('export', help='every evaluation in the knowledge store')
+    e.add_argument('--format', default='json', help='json or csv')
+    e.add_argument('--store', default=None, help=STORE_HELP)
+    e.add_argument('--experiment', default=None, help='only this experiment id')
+    e.add_argument('--output', '-o', default=None, help='file to write (default: stdout)')
+    e.set_defaults(func=cmd_store_export)
     c = st.add_parser('check', help='integrity check (SQLite), schema version and rows per table; reads only')
     c.add_argument('--store', default=None, help=STORE_HELP)
     c.set_defaults(func=cmd_store_check)
@@ -233,7 +231,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ['trial-in-container']:   # a trialCommand: skip loading every plugin (and torch)
-        from .container import main as container_main
+        from .runtime.container import main as container_main
         return container_main(argv[1:])
     _quiet_warnings()
     # `check` answers a YAML or key error without torch: its parser needs no method package's commands

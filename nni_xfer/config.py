@@ -147,14 +147,14 @@ def validate_class_args(args: Any, fixed_strategy: str | None = None) -> tuple[l
         errors.append(_prefix(exc))
     dataset_info = space = info = strategy = None
     if 'dataset' not in bad_names:
-        from .datasets import dataset_info as _dataset_info
+        from .data.pipeline import dataset_info as _dataset_info
         try:
             dataset_info = _dataset_info(cfg.dataset, **cfg.dataset_args)
         except ConfigError as exc:
             exc = exc if exc.field != 'dataset' else ConfigError('dataset_args', exc.message, exc.allowed)
             errors += _every_error(lambda a: _dataset_info(cfg.dataset, **a), cfg.dataset_args, 'dataset_args', exc)
     if 'evaluator' not in bad_names:
-        from .evaluators import make_evaluator  # evaluator_args.fault is the trial runner's, any evaluator
+        from .training.evaluators import make_evaluator  # evaluator_args.fault is the trial runner's, any evaluator
         try:
             make_evaluator(cfg.evaluator, cfg.evaluator_args)
         except ConfigError as exc:

@@ -119,7 +119,7 @@ class Registry:
 
         Before loading the whole table it tries the built-in plugin module named like the plugin
         (``simple_cnn`` in ``nni_xfer.search_spaces.simple_cnn``, ``fresh`` in
-        ``nni_xfer.initializers``): a trial then imports only what it runs (issue 13)."""
+        ``nni_xfer.training.initializers``): a trial then imports only what it runs (issue 13)."""
         if not self._loaded and name not in self._entries:
             self._load_for(name)
         if not self._loaded and name in self._entries:
@@ -166,10 +166,10 @@ IMPORT_ERRORS: dict[str, str] = {}
 # those tables load the strategies package after the core modules.
 STRATEGIES = Registry('strategy', 'nni_xfer.strategies', ('nni_xfer.strategies',))
 SEARCH_SPACES = Registry('search space', 'nni_xfer.search_spaces', ('nni_xfer.search_spaces',))
-# the streamed 'imagefolder' dataset builds on the in-memory contract of nni_xfer.datasets (one way)
-DATASETS = Registry('dataset', 'nni_xfer.datasets', ('nni_xfer.datasets', 'nni_xfer.imagefolder'))
-EVALUATORS = Registry('evaluator', 'nni_xfer.evaluators', ('nni_xfer.evaluators', 'nni_xfer.strategies'))
-INITIALIZERS = Registry('initializer', 'nni_xfer.initializers', ('nni_xfer.initializers', 'nni_xfer.transfer',
+# the streamed 'imagefolder' dataset builds on the in-memory contract of nni_xfer.data.pipeline (one way), like the built-in ones
+DATASETS = Registry('dataset', 'nni_xfer.datasets', ('nni_xfer.data.builtin', 'nni_xfer.data.imagefolder'))
+EVALUATORS = Registry('evaluator', 'nni_xfer.evaluators', ('nni_xfer.training.evaluators', 'nni_xfer.strategies'))
+INITIALIZERS = Registry('initializer', 'nni_xfer.initializers', ('nni_xfer.training.initializers', 'nni_xfer.transfer',
                                                                        'nni_xfer.strategies'))
 
 # Method packages add command-line subcommands and report sections without editing the core:

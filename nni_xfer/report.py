@@ -6,9 +6,8 @@
 architecture, as ``report.csv``) and PNG plots: validation accuracy over trials, accuracy against
 model size with its Pareto front, the parent→child lineage of experiments whose trials have
 parents (EAS, EAT-NAS, NAO: ``lineage.png``, coloured by accuracy, with each child's
-``inherited_acc`` against its parent's accuracy) and, for strategies whose proposals carry a
-``generation`` (ModuleNet's NSGA-II), the trials and survivors per generation
-(``generations.png``). Trials are named by their NNI trial id everywhere (table, lineage plot,
+``inherited_acc`` against its parent's accuracy); method packages add their own sections and plots
+(:data:`nni_xfer.registry.REPORT_SECTIONS`, e.g. ModuleNet's ``generations.png``). Trials are named by their NNI trial id everywhere (table, lineage plot,
 Pareto labels), the proposal number beside it in the table. What the command prints is the report
 followed by one line per plot and the folder they went to.
 
@@ -40,7 +39,6 @@ _CSV_HEAD = [f for f in EXPORT_FIELDS if f not in ('metrics', 'error')]
 VAL_ACC_PLOT = 'val_acc_over_trials.png'
 PARETO_PLOT = 'acc_vs_params.png'
 LINEAGE_PLOT = 'lineage.png'
-GENERATIONS_PLOT = 'generations.png'
 REPORT_TEXT = 'report.txt'
 REPORT_CSV = 'report.csv'
 
@@ -359,8 +357,7 @@ def _parent_key(ev: Evaluation) -> tuple[str, int] | None:
     p = ev.parent
     if not isinstance(p, dict) or p.get('experiment_id') is None:
         return None
-    # 'parameter_id': the parent key of rows written before the rename (stores are not migrated yet)
-    pid = p.get('proposal_id', p.get('parameter_id'))
+    pid = p.get('proposal_id')
     try:
         return str(p['experiment_id']), int(pid)
     except (TypeError, ValueError):
@@ -493,55 +490,6 @@ def _plot_lineage(store: KnowledgeStore, evs: list[Evaluation], path: Path, expe
             f'inherited_acc of {len(xs)} children: {close} within 0.01 of the parent\'s {key})')
 
 
-def _plot_generations(state: dict | None, evs: list[Evaluation], path: Path, experiment_id: str,
-                      maximize: bool) -> str | None:
-    """Trials per generation and the survivors, for strategies whose proposals carry
-    ``meta.generation`` (ModuleNet's NSGA-II). ``None`` when the strategy state has no generations."""
-    history = (state or {}).get('history') or []
-    gens = {h.get('id'): h['meta']['generation'] for h in history
-            if isinstance(h.get('meta'), dict) and isinstance(h['meta'].get('generation'), int)}
-    if not gens:
-        return None
-    from .store import arch_key
-    extra = (state or {}).get('extra') or {}
-    survivors = {arch_key(m['architecture']) for m in extra.get('population') or []
-                 if isinstance(m, dict) and 'architecture' in m}
-    log = [e for e in extra.get('log') or [] if isinstance(e, dict) and isinstance(e.get('generation'), int)]
-    pts, surv = [], []
-    for e in evs:
-        g, v = gens.get(e.proposal_id), _num(e.metric('default'))
-        if g is None or v is None or e.status != 'SUCCEEDED':
-            continue
-        (surv if arch_key(e.architecture) in survivors else pts).append((g, v))
-    fig = _figure()
-    ax = fig.add_subplot(1, 1, 1)
-    ax.scatter([g for g, _ in pts], [v for _, v in pts], s=16, color='tab:gray', alpha=0.7, label='trials',
-               zorder=2)
-    if surv:
-        ax.scatter([g for g, _ in surv], [v for _, v in surv], s=40, facecolors='none', edgecolors='tab:red',
-                   linewidths=1.4, label=f'final survivors ({len(surv)})', zorder=3)
-    ax.set_xlabel('generation')
-    ax.set_ylabel(f'default ({"maximize" if maximize else "minimize"})')
-    _integer_ticks(ax.xaxis)
-    ax.grid(True, alpha=0.3)
-    handles, labels = ax.get_legend_handles_labels()
-    if log and any('new_survivors' in e for e in log):
-        ax3 = ax.twinx()
-        ax3.bar([e['generation'] for e in log], [e.get('new_survivors', 0) for e in log], width=0.5, alpha=0.25,
-                color='tab:green', label='new survivors per generation', zorder=1)
-        ax3.set_ylabel('new survivors')
-        _integer_ticks(ax3.yaxis)
-        ax.set_zorder(ax3.get_zorder() + 1)  # the trials in front of the bars
-        ax.patch.set_visible(False)
-        h3, l3 = ax3.get_legend_handles_labels()
-        handles, labels = handles + h3, labels + l3
-    ax.legend(handles, labels, loc='best', fontsize='small')
-    ax.set_title(f'{experiment_id}: trials and survivors per generation')
-    _save(fig, path)
-    n_gen = len(set(gens.values()))
-    return f'plot: {path.name} ({len(pts) + len(surv)} trials over {n_gen} generations, {len(surv)} final survivors)'
-
-
 def _write_csv(path: Path, columns: list[str], rows: list[list[Any]]) -> None:
     with open(path, 'w', newline='', encoding='utf-8') as f:
         writer = csv.writer(f, lineterminator='\n')
@@ -626,15 +574,12 @@ def make_report(store: KnowledgeStore, experiment_id: str, out_dir: str | Path, 
             if path.exists():          # do not leave a stale plot of an earlier report next to this one
                 path.unlink()
             notes.append(f'plot skipped: {name} ({missing})')
-    for name, draw in ((LINEAGE_PLOT, lambda path: _plot_lineage(store, evs, path, experiment_id)),
-                       (GENERATIONS_PLOT, lambda path: _plot_generations(store.strategy_state(experiment_id), evs,
-                                                                        path, experiment_id, maximize))):
-        path = out_dir / name
-        note = draw(path)
-        if note is None:   # nothing to draw for this experiment: no note, no stale file
-            if path.exists():
-                path.unlink()
-            continue
+    path = out_dir / LINEAGE_PLOT
+    note = _plot_lineage(store, evs, path, experiment_id)
+    if note is None:   # no parents in this experiment: no note, no stale file
+        if path.exists():
+            path.unlink()
+    else:
         notes.append(note)
         plots.append(path)
     from .registry import REPORT_SECTIONS
@@ -665,3 +610,4 @@ def make_report(store: KnowledgeStore, experiment_id: str, out_dir: str | Path, 
 
 # helpers for the report sections of method packages
 num, fixed, si, trial_name, format_table = _num, _fixed, _si, _trial_name, _format_table
+figure, integer_ticks, save_png, maximize_of = _figure, _integer_ticks, _save, _maximize

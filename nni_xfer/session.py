@@ -2,7 +2,7 @@
 
 :class:`SearchSession` holds one experiment's strategy and store and does the bookkeeping the
 ``nnictl`` adapter (:class:`nni_xfer.tuner.XferTuner`) and the ``NasExperiment`` adapter
-(:class:`nni_xfer.nas.XferStrategy`) share: numbering proposals (``proposal_id``), turning a
+(:class:`nni_xfer.adapters.nas.XferStrategy`) share: numbering proposals (``proposal_id``), turning a
 proposal into a trial spec, writing the proposal row (with its parent), merging a result with the
 artifacts the trial wrote next to its checkpoint (checkpoint path, sha256, trial id), telling the
 strategy, writing the result row (with the NNI trial id), saving the strategy's state and marking a
@@ -128,7 +128,7 @@ class SearchSession:
         """A trial's final result as ``(action, metrics, error, trial_id)``: ``observe`` or ``fail`` for a
         pending proposal of a running search, otherwise what :meth:`late_result` records (``late``), or
         ``ignore``. ``value`` may be NNI's JSON string; a failed trial's report names its error."""
-        from .trial import trial_failure
+        from .runtime.trial import trial_failure
         if isinstance(value, str):
             try:
                 value = json.loads(value)

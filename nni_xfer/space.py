@@ -12,7 +12,7 @@ from the dataset, so a space's ``space_args`` only hold the space's own knobs.
 declared on :class:`XferSpace` (default ``None``) and listed in :data:`HOOKS`; methods and the core
 read them only through :func:`space_hook`, which names the space, the hook and the spaces that
 have it when one is missing. A space never imports a method: imports run method → space → core
-(``tests/test_import_rule.py``; the one exception is ``search_spaces/module_chain.py``, see there).
+(``tests/unit/core/test_import_rule.py``; the one exception is ``search_spaces/module_chain.py``, see there).
 """
 from __future__ import annotations
 

@@ -46,12 +46,14 @@ from .errors import ConfigError
 STATUSES = ('WAITING', 'RUNNING', 'SUCCEEDED', 'FAILED', 'CANCELED')  # CANCELED: never evaluated, the
 # experiment stopped first (``nnictl resume`` evaluates it)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema this code writes. History (each step a migration in ``_MIGRATIONS``):
 
 1. the tables as nni-xfer wrote them before versioning (a store without the version table whose
    ``evaluations`` has ``proposal_id`` is at 1; one with the older ``parameter_id`` column at 0);
-2. ``experiment_errors``: one row per (experiment, message), so a retried write adds nothing.
+2. ``experiment_errors``: one row per (experiment, message), so a retried write adds nothing;
+3. a child's ``parent`` names its parent's ``proposal_id`` (rows written before the rename said
+   ``parameter_id``).
 """
 
 SQLITE_HEADER = b'SQLite format 3\x00'
@@ -260,12 +262,6 @@ class Evaluation:
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f'status: {self.status!r} is not one of {", ".join(STATUSES)}')
-
-    @property
-    def parameter_id(self) -> int:
-        """The proposal id under its old name (the column was ``parameter_id`` before it said what it holds;
-        NNI's own parameter ids are another numbering)."""
-        return self.proposal_id
 
     def metric(self, key: str = 'default', default: float | None = None) -> float | None:
         if not self.metrics or key not in self.metrics:
@@ -687,7 +683,7 @@ class KnowledgeStore:
             yield cur
             if not cur.parent:
                 break
-            cur = self.get(cur.parent['experiment_id'], cur.parent.get('proposal_id', cur.parent.get('parameter_id')))
+            cur = self.get(cur.parent['experiment_id'], cur.parent['proposal_id'])
 
     # ---- whole-store operations (the ``nni-xfer store`` commands)
     def counts(self) -> dict[str, int]:
@@ -802,8 +798,23 @@ def _migrate_1_to_2(conn: sa.Connection) -> None:
     ERRORS_UNIQUE.create(conn)
 
 
+def _migrate_2_to_3(conn: sa.Connection) -> None:
+    """``parent`` JSON ``{experiment_id, parameter_id}`` of rows written before the rename ->
+    ``{experiment_id, proposal_id}``."""
+    t = evaluations_t
+    rows = conn.execute(sa.select(t.c.experiment_id, t.c.proposal_id, t.c.parent)
+                        .where(t.c.parent.like('%"parameter_id"%'))).all()
+    for exp, pid, parent in rows:
+        p = json.loads(parent)
+        if isinstance(p, dict) and 'parameter_id' in p:
+            p['proposal_id'] = p.pop('parameter_id')
+            conn.execute(t.update().where(t.c.experiment_id == exp, t.c.proposal_id == pid)
+                         .values(parent=json.dumps(p)))
+
+
 _MIGRATIONS = {1: (_migrate_0_to_1, 'tables of nni-xfer 0.1 (proposal_id)'),
-               2: (_migrate_1_to_2, 'experiment_errors: one row per (experiment, message)')}
+               2: (_migrate_1_to_2, 'experiment_errors: one row per (experiment, message)'),
+               3: (_migrate_2_to_3, "parents name the parent's proposal_id")}
 assert max(_MIGRATIONS) == SCHEMA_VERSION
 
 

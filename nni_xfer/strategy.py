@@ -3,8 +3,8 @@
 A strategy proposes architectures (samples of a search space, plus how to initialise them)
 and observes their metrics as they arrive — out of order, some never (failed trials).
 ``state_dict`` / ``load_state_dict`` round-trip everything, RNG included, as JSON-safe data, so
-a search resumes exactly. The NNI adapters (:mod:`nni_xfer.tuner` for ``nnictl``,
-:mod:`nni_xfer.nas` for ``NasExperiment``) drive any strategy.
+a search resumes exactly. The NNI adapters (:mod:`nni_xfer.adapters.tuner` for ``nnictl``,
+:mod:`nni_xfer.adapters.nas` for ``NasExperiment``) drive any strategy.
 
 >>> from nni_xfer.strategy import SpaceInfo
 >>> from nni_xfer.strategies.random import RandomStrategy

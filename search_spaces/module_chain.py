@@ -12,7 +12,7 @@ generalisation) joins them, or a trainable 1×1 conv for the paper's Fig. 10 abl
 classifier head (default: flatten → 4096 → 4096 → classes, paper Sec. IV) is what trains.
 ``frozen: false`` is the fine-tuning stage: every weight trains.
 
-The one exception to the import rule (space → core only; tests/test_import_rule.py): this space
+The one exception to the import rule (space → core only; tests/unit/core/test_import_rule.py): this space
 imports its method's knowledge base (``strategies/modulenet/kb.py``) and connections, inside
 functions. Its architectures are names of ModuleNet's knowledge-base modules, so it cannot exist
 without that method; it stays here, registered like every space, so that a trial's fast registry

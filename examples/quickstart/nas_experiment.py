@@ -8,13 +8,13 @@ knowledge store (``$NNI_XFER_HOME/store.db``) under NNI's experiment id, like a 
 """
 import argparse
 
-from nni_xfer.known_warnings import filter_known_warnings
+from nni_xfer.runtime.known_warnings import filter_known_warnings
 
-filter_known_warnings()  # NNI's known harmless warnings only (nni_xfer/known_warnings.py)
+filter_known_warnings()  # NNI's known harmless warnings only (nni_xfer/runtime/known_warnings.py)
 
 from nni.nas.experiment import NasExperiment, NasExperimentConfig  # noqa: E402
 
-from nni_xfer.nas import XferEvaluator, XferStrategy, make_space  # noqa: E402
+from nni_xfer.adapters.nas import XferEvaluator, XferStrategy, make_space  # noqa: E402
 
 
 def main(argv=None):

@@ -9,17 +9,17 @@ fixture (and ``space`` if it needs its own)::
             return lambda space, seed: RandomStrategy(space, seed=seed)
 
 Every test drives the strategy in milliseconds with :func:`mock_metrics` (the closed-form score
-of :class:`~nni_xfer.evaluators.MockEvaluator`).
+of :class:`~nni_xfer.training.evaluators.MockEvaluator`).
 
 Every *registered* strategy also runs this suite without a test of its own
-(``tests/test_registries.py``): a strategy class whose default case (the toy categorical space,
+(``tests/unit/core/test_registries.py``): a strategy class whose default case (the toy categorical space,
 no ``strategy_args``, :func:`mock_metrics`) does not fit declares its quick case::
 
     @classmethod
     def contract_case(cls) -> ContractCase:
         return ContractCase(space=SpaceInfo(...), kwargs={'population': 4}, metrics=my_metrics, budget=12)
 
-:func:`contract_case` reads it; the tuner thread test (``tests/test_tuner_threads.py``) uses the
+:func:`contract_case` reads it; the tuner thread test (``tests/unit/core/adapters/test_tuner_threads.py``) uses the
 same case. Real ``nnictl`` runs of every strategy (fault injection, kill/resume) need real
 ``classArgs`` instead: a strategy declares them as ``quick_config`` (see :mod:`nni_xfer.testing.quick`).
 """
@@ -31,7 +31,7 @@ from typing import Callable
 
 import pytest
 
-from nni_xfer.evaluators import MockEvaluator
+from nni_xfer.training.evaluators import MockEvaluator
 from nni_xfer.strategy import BaseStrategy, SpaceInfo, StrategyError
 from nni_xfer.store import arch_key
 
@@ -81,7 +81,7 @@ def case_from_quick_config(name: str) -> ContractCase:
     built for ``digits``, its ``strategy_args``, and :func:`hashed_metrics`."""
     import os
 
-    from nni_xfer.datasets import dataset_info
+    from nni_xfer.data.pipeline import dataset_info
     from nni_xfer.registry import STRATEGIES
     from nni_xfer.space import build_space, space_info
     from nni_xfer.testing.quick import quick_config

@@ -47,7 +47,7 @@ def cmd_modulenet_finetune(args: argparse.Namespace) -> int:
 
 @COMMANDS.register('modulenet', description='ModuleNet: kb build, modulenet finetune')
 def add_commands(sub, group) -> None:
-    b = group('kb', None).add_parser('build', help='ModuleNet: train source networks and cut them into modules (YAML config)')
+    b = group('kb', 'knowledge bases of methods').add_parser('build', help='ModuleNet: train source networks and cut them into modules (YAML config)')
     b.add_argument('config')
     b.add_argument('--store', default=None, help='knowledge store path (default: the config\'s, else $NNI_XFER_HOME)')
     b.add_argument('--rebuild', action='store_true', help='retrain sources already in the knowledge base')

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from nni_xfer.errors import ConfigError
-from nni_xfer.evaluators import Evaluator, count_flops, count_params
+from nni_xfer.training.evaluators import Evaluator, count_flops, count_params
 from nni_xfer.registry import EVALUATORS, INITIALIZERS
 
 
@@ -67,7 +67,7 @@ def load_searched_head(model: nn.Module, uri: str, sha256: str | None = None) ->
     trial's checkpoint of the same chain (frozen or not). Returns the loaded keys."""
     import re
 
-    from nni_xfer.checkpoint import load_checkpoint
+    from nni_xfer.runtime.checkpoint import load_checkpoint
     from nni_xfer.errors import CheckpointError
     state = load_checkpoint(uri, sha256).get('state_dict') or {}
     own = model.state_dict()
@@ -90,11 +90,11 @@ def _features(trunk, x: torch.Tensor, batch: int) -> torch.Tensor:
 @EVALUATORS.register('modulenet', description='ModuleNet: train the head on frozen modules; score = err - a*lrate + b*sim')
 class ModuleNetEvaluator(Evaluator):
     """See the module docstring. ``evaluator_args``: ``alpha``, ``beta``, ``cache_features``, ``test``
-    and :class:`~nni_xfer.trainer.TrainConfig` fields (defaults here: 20 epochs, no augmentation)."""
+    and :class:`~nni_xfer.training.trainer.TrainConfig` fields (defaults here: 20 epochs, no augmentation)."""
 
     def __init__(self, alpha: float = 25.0, beta: float = 25.0, cache_features: bool = True, test: bool = False,
                  **train_args: Any):
-        from nni_xfer.trainer import TrainConfig
+        from nni_xfer.training.trainer import TrainConfig
         for name, v in (('alpha', alpha), ('beta', beta)):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ConfigError(f'evaluator_args.{name}', f'expected a number, got {v!r}')
@@ -106,8 +106,8 @@ class ModuleNetEvaluator(Evaluator):
         self.config = TrainConfig.from_dict({'epochs': 20, 'augment': False, **train_args}, field='evaluator_args')
 
     def evaluate(self, model: nn.Module, ctx: Any) -> dict:
-        from nni_xfer.datasets import Splits
-        from nni_xfer.trainer import Trainer
+        from nni_xfer.data.pipeline import Splits
+        from nni_xfer.training.trainer import Trainer
         from .score import lrate as loss_rate
         from .score import score as paper_score
         from .score import sim as similarity

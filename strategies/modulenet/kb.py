@@ -32,7 +32,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from nni_xfer.checkpoint import load_checkpoint, save_checkpoint
+from nni_xfer.runtime.checkpoint import load_checkpoint, save_checkpoint
 from nni_xfer.errors import ConfigError
 
 KB_FILE = 'kb.json'
@@ -184,8 +184,8 @@ class KBConfig:
             raise ConfigError('kb.cells', f'expected an integer in 1..5, got {cfg.cells!r}')
         if not isinstance(cfg.small_input, bool):
             raise ConfigError('kb.small_input', f'expected true or false, got {cfg.small_input!r}')
-        from nni_xfer.datasets import dataset_info
-        from nni_xfer.trainer import TrainConfig
+        from nni_xfer.data.pipeline import dataset_info
+        from nni_xfer.training.trainer import TrainConfig
         try:
             dataset_info(cfg.dataset, **cfg.dataset_args)
         except ConfigError as exc:
@@ -266,7 +266,7 @@ class KnowledgeBase:
 
 
 def _train_config(base: dict, epochs: int | None):
-    from nni_xfer.trainer import TrainConfig
+    from nni_xfer.training.trainer import TrainConfig
     d = dict(base)
     if epochs is not None:
         d['epochs'] = epochs
@@ -297,10 +297,10 @@ def build_kb(config: KBConfig | dict, progress: Callable[[str], None] = print, s
     The manifest is rewritten after each source, so an interrupted build resumes where it stopped
     (sources already present with the same settings are kept unless ``rebuild``).
     """
-    from nni_xfer.datasets import load_dataset
-    from nni_xfer.evaluators import count_flops
+    from nni_xfer.data.pipeline import load_dataset
+    from nni_xfer.training.evaluators import count_flops
     from nni_xfer.store import KnowledgeStore
-    from nni_xfer.trainer import Trainer
+    from nni_xfer.training.trainer import Trainer
     from .decompose import build_source, cell_shapes, decompose
 
     cfg = config if isinstance(config, KBConfig) else KBConfig.from_dict(config)

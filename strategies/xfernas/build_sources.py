@@ -50,7 +50,7 @@ class SourcesConfig:
     store: str | None = None
     checkpoint_root: str | None = None
     maxExperimentDuration: str | None = None
-    trialCommand: str = 'python -m nni_xfer.launch'  # the warm launcher (falls back to nni_xfer.trial)
+    trialCommand: str = 'python -m nni_xfer.launch'  # the warm launcher (falls back to nni_xfer.runtime.trial)
 
     @classmethod
     def from_dict(cls, d: Any) -> 'SourcesConfig':

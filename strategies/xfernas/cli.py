@@ -45,7 +45,7 @@ def cmd_sources(args: argparse.Namespace) -> int:
         for p in paths:
             print(f'wrote {p}')
         return 0
-    from nni_xfer.nnictl import run_experiment
+    from nni_xfer.adapters.experiments import run_experiment
     rc = 0
     for task, p in zip(cfg.tasks, paths):
         have = evaluated_count(cfg, task)
@@ -62,7 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser('xfernas', help='XferNAS source knowledge: build it (sources) or bring it (import)')
     sub = p.add_subparsers(dest='xfernas_command', required=True)
     i = sub.add_parser('import', help='record (architecture, dataset, accuracy) rows from a CSV/JSON file')
-    i.add_argument('file', help='.json (list of objects) or .csv; nni-xfer kb export files work too')
+    i.add_argument('file', help='.json (list of objects) or .csv; nni-xfer store export files work too')
     i.add_argument('--space', required=True, help='the search space the architectures belong to')
     i.add_argument('--space-args', default=None, help='JSON space_args used to check the architectures')
     i.add_argument('--name', default=None, help='source name (experiment ids import:<name>:<task>); default: file stem')

@@ -9,7 +9,7 @@ for the target's space is source knowledge of its task; the target task's own ea
 Three ways in: any earlier search of the space (every strategy records into the store), the
 ``nni-xfer xfernas sources CONFIG`` command (random architectures on several source datasets), and
 ``nni-xfer xfernas import FILE`` (results from elsewhere: CSV/JSON rows of architecture, dataset,
-accuracy — also what ``nni-xfer kb export`` writes).
+accuracy — also what ``nni-xfer store export`` writes).
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def task_key(dataset: str, dataset_args: dict | None = None) -> str:
         if not isinstance(declared, dict):
             declared = None
     if declared is not None:
-        from nni_xfer.datasets import GENERIC_ARGS
+        from nni_xfer.data.pipeline import GENERIC_ARGS
 
         # the generic ``classes``/``image_size`` of an in-memory dataset change its data too
         generic = () if getattr(obj, 'streamed', False) else GENERIC_ARGS
@@ -202,7 +202,7 @@ def read_results(path: str | Path) -> list[ImportedRow]:
 
     ``architecture`` is an object (in CSV: its JSON text) in any form the space parses;
     ``dataset_args`` is optional; ``accuracy`` may also come as ``val_acc`` or, in
-    ``nni-xfer kb export`` files, ``metrics.val_acc`` / ``metric.val_acc``. Failed rows of an
+    ``nni-xfer store export`` files, ``metrics.val_acc`` / ``metric.val_acc``. Failed rows of an
     export (status other than SUCCEEDED) are skipped.
     """
     path = Path(path)
@@ -278,7 +278,7 @@ def space_parser(space: str, space_args: dict | None, dataset: str = 'synthetic'
     ``{"conv_dag": ..., "reduc_dag": ...}`` JSON. Otherwise the sample must name a choice for every
     dimension of the built space.
     """
-    from nni_xfer.datasets import dataset_info
+    from nni_xfer.data.pipeline import dataset_info
     from nni_xfer.space import build_space, space_hook, space_info
     try:
         info_ds = dataset_info(dataset)

@@ -11,7 +11,7 @@ each trial run by ``nni-xfer trial-in-container`` with podman (or docker).
 
 Opt-in (``NNI_XFER_CONTAINER_TESTS=1``): the first build of the image takes ~10 minutes on 2 cores
 (later ones reuse the dependency layer), too much for CI's budget; the wrapper's command line is
-tested in CI against a fake engine (tests/test_container_cli.py). Skips, with the reason, when
+tested in CI against a fake engine (tests/unit/core/runtime/test_container_cli.py). Skips, with the reason, when
 neither engine can run a container. With podman the base is made with debootstrap (no registry
 needed; root), and podman gets the containers.conf these machines need (``default_ulimits = []``,
 cgroupfs, runc) when it cannot run a container without it.
@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nni_xfer.nnictl import create, finished, free_port, nnictl, trials, wait, write_config
+from nni_xfer.adapters.experiments import create, finished, free_port, nnictl, trials, wait, write_config
 from nni_xfer.store import KnowledgeStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(3000)]

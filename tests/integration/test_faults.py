@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from nni_xfer.evaluators import FaultConfig
-from nni_xfer.nnictl import create, free_port, nnictl, rest, search_over, trials, write_config
+from nni_xfer.training.evaluators import FaultConfig
+from nni_xfer.adapters.experiments import create, free_port, nnictl, rest, search_over, trials, write_config
 from nni_xfer.registry import STRATEGIES
 from nni_xfer.store import KnowledgeStore
 from nni_xfer.testing.quick import quick_class_args

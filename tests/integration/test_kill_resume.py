@@ -18,11 +18,11 @@ import time
 import pytest
 from nni import NoMoreTrialError
 
-from nni_xfer.nnictl import finished, free_port, nnictl, rest, wait, write_config
+from nni_xfer.adapters.experiments import finished, free_port, nnictl, rest, wait, write_config
 from nni_xfer.store import KnowledgeStore
 from nni_xfer.testing.quick import quick_class_args, stateful_strategies
-from nni_xfer.trial import Reporter, error_line, failure_report, run_trial
-from nni_xfer.tuner import XferTuner
+from nni_xfer.runtime.trial import Reporter, error_line, failure_report, run_trial
+from nni_xfer.adapters.tuner import XferTuner
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

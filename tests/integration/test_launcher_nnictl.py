@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nni_xfer import launcher
-from nni_xfer.nnictl import create, final_metrics, finished, free_port, nnictl, wait, write_config
+from nni_xfer.runtime import warm_server as launcher
+from nni_xfer.adapters.experiments import create, final_metrics, finished, free_port, nnictl, wait, write_config
 from nni_xfer.spec import proposal_id_of
 from nni_xfer.store import KnowledgeStore
 

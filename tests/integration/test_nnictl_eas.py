@@ -1,7 +1,7 @@
 """A real nnictl EAS run on digits: children start from the parent's weights (Net2Net)."""
 import pytest
 
-from nni_xfer.nnictl import create, final_metrics, finished, free_port, nnictl, wait, write_config
+from nni_xfer.adapters.experiments import create, final_metrics, finished, free_port, nnictl, wait, write_config
 from nni_xfer.store import KnowledgeStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

@@ -10,7 +10,7 @@ import copy
 import pytest
 import yaml
 
-from nni_xfer.nnictl import create, finished, free_port, nnictl, wait, write_config
+from nni_xfer.adapters.experiments import create, finished, free_port, nnictl, wait, write_config
 from nni_xfer.store import KnowledgeStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]

@@ -3,7 +3,7 @@ import pytest
 
 from nni_xfer.store import KnowledgeStore
 
-from nni_xfer.nnictl import create, final_metrics, finished, free_port, nnictl, trials, wait, write_config
+from nni_xfer.adapters.experiments import create, final_metrics, finished, free_port, nnictl, trials, wait, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -92,7 +92,7 @@ def test_bad_config_under_plain_nnictl_shows_its_cause(tmp_path):
         deadline = __import__('time').time() + 120
         status = None
         while __import__('time').time() < deadline:
-            from nni_xfer.nnictl import rest
+            from nni_xfer.adapters.experiments import rest
             status = rest(port, 'check-status')
             if status['status'] == 'ERROR':
                 break

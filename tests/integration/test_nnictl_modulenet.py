@@ -6,7 +6,7 @@ import yaml
 from nni_xfer.stages import write_stage_config
 from nni_xfer.strategies.modulenet.finetune import finetune_config
 from nni_xfer.strategies.modulenet.kb import KnowledgeBase, build_kb
-from nni_xfer.nnictl import create, finished, free_port, nnictl, wait, write_config
+from nni_xfer.adapters.experiments import create, finished, free_port, nnictl, wait, write_config
 from nni_xfer.report import make_report
 from nni_xfer.store import KnowledgeStore
 

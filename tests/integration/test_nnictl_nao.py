@@ -1,7 +1,7 @@
 """A real nnictl NAO run on digits: random seed cells, one controller round, cells from gradient steps."""
 import pytest
 
-from nni_xfer.nnictl import create, free_port, nnictl, wait, write_config, finished
+from nni_xfer.adapters.experiments import create, free_port, nnictl, wait, write_config, finished
 from nni_xfer.store import KnowledgeStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nni_xfer.nnictl import create, final_metrics, finished, free_port, nnictl, wait, write_config
+from nni_xfer.adapters.experiments import create, final_metrics, finished, free_port, nnictl, wait, write_config
 from nni_xfer.store import KnowledgeStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.remote, pytest.mark.timeout(900)]

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from nni_xfer.config import check_config
-from nni_xfer.nnictl import create, finished, free_port, nnictl, wait, write_config
+from nni_xfer.adapters.experiments import create, finished, free_port, nnictl, wait, write_config
 from nni_xfer.search_spaces.nasnet_cells import CellGrammar
 from nni_xfer.store import KnowledgeStore
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nni_xfer.nnictl import final_metrics, free_port, nnictl, trials
+from nni_xfer.adapters.experiments import final_metrics, free_port, nnictl, trials
 from nni_xfer.spec import PARENT_KEY, PORTAL_KEY, PORTAL_MAX_AXES, PORTAL_MAX_CHARS
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
@@ -116,7 +116,7 @@ def test_hyper_parameter_view_is_readable(space, tmp_path, record_property):
     env = dict(os.environ, NNI_XFER_HOME=str(tmp_path / 'home'), NNI_XFER_LAUNCHER_IDLE='15')
     if space == 'module_chain':   # a small untrained knowledge base with the example's sources
         kb = yaml.safe_load((ROOT / example).read_text())['tuner']['classArgs']['space_args']['kb']
-        r = subprocess.run([sys.executable, '-c', f'from tests.test_examples import _stand_in_kb; _stand_in_kb({kb!r})'],
+        r = subprocess.run([sys.executable, '-c', f'from tests.unit.test_examples import _stand_in_kb; _stand_in_kb({kb!r})'],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
     config = _config(tmp_path, example, overrides)

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from nni_xfer.config import check_config
-from nni_xfer.nnictl import create, finished, free_port, nnictl, wait, write_config
+from nni_xfer.adapters.experiments import create, finished, free_port, nnictl, wait, write_config
 from nni_xfer.store import KnowledgeStore
 from store_backends import PG_ENV, drop_pg_database, new_pg_database
 

@@ -8,7 +8,7 @@ import uuid
 import pytest
 import yaml
 
-from nni_xfer.nnictl import free_port, nnictl, write_config
+from nni_xfer.adapters.experiments import free_port, nnictl, write_config
 from nni_xfer.store import KnowledgeStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
