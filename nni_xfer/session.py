@@ -101,12 +101,14 @@ class SearchSession:
 
     # ---- results ----
     def with_artifacts(self, pid: int, metrics: dict) -> dict:
-        """The trial's numeric final result plus what it wrote next to its checkpoint (checkpoint path,
-        sha256, trial id, string results): what the strategy and the store get.
+        """The trial's final result (under nnictl: :data:`~nni_xfer.spec.REPORTED_METRICS`) plus what it
+        wrote next to its checkpoint (every numeric metric, checkpoint path, sha256, trial id, string
+        results): what the strategy and the store get.
 
         The file is found from the spec (the checkpoint path is fixed at proposal time). A trial on a
-        machine whose ``checkpoint_root`` this one does not see leaves no readable file: the strategy then
-        gets the expected path and no sha256 (a warning says so once)."""
+        machine whose ``checkpoint_root`` this one does not see leaves no readable file: the strategy and
+        the store then get only the reported metrics, the expected path and no sha256 (a warning says so
+        once)."""
         if 'checkpoint' in metrics and 'sha256' in metrics:  # an older trial reported them itself
             return metrics
         ev = self.store.get(self.experiment_id, pid)
@@ -117,10 +119,11 @@ class SearchSession:
         if artifacts is None:
             if not self._artifacts_warned:
                 self._artifacts_warned = True
-                _logger.warning('cannot read %s (trial artifacts: checkpoint path and sha256): the trial ran on '
-                                'a machine whose checkpoint_root this one does not see; set checkpoint_root to '
-                                'storage both reach. Recording the expected path without a sha256.',
-                                spec.artifacts_path())
+                _logger.warning('cannot read %s (trial artifacts: every metric, checkpoint path and sha256): the '
+                                'trial ran on a machine whose checkpoint_root this one does not see; set '
+                                'checkpoint_root to storage both reach. Recording only the metrics the trial '
+                                'reported (%s) and the expected path without a sha256.',
+                                spec.artifacts_path(), ', '.join(map(str, metrics)))
             artifacts = {'checkpoint': str(spec.checkpoint_path()), 'sha256': None, 'proposal_id': pid}
         return with_artifacts(metrics, artifacts)
 

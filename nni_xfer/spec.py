@@ -5,14 +5,16 @@ A trial reads only files named in its spec and never opens the knowledge-store d
 What NNI carries (:meth:`TrialSpec.to_parameters`) is the spec's own keys plus
 :data:`PORTAL_KEY`: a flat dict of the architecture's choices (one key per NNI label of a categorical
 space) or readable summaries of a variable-length one, each a number or a short string, at most
-:data:`PORTAL_MAX_AXES` in all, the last the parent's NNI trial id (:data:`PARENT_KEY`). NNI's web portal
-plots and lists only that dict when it is present (the key NNI's own NAS uses); the whole spec stays
-in the parameters ("Original parameters" in a trial's row), so ``python -m nni_xfer.trial`` gets
+:data:`PORTAL_SUMMARY_MAX` in all, the last the parent's NNI trial id (:data:`PARENT_KEY`). NNI's web
+portal plots and lists only that dict when it is present (the key NNI's own NAS uses); the whole spec
+stays in the parameters ("Original parameters" in a trial's row), so ``python -m nni_xfer.trial`` gets
 everything it needs on every training service, without files.
 
-What a trial reports as its final result is numbers only (:func:`numeric_metrics`); its strings
-(checkpoint path, sha256...) go to a JSON *artifacts* file next to its checkpoint
-(:meth:`TrialSpec.artifacts_path`), which the tuner reads when the result arrives.
+What a trial reports to NNI as its final result is the few numbers of :data:`REPORTED_METRICS`
+(:func:`reported_metrics`): with the summary, at most :data:`PORTAL_MAX_AXES` axes in the portal's
+Hyper-parameter view. Every numeric metric and its strings (checkpoint path, sha256...) go to a JSON
+*artifacts* file next to its checkpoint (:meth:`TrialSpec.artifacts_path`), which the tuner reads when
+the result arrives and merges into what the strategy and the knowledge store get (:func:`with_artifacts`).
 """
 from __future__ import annotations
 
@@ -143,9 +145,14 @@ def proposal_id_of(params: Any) -> int | None:
 # what the web portal shows
 # ---------------------------------------------------------------------------------------------
 
-#: At most this many entries in a portal summary: NNI's Hyper-parameter view draws one axis for each
-#: (beside one per numeric metric); the architecture gets all but one, the lineage entry the last.
+#: At most this many axes in NNI's Hyper-parameter view, which draws one per summary entry and one per
+#: numeric key of the final result: the summary gets what :data:`REPORTED_METRICS` leaves.
 PORTAL_MAX_AXES = 12
+#: The final metrics NNI gets, one portal axis each: the objective, the accuracy all methods share, the size.
+REPORTED_METRICS = ('default', 'val_acc', 'params')
+#: At most this many entries in a portal summary: the architecture gets all but one, the lineage entry
+#: the last (9: the built-in spaces' summaries have at most 8 architecture entries).
+PORTAL_SUMMARY_MAX = PORTAL_MAX_AXES - len(REPORTED_METRICS)
 #: The longest axis name or categorical value a summary passes on (longer ones overlap their
 #: neighbours in the portal); a longer one is cut and a digest keeps distinct values distinct.
 PORTAL_MAX_CHARS = 20
@@ -193,10 +200,10 @@ def default_portal_summary(architecture: Any) -> dict[str, int | float | str]:
 
 
 def _bounded(summary: dict) -> dict[str, int | float | str]:
-    """At most ``PORTAL_MAX_AXES - 1`` entries (the lineage entry is the last axis), short names and values."""
+    """At most ``PORTAL_SUMMARY_MAX - 1`` entries (the lineage entry is the last axis), short names and values."""
     out: dict[str, int | float | str] = {}
     for key, value in summary.items():
-        if len(out) == PORTAL_MAX_AXES - 1:
+        if len(out) == PORTAL_SUMMARY_MAX - 1:
             break
         out[_short(str(key))] = _portal_value(value)
     return out
@@ -207,7 +214,7 @@ def portal_summary(architecture: Any, space: Any = None) -> dict[str, int | floa
 
     A space may provide the ``portal_summary`` hook (nni_xfer/space.py; variable-length
     spaces: depth, layer counts, widths...); otherwise, or if it fails, :func:`default_portal_summary`.
-    Whatever the source, the result has at most ``PORTAL_MAX_AXES - 1`` entries, each a number or a
+    Whatever the source, the result has at most ``PORTAL_SUMMARY_MAX - 1`` entries, each a number or a
     string of at most :data:`PORTAL_MAX_CHARS` characters under a name no longer than that: one
     readable axis each. Values that are neither become compact JSON, shortened.
     """
@@ -228,7 +235,7 @@ def portal_summary(architecture: Any, space: Any = None) -> dict[str, int | floa
 
 
 # ---------------------------------------------------------------------------------------------
-# final metrics: numbers for NNI, the rest in the artifacts file
+# final metrics: a few numbers for NNI, all of them and the strings in the artifacts file
 # ---------------------------------------------------------------------------------------------
 
 def _is_number(value: Any) -> bool:
@@ -241,6 +248,13 @@ def numeric_metrics(metrics: dict) -> dict[str, int | float]:
     ordered = {k: nums[k] for k in METRIC_ORDER if k in nums}
     ordered.update((k, v) for k, v in nums.items() if k not in ordered)
     return ordered
+
+
+def reported_metrics(metrics: dict) -> dict[str, int | float]:
+    """What a successful trial reports to NNI: its numeric entries of :data:`REPORTED_METRICS`, in that
+    order. The others reach the strategy and the store through the artifacts file."""
+    nums = numeric_metrics(metrics)
+    return {k: nums[k] for k in REPORTED_METRICS if k in nums}
 
 
 def non_numeric_metrics(metrics: dict) -> dict[str, Any]:

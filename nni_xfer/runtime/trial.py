@@ -1,8 +1,9 @@
 """Trial runner: ``python -m nni_xfer.trial`` (what every ``trialCommand`` runs).
 
 Builds the model from space + sample, applies the initializer named in the spec, evaluates
-(trains) it, writes its checkpoint atomically and reports a final metrics dict to NNI. The same
-code runs inside ``NasExperiment`` through :func:`nas_evaluate`.
+(trains) it, writes its checkpoint atomically and its artifacts file (every metric, checkpoint path,
+sha256) next to it, and reports a few final metrics to NNI (``nni_xfer.spec.REPORTED_METRICS``). The
+same code runs inside ``NasExperiment`` through :func:`nas_evaluate`.
 
 Standalone use (no NNI): ``python -m nni_xfer.trial --spec spec.json``.
 """
@@ -34,7 +35,7 @@ import torch.nn as nn  # noqa: E402
 from .checkpoint import save_checkpoint
 from ..errors import ConfigError
 from ..registry import INITIALIZERS
-from ..spec import TrialSpec, non_numeric_metrics, numeric_metrics, proposal_id_of, with_artifacts
+from ..spec import TrialSpec, non_numeric_metrics, numeric_metrics, proposal_id_of, reported_metrics, with_artifacts
 
 
 def error_line(exc: BaseException, limit: int = 500) -> str:
@@ -79,13 +80,18 @@ class _FaultOnPickle:
 
 
 class Reporter:
-    """Where a trial's results go. The default prints them."""
+    """Where a trial's results go. The default prints them (every numeric final metric)."""
 
     def intermediate(self, metrics: dict) -> None:
         print(f'[intermediate] {json.dumps(metrics)}', flush=True)
 
     def final(self, metrics: dict) -> None:
+        """A successful trial's numeric final metrics."""
         print(f'[final] {json.dumps(metrics)}', flush=True)
+
+    def failure(self, report: dict) -> None:
+        """A failing trial's :func:`failure_report`."""
+        self.final(report)
 
 
 class NNIReporter(Reporter):
@@ -94,8 +100,14 @@ class NNIReporter(Reporter):
         nni.report_intermediate_result(metrics)
 
     def final(self, metrics: dict) -> None:
+        """Only :data:`~nni_xfer.spec.REPORTED_METRICS`: NNI's Hyper-parameter view draws every numeric
+        key as an axis. The search session takes the others from the trial's artifacts file."""
         import nni
-        nni.report_final_result(metrics)
+        nni.report_final_result(reported_metrics(metrics))
+
+    def failure(self, report: dict) -> None:
+        import nni
+        nni.report_final_result(report)
 
 
 class TrialContext:
@@ -205,10 +217,11 @@ def run_trial(spec: dict | TrialSpec, model: nn.Module | None = None, reporter: 
     }, default=str))
     uri, sha = save_checkpoint({'state_dict': state, **meta}, spec.checkpoint_path())
     metrics.update({'setup_seconds': t_ready - t_start, 'trial_seconds': time.time() - t_start})
-    # NNI gets numbers only (the portal draws every key as an axis); the strings go to the artifacts
-    # file next to the checkpoint, which the search session reads when this result arrives. The numbers
-    # go there too: NasExperiment keeps only a final result's 'default' (nni_xfer/session.py).
-    artifacts = {'checkpoint': uri, 'sha256': sha, 'proposal_id': spec.proposal_id, **numeric_metrics(metrics),
+    # NNI gets a few numbers (its portal draws every numeric key as an axis: NNIReporter); every metric
+    # and the strings go to the artifacts file next to the checkpoint, which the search session reads
+    # when the result arrives and merges into what the strategy and the store get. NasExperiment keeps
+    # only a final result's 'default' (nni_xfer/session.py).
+    artifacts = {**numeric_metrics(metrics), 'checkpoint': uri, 'sha256': sha, 'proposal_id': spec.proposal_id,
                  **non_numeric_metrics(metrics)}
     trial_id = os.environ.get('NNI_TRIAL_JOB_ID')
     if trial_id:
@@ -239,7 +252,7 @@ def nas_evaluate(model: nn.Module, spec: dict) -> None:
     try:
         run_trial(spec, model=model, reporter=reporter)
     except Exception as exc:
-        reporter.final(failure_report(error_line(exc), proposal_id_of(spec)))
+        reporter.failure(failure_report(error_line(exc), proposal_id_of(spec)))
         raise
 
 
@@ -264,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         line = error_line(exc)
         if params is not None:  # under NNI: the tuner records this line and the trial id
             try:
-                NNIReporter().final(failure_report(line, proposal_id_of(params)))
+                NNIReporter().failure(failure_report(line, proposal_id_of(params)))
             except Exception as report_exc:  # noqa: BLE001 - the exit code still says FAILED
                 print(f'nni-xfer: could not report the failure to NNI: {report_exc}', file=sys.stderr)
         print(f'nni-xfer trial failed: {line}', file=sys.stderr, flush=True)

@@ -1,6 +1,7 @@
 """One search session behind both NNI adapters (nni_xfer/session.py): the same scenario through the
-nnictl tuner and through NasExperiment gives the same store rows, search_finished included; the
-session records a trial's NNI id from the artifacts the trial wrote."""
+nnictl tuner and through NasExperiment gives the same store rows, search_finished included, every
+metric the trial measured in them (NNI carries only REPORTED_METRICS, NasExperiment only ``default``);
+the session records a trial's NNI id from the artifacts the trial wrote."""
 from __future__ import annotations
 
 import json
@@ -31,28 +32,28 @@ def _rows(store_path, experiment_id: str) -> list[dict]:
 
 
 def _through_tuner(tmp_path, monkeypatch) -> tuple[list[dict], bool]:
+    import nni
     from nni import NoMoreTrialError
 
-    from nni_xfer.runtime.trial import Reporter, run_trial
+    from nni_xfer.runtime.trial import NNIReporter, run_trial
     from nni_xfer.adapters.tuner import XferTuner
-
-    class Quiet(Reporter):
-        def intermediate(self, m):
-            pass
-
-        def final(self, m):
-            self.result = m
 
     monkeypatch.setenv('NNI_EXP_ID', 'exp-tuner')
     store = tmp_path / 'tuner.db'
     t = XferTuner(strategy='random', space='simple_cnn', space_args=SPACE_ARGS, dataset='digits', evaluator='mock',
                   store=str(store), checkpoint_root=str(tmp_path / 'ckpt-tuner'), seed=0)
-    for i in range(4):
-        try:
-            params = t.generate_parameters(i)
-        except NoMoreTrialError:
-            break
-        t.receive_trial_result(i, params, run_trial(params, reporter=Quiet()))
+    finals = []   # what the trial hands NNI, as NNI carries it to the tuner
+    with monkeypatch.context() as m:
+        m.setattr(nni, 'report_final_result', lambda r: finals.append(json.dumps(r)))
+        m.setattr(nni, 'report_intermediate_result', lambda r: None)
+        for i in range(4):
+            try:
+                params = t.generate_parameters(i)
+            except NoMoreTrialError:
+                break
+            run_trial(params, reporter=NNIReporter())
+            t.receive_trial_result(i, params, finals[-1])
+    assert all(list(json.loads(f)) == ['default', 'val_acc', 'params'] for f in finals), finals
     return _rows(store, 'exp-tuner'), KnowledgeStore(store).search_finished('exp-tuner')
 
 
@@ -78,6 +79,8 @@ def test_same_scenario_same_rows_through_both_adapters(tmp_path, monkeypatch):
     nas_rows, nas_finished = _through_nas_experiment(tmp_path)
     assert len(tuner_rows) == 2 and all(r['status'] == 'SUCCEEDED' for r in tuner_rows)
     assert tuner_finished and nas_finished
+    for r in tuner_rows:   # the metrics NNI did not carry reach the store through the artifacts file
+        assert {'default', 'val_acc', 'params', 'trainable_params', 'inherited_acc', 'proposal_id'} <= set(r['metrics'])
     assert json.dumps(nas_rows, sort_keys=True, default=str) == json.dumps(tuner_rows, sort_keys=True, default=str)
 
 

@@ -1,4 +1,5 @@
-"""Issue 17: trial parameters the web portal can plot, numeric final metrics, artifacts beside the checkpoint."""
+"""Issues 17, 25: trial parameters the web portal can plot, a few numeric final metrics for NNI (at most
+PORTAL_MAX_AXES axes with the summary), every metric in the artifacts beside the checkpoint and in the store."""
 import json
 import os
 import subprocess
@@ -8,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from nni_xfer.report import export_evaluations
-from nni_xfer.spec import (PARENT_KEY, PORTAL_KEY, PORTAL_MAX_AXES, PORTAL_MAX_CHARS, TrialSpec,
-                           default_portal_summary, portal_summary, proposal_id_of)
+from nni_xfer.spec import (PARENT_KEY, PORTAL_KEY, PORTAL_MAX_AXES, PORTAL_MAX_CHARS, PORTAL_SUMMARY_MAX,
+                           REPORTED_METRICS, TrialSpec, default_portal_summary, portal_summary, proposal_id_of,
+                           reported_metrics)
 from nni_xfer.store import KnowledgeStore
-from nni_xfer.runtime.trial import Reporter, run_trial
+from nni_xfer.runtime.trial import NNIReporter, Reporter, run_trial
 from nni_xfer.adapters.tuner import XferTuner, _proposal_of
 
 pytestmark = pytest.mark.timeout(120)
@@ -39,7 +41,7 @@ def _args(tmp_path, **kw):
 
 def _plottable(summary: dict) -> bool:
     """One readable portal axis per entry: a short name, a number or a short string, not too many."""
-    return len(summary) <= PORTAL_MAX_AXES and all(isinstance(k, str) and len(k) <= PORTAL_MAX_CHARS for k in summary) \
+    return len(summary) <= PORTAL_SUMMARY_MAX and all(isinstance(k, str) and len(k) <= PORTAL_MAX_CHARS for k in summary) \
         and all((isinstance(v, (int, float)) or (isinstance(v, str) and len(v) <= PORTAL_MAX_CHARS))
                 and not isinstance(v, bool) for v in summary.values())
 
@@ -74,7 +76,9 @@ def test_structured_spaces_summarise_in_short_axes(name):
     space = build_space(name, {}, dataset_info('digits'))
     arch = space.example()
     summary = portal_summary(arch, space)
-    assert _plottable(summary) and len(summary) <= 10, summary
+    assert _plottable(summary) and len(summary) <= PORTAL_SUMMARY_MAX - 1, summary
+    from nni_xfer.space import space_hook
+    assert len(space_hook(space, 'portal_summary')(arch)) == len(summary)   # the axis budget cuts no entry
     depth = summary.get('depth', summary.get('normal_depth'))
     assert isinstance(depth, int) and depth > 0
     assert 'architecture' not in summary   # the whole architecture stays in the parameters, not on an axis
@@ -125,7 +129,9 @@ def test_generic_summary_and_a_failing_space_method():
 def test_summary_is_bounded_and_names_the_parent():
     many = {f'a_choice_with_a_long_label_{i}': 'v' * 30 + str(i) for i in range(40)}
     s = portal_summary(many)
-    assert len(s) == PORTAL_MAX_AXES - 1 and _plottable(s), s
+    assert len(s) == PORTAL_SUMMARY_MAX - 1 and _plottable(s), s
+    # with the lineage entry and the reported metrics: the Hyper-parameter view's whole axis budget
+    assert len(s) + 1 + len(REPORTED_METRICS) == PORTAL_MAX_AXES == 12
     assert len(set(s.values())) == len(s)   # shortened values stay distinct (digest)
     child = TrialSpec('simple_cnn', {'width1': 16}, parent=3, proposal_id=4)
     assert child.to_parameters(parent_trial='AbC12')[PORTAL_KEY][PARENT_KEY] == 'AbC12'
@@ -147,28 +153,50 @@ def test_child_parameters_carry_the_parents_nni_trial_id(tmp_path, monkeypatch):
     assert _plottable(child[PORTAL_KEY])
 
 
-def test_final_metrics_are_numbers_and_artifacts_reach_the_store(tmp_path, monkeypatch):
+@pytest.fixture
+def nni_finals(monkeypatch):
+    """What the trial hands NNI as final results (``nni.report_final_result``), as NNI carries it."""
+    import nni
+    finals = []
+    monkeypatch.setattr(nni, 'report_final_result', lambda m: finals.append(json.loads(json.dumps(m))))
+    monkeypatch.setattr(nni, 'report_intermediate_result', lambda m: None)
+    return finals
+
+
+def test_reported_metrics_are_the_fixed_few():
+    metrics = {'trial_seconds': 2.0, 'params': 1000, 'inherited_acc': 0.1, 'val_acc': 0.8, 'default': 0.8,
+               'flops': 5e6, 'ok': True, 'checkpoint': '/c.pt', 'test_acc': 0.7}
+    assert reported_metrics(metrics) == {'default': 0.8, 'val_acc': 0.8, 'params': 1000}
+    assert list(reported_metrics(metrics)) == list(REPORTED_METRICS)
+    assert reported_metrics({'default': 0.3, 'score': 0.1}) == {'default': 0.3}   # only the keys a trial has
+    assert reported_metrics({'default': 0.3, 'val_acc': 'n/a', 'params': True}) == {'default': 0.3}
+
+
+def test_final_metrics_are_numbers_and_artifacts_reach_the_store(tmp_path, monkeypatch, nni_finals):
     monkeypatch.setenv('NNI_EXP_ID', 'exp-art')
     monkeypatch.setenv('NNI_TRIAL_JOB_ID', 'Tr1aL')
     t = XferTuner(**_args(tmp_path))
     params = t.generate_parameters(0)
-    rep = Capture()
-    returned = run_trial(params, reporter=rep)
-    (final,) = rep.finals
-    assert list(final)[0] == 'default'
+    returned = run_trial(params, reporter=NNIReporter())
+    (final,) = nni_finals
+    # NNI (and its portal, one axis per numeric key) gets only the reported few, default first
+    assert list(final) == list(REPORTED_METRICS), final
     assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in final.values()), final
-    assert not {'checkpoint', 'sha256', 'trial_id'} & set(final)
+    numeric = {k: v for k, v in returned.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    assert {'inherited_acc', 'trainable_params', 'setup_seconds', 'trial_seconds'} <= set(numeric) - set(final)
     spec = TrialSpec.from_parameters(params)
     artifacts = json.loads(spec.artifacts_path().read_text())
     assert artifacts['checkpoint'] == str(spec.checkpoint_path().resolve()) and len(artifacts['sha256']) == 64
     assert artifacts['trial_id'] == 'Tr1aL' and returned['checkpoint'] == artifacts['checkpoint']
-    # NNI hands the tuner only the numbers; it adds the artifacts for the strategy and the store
+    assert {k: artifacts[k] for k in numeric} == numeric   # every metric, the unreported ones included
+    # NNI hands the tuner the reported numbers; it adds the artifacts for the strategy and the store
     t.receive_trial_result(0, params, json.dumps(final))
     ev = KnowledgeStore(tmp_path / 'store.db').get('exp-art', 0)
     assert ev.status == 'SUCCEEDED' and ev.checkpoint == artifacts['checkpoint'] and ev.sha256 == artifacts['sha256']
     assert ev.trial_id == 'Tr1aL' and ev.metrics['default'] == final['default']
+    assert ev.metrics == returned   # the store row keeps every metric the trial measured
     (hist,) = t.strategy.history
-    assert hist['metrics']['checkpoint'] == artifacts['checkpoint'] and hist['metrics']['sha256'] == artifacts['sha256']
+    assert hist['metrics'] == returned   # and so does what the strategy sees
     # the export carries checkpoint and sha256
     import io
     buf = io.StringIO()
@@ -184,13 +212,16 @@ def test_unreadable_artifacts_give_the_expected_path(tmp_path, monkeypatch, capl
     params = [t.generate_parameters(i) for i in range(2)]
     with caplog.at_level('WARNING', logger='nni_xfer.adapters.tuner'):
         for i, p in enumerate(params):
-            t.receive_trial_result(i, p, {'default': 0.5, 'val_acc': 0.5})
+            t.receive_trial_result(i, p, {'default': 0.5, 'val_acc': 0.5, 'params': 1000})
     st = KnowledgeStore(tmp_path / 'store.db')
     for i in range(2):
         ev = st.get('exp-remote', i)
         assert ev.status == 'SUCCEEDED' and ev.checkpoint == str(tmp_path / 'ckpt' / 'exp-remote' / f'{i}.pt')
         assert ev.sha256 is None
-    assert sum('cannot read' in r.getMessage() for r in caplog.records) == 1
+        # only what NNI carried: the metrics outside REPORTED_METRICS were in the unread file (README)
+        assert {k for k in ev.metrics if k not in ('checkpoint', 'sha256', 'proposal_id')} == set(REPORTED_METRICS)
+    (warning,) = [r.getMessage() for r in caplog.records if 'cannot read' in r.getMessage()]
+    assert 'only the metrics the trial reported (default, val_acc, params)' in warning, warning
 
 
 def test_failure_report_still_reaches_the_tuner(tmp_path, monkeypatch):
@@ -203,6 +234,30 @@ def test_failure_report_still_reaches_the_tuner(tmp_path, monkeypatch):
     t.receive_trial_result(0, params, failure_report(error_line(info.value), proposal_id_of(params)))
     ev = KnowledgeStore(tmp_path / 'store.db').get('exp-fail', 0)
     assert ev.status == 'FAILED' and ev.error == error_line(info.value)
+
+
+def test_trial_main_under_nni_reports_the_few_metrics_or_the_whole_failure(tmp_path, monkeypatch, nni_finals):
+    """``python -m nni_xfer.trial``'s entry under NNI: a success reports REPORTED_METRICS, a failure its
+    whole report (status, error, proposal and trial id) for the tuner to record."""
+    import nni
+
+    from nni_xfer.runtime.trial import main
+    monkeypatch.setenv('NNI_EXP_ID', 'exp-main')
+    monkeypatch.setenv('NNI_TRIAL_JOB_ID', 'M41n')
+    t = XferTuner(**_args(tmp_path, evaluator_args={'fail_on': [1]}))
+    params = [t.generate_parameters(i) for i in range(2)]
+    for p in params:
+        monkeypatch.setattr(nni, 'get_next_parameter', lambda p=p: p)
+        main([])
+    ok, failed = nni_finals
+    assert list(ok) == list(REPORTED_METRICS)
+    assert failed['status'] == 'FAILED' and failed['proposal_id'] == 1 and failed['trial_id'] == 'M41n'
+    assert 'fail_on' in failed['error']
+    for i, (p, final) in enumerate(zip(params, nni_finals)):
+        t.receive_trial_result(i, p, json.dumps(final))
+    st = KnowledgeStore(tmp_path / 'store.db')
+    assert st.get('exp-main', 0).status == 'SUCCEEDED' and 'trainable_params' in st.get('exp-main', 0).metrics
+    assert st.get('exp-main', 1).status == 'FAILED' and st.get('exp-main', 1).error == failed['error']
 
 
 def test_trial_process_reads_new_parameters_and_is_quiet(tmp_path):
