@@ -18,7 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from nni_xfer.adapters.experiments import create, final_metrics, finished, free_port, nnictl, wait
+from nni_xfer.adapters.experiments import create, finished, free_port, nnictl, wait
+from nni_xfer.store import KnowledgeStore
 
 
 def main(argv=None) -> int:
@@ -44,9 +45,11 @@ def main(argv=None) -> int:
         wall = time.time() - t0
     finally:
         nnictl('stop', exp)
+    # the timing metrics are in the store (NNI gets only REPORTED_METRICS), by the trial's NNI id
+    stored = {e.trial_id: e.metrics or {} for e in KnowledgeStore(tmp / 'store.db').evaluations(experiment_id=exp)}
     rows = []
     for t in sorted(ts, key=lambda t: t['startTime']):
-        m = final_metrics(t) or {}
+        m = stored.get(t['trialJobId'], {})
         nni_wall = (t['endTime'] - t['startTime']) / 1000
         trial = m.get('trial_seconds', float('nan'))
         setup = m.get('setup_seconds', float('nan'))

@@ -1,6 +1,7 @@
 """Real ``nnictl`` experiments on the local training service: real trainer, ``digits``."""
 import pytest
 
+from nni_xfer.spec import REPORTED_METRICS
 from nni_xfer.store import KnowledgeStore
 
 from nni_xfer.adapters.experiments import create, final_metrics, finished, free_port, nnictl, trials, wait, write_config
@@ -19,11 +20,9 @@ def test_quick_random_search_local(tmp_path):
         for t in ts:
             m = final_metrics(t)
             assert m is not None and 0.0 <= m['default'] <= 1.0
-            for key in ('val_acc', 'inherited_acc', 'params', 'trainable_params', 'flops', 'train_seconds',
-                        'images_per_second'):
-                assert key in m, key
-            # what NNI (and its web portal) gets is numbers only, `default` first (issue 17)
-            assert list(m)[0] == 'default'
+            # what NNI (and its web portal, one axis per numeric key) gets: the few numbers of
+            # REPORTED_METRICS, `default` first (issues 17, 25)
+            assert list(m) == list(REPORTED_METRICS), m
             assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in m.values()), m
             assert m['default'] > 0.3  # real training on digits beats chance (0.1) by far
     finally:
@@ -32,7 +31,14 @@ def test_quick_random_search_local(tmp_path):
     evs = store.evaluations(experiment_id=exp)
     assert [e.status for e in evs] == ['SUCCEEDED'] * 3
     assert {e.trial_id for e in evs} == {t['trialJobId'] for t in ts}
-    for e in evs:  # checkpoint and sha256 reach the store through the trial's artifacts file
+    reported = {t['trialJobId']: final_metrics(t) for t in ts}
+    for e in evs:
+        # the store has NNI's numbers and, through the trial's artifacts file, every other metric,
+        # the checkpoint and its sha256
+        assert {k: e.metrics[k] for k in REPORTED_METRICS} == reported[e.trial_id]
+        for key in ('inherited_acc', 'trainable_params', 'flops', 'train_seconds', 'images_per_second',
+                    'setup_seconds', 'trial_seconds'):
+            assert isinstance(e.metrics.get(key), (int, float)), (key, e.metrics)
         assert e.checkpoint.endswith(f'/{exp}/{e.proposal_id}.pt') and len(e.sha256) == 64
         assert e.metrics['checkpoint'] == e.checkpoint and e.metrics['sha256'] == e.sha256
     assert len({str(sorted(e.architecture.items())) for e in evs}) == 3

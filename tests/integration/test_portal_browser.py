@@ -2,11 +2,13 @@
 
 Each space runs its README example through ``nni-xfer run --keep`` (the quickstart as it is; the
 other examples with the mock evaluator and a budget of 3 trials, so a child with a parent exists),
-then the Hyper-parameter tab is opened and checked: at most :data:`PORTAL_MAX_AXES` architecture
-axes, every axis name and tick label at most :data:`LABEL_LIMIT` characters (no JSON document on an
-axis), nothing rendered as ``[object Object]``, and the lineage axis ``parent_trial`` naming the NNI
-trial id of a real trial of the experiment. A screenshot per space is written next to the test's
-files (``NNI_XFER_TEST_ARTIFACTS`` sets the folder) and recorded as the test's ``screenshot`` property.
+then the Hyper-parameter tab is opened and checked: at most :data:`PORTAL_MAX_AXES` axes in all (the
+summary's, at most :data:`PORTAL_SUMMARY_MAX`, then one per key of :data:`REPORTED_METRICS`, the only
+final metrics NNI gets), every axis name and tick label at most :data:`LABEL_LIMIT` characters (no JSON
+document on an axis), nothing rendered as ``[object Object]``, and the lineage axis ``parent_trial``
+naming the NNI trial id of a real trial of the experiment; the store keeps the metrics NNI did not
+get. A screenshot per space is written next to the test's files (``NNI_XFER_TEST_ARTIFACTS`` sets the
+folder) and recorded as the test's ``screenshot`` property.
 
 Needs Chromium (Debian: ``apt-get install chromium``; or ``NNI_XFER_CHROMIUM=/path``) and the
 ``playwright`` Python package (its driver only: the test launches the system Chromium). Skips otherwise.
@@ -23,7 +25,8 @@ import pytest
 import yaml
 
 from nni_xfer.adapters.experiments import final_metrics, free_port, nnictl, trials
-from nni_xfer.spec import PARENT_KEY, PORTAL_KEY, PORTAL_MAX_AXES, PORTAL_MAX_CHARS
+from nni_xfer.spec import (PARENT_KEY, PORTAL_KEY, PORTAL_MAX_AXES, PORTAL_MAX_CHARS, PORTAL_SUMMARY_MAX,
+                           REPORTED_METRICS)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -132,15 +135,19 @@ def test_hyper_parameter_view_is_readable(space, tmp_path, record_property):
     finally:
         nnictl('stop', exp)
     record_property('screenshot', str(shot))
-    print(f'{space}: screenshot {shot}; axes {axes}')
+    print(f'{space}: screenshot {shot}; {len(axes)} axes {axes}')
     assert [t['status'] for t in ts] == ['SUCCEEDED'] * len(ts) and ts, output
+    assert all(list(final_metrics(t)) == list(REPORTED_METRICS) for t in ts), [final_metrics(t) for t in ts]
     assert all(isinstance(v, (int, float)) for t in ts for v in final_metrics(t).values())
 
     params = [json.loads(t['hyperParameters'][-1])['parameters'] for t in ts]
     summary_keys = list(params[0][PORTAL_KEY])
-    assert len(summary_keys) <= PORTAL_MAX_AXES and summary_keys[-1] == PARENT_KEY, summary_keys
+    assert len(summary_keys) <= PORTAL_SUMMARY_MAX and summary_keys[-1] == PARENT_KEY, summary_keys
     assert [a for a in axes if a in summary_keys] == summary_keys, axes   # one axis per summary entry
     assert 'default' in axes and 'val_acc' in axes
+    # the whole view: the summary's axes and one per reported metric, nothing else, at most 12
+    assert sorted(a for a in axes if a not in summary_keys) == sorted(REPORTED_METRICS), axes
+    assert len(axes) <= PORTAL_MAX_AXES == 12, axes
     for hidden in ('architecture', 'space', 'init', 'dataset_args', 'checkpoint', 'sha256', 'trial_id',
                    'mutation_summary', 'proposal_id'):
         assert hidden not in axes, (hidden, axes)
@@ -153,8 +160,11 @@ def test_hyper_parameter_view_is_readable(space, tmp_path, record_property):
     # NNI_TRIAL_JOB_ID): NNI 3.0 hands queued parameters to whichever trial asks first, so with 2
     # concurrent trials its own record of a trial's parameters can be the other trial's (README).
     from nni_xfer.store import KnowledgeStore
-    ran = {e.proposal_id: e.trial_id for e in KnowledgeStore(tmp_path / 'store.db').evaluations(experiment_id=exp)}
+    evs = KnowledgeStore(tmp_path / 'store.db').evaluations(experiment_id=exp)
+    ran = {e.proposal_id: e.trial_id for e in evs}
     assert set(ran.values()) == {t['trialJobId'] for t in ts}
+    for e in evs:   # the metrics NNI did not get are in the store (the trial's artifacts file)
+        assert {'trainable_params', 'inherited_acc', 'trial_seconds'} <= set(e.metrics), e.metrics
     parents = {p[PORTAL_KEY][PARENT_KEY] for p in params} - {'none'}
     if space in ('eas_plain_cnn', 'eas_densenet', 'mbv2_blocks', 'nasnet_cells'):
         assert parents, params
