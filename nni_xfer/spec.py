@@ -148,8 +148,10 @@ def proposal_id_of(params: Any) -> int | None:
 #: At most this many axes in NNI's Hyper-parameter view, which draws one per summary entry and one per
 #: numeric key of the final result: the summary gets what :data:`REPORTED_METRICS` leaves.
 PORTAL_MAX_AXES = 12
-#: The final metrics NNI gets, one portal axis each: the objective, the accuracy all methods share, the size.
-REPORTED_METRICS = ('default', 'val_acc', 'params')
+#: The final metrics NNI gets, one portal axis each: the objective; the accuracy the network had when it
+#: started (its parent's weights, so a lineage's transfer shows beside ``parent_trial``); the size.
+#: ``val_acc`` equals ``default`` but in ModuleNet (whose ``default`` is its paper score): store and report.
+REPORTED_METRICS = ('default', 'inherited_acc', 'params')
 #: At most this many entries in a portal summary: the architecture gets all but one, the lineage entry
 #: the last (9: the built-in spaces' summaries have at most 8 architecture entries).
 PORTAL_SUMMARY_MAX = PORTAL_MAX_AXES - len(REPORTED_METRICS)

@@ -144,7 +144,7 @@ def test_hyper_parameter_view_is_readable(space, tmp_path, record_property):
     summary_keys = list(params[0][PORTAL_KEY])
     assert len(summary_keys) <= PORTAL_SUMMARY_MAX and summary_keys[-1] == PARENT_KEY, summary_keys
     assert [a for a in axes if a in summary_keys] == summary_keys, axes   # one axis per summary entry
-    assert 'default' in axes and 'val_acc' in axes
+    assert 'default' in axes and 'inherited_acc' in axes
     # the whole view: the summary's axes and one per reported metric, nothing else, at most 12
     assert sorted(a for a in axes if a not in summary_keys) == sorted(REPORTED_METRICS), axes
     assert len(axes) <= PORTAL_MAX_AXES == 12, axes

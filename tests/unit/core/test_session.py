@@ -53,7 +53,7 @@ def _through_tuner(tmp_path, monkeypatch) -> tuple[list[dict], bool]:
                 break
             run_trial(params, reporter=NNIReporter())
             t.receive_trial_result(i, params, finals[-1])
-    assert all(list(json.loads(f)) == ['default', 'val_acc', 'params'] for f in finals), finals
+    assert all(list(json.loads(f)) == ['default', 'inherited_acc', 'params'] for f in finals), finals
     return _rows(store, 'exp-tuner'), KnowledgeStore(store).search_finished('exp-tuner')
 
 

@@ -166,10 +166,10 @@ def nni_finals(monkeypatch):
 def test_reported_metrics_are_the_fixed_few():
     metrics = {'trial_seconds': 2.0, 'params': 1000, 'inherited_acc': 0.1, 'val_acc': 0.8, 'default': 0.8,
                'flops': 5e6, 'ok': True, 'checkpoint': '/c.pt', 'test_acc': 0.7}
-    assert reported_metrics(metrics) == {'default': 0.8, 'val_acc': 0.8, 'params': 1000}
+    assert reported_metrics(metrics) == {'default': 0.8, 'inherited_acc': 0.1, 'params': 1000}
     assert list(reported_metrics(metrics)) == list(REPORTED_METRICS)
     assert reported_metrics({'default': 0.3, 'score': 0.1}) == {'default': 0.3}   # only the keys a trial has
-    assert reported_metrics({'default': 0.3, 'val_acc': 'n/a', 'params': True}) == {'default': 0.3}
+    assert reported_metrics({'default': 0.3, 'inherited_acc': 'n/a', 'params': True}) == {'default': 0.3}
 
 
 def test_final_metrics_are_numbers_and_artifacts_reach_the_store(tmp_path, monkeypatch, nni_finals):
@@ -183,7 +183,7 @@ def test_final_metrics_are_numbers_and_artifacts_reach_the_store(tmp_path, monke
     assert list(final) == list(REPORTED_METRICS), final
     assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in final.values()), final
     numeric = {k: v for k, v in returned.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    assert {'inherited_acc', 'trainable_params', 'setup_seconds', 'trial_seconds'} <= set(numeric) - set(final)
+    assert {'val_acc', 'trainable_params', 'setup_seconds', 'trial_seconds'} <= set(numeric) - set(final)
     spec = TrialSpec.from_parameters(params)
     artifacts = json.loads(spec.artifacts_path().read_text())
     assert artifacts['checkpoint'] == str(spec.checkpoint_path().resolve()) and len(artifacts['sha256']) == 64
@@ -212,7 +212,7 @@ def test_unreadable_artifacts_give_the_expected_path(tmp_path, monkeypatch, capl
     params = [t.generate_parameters(i) for i in range(2)]
     with caplog.at_level('WARNING', logger='nni_xfer.adapters.tuner'):
         for i, p in enumerate(params):
-            t.receive_trial_result(i, p, {'default': 0.5, 'val_acc': 0.5, 'params': 1000})
+            t.receive_trial_result(i, p, {'default': 0.5, 'inherited_acc': 0.1, 'params': 1000})
     st = KnowledgeStore(tmp_path / 'store.db')
     for i in range(2):
         ev = st.get('exp-remote', i)
@@ -221,7 +221,7 @@ def test_unreadable_artifacts_give_the_expected_path(tmp_path, monkeypatch, capl
         # only what NNI carried: the metrics outside REPORTED_METRICS were in the unread file (README)
         assert {k for k in ev.metrics if k not in ('checkpoint', 'sha256', 'proposal_id')} == set(REPORTED_METRICS)
     (warning,) = [r.getMessage() for r in caplog.records if 'cannot read' in r.getMessage()]
-    assert 'only the metrics the trial reported (default, val_acc, params)' in warning, warning
+    assert f"only the metrics the trial reported ({', '.join(REPORTED_METRICS)})" in warning, warning
 
 
 def test_failure_report_still_reaches_the_tuner(tmp_path, monkeypatch):
