@@ -117,7 +117,7 @@ class TrialSpec:
     def checkpoint_path(self) -> Path:
         """Where the trial writes its checkpoint; relative to this process's default root when the
         spec names no ``checkpoint_root`` (a remote trial's default root is on its own machine)."""
-        from .runtime.checkpoint import default_checkpoint_root
+        from .checkpoint import default_checkpoint_root
         root = Path(self.checkpoint_root) if self.checkpoint_root else default_checkpoint_root()
         return root / self.experiment_id / f'{self.proposal_id}.pt'
 

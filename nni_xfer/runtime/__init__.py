@@ -1,2 +1,2 @@
 """Trial runtime: the trial runner, the warm trial launcher (client and server), lean imports for
-trial processes, checkpoints, the warning filter of every entry point, and trials in a container."""
+trial processes, the warning filter of every entry point, and trials in a container."""

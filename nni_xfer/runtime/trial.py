@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from .checkpoint import save_checkpoint
+from ..checkpoint import save_checkpoint
 from ..errors import ConfigError
 from ..registry import INITIALIZERS
 from ..spec import TrialSpec, non_numeric_metrics, numeric_metrics, proposal_id_of, reported_metrics, with_artifacts

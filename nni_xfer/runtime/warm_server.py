@@ -55,7 +55,7 @@ from . import warm_client as client
 #: and every built-in search space (each trial builds one). Method packages (``nni_xfer.strategies``)
 #: are left to the child: they import strategy code a trial does not need.
 PRELOAD = ('numpy', 'torch', 'torch.nn', 'torch.optim', 'torchvision', 'nni', 'nni.nas.nn.pytorch',
-           'nni_xfer.runtime.trial', 'nni_xfer.spec', 'nni_xfer.runtime.checkpoint', 'nni_xfer.space', 'nni_xfer.training.evaluators',
+           'nni_xfer.runtime.trial', 'nni_xfer.spec', 'nni_xfer.checkpoint', 'nni_xfer.space', 'nni_xfer.training.evaluators',
            'nni_xfer.training.trainer', 'nni_xfer.data.pipeline', 'nni_xfer.training.initializers', 'nni_xfer.transfer',
            'nni_xfer.search_spaces')
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from ..runtime.checkpoint import load_checkpoint
+from ..checkpoint import load_checkpoint
 from ..errors import CheckpointError, ConfigError
 from ..registry import INITIALIZERS
 

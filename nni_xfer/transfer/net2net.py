@@ -570,7 +570,7 @@ def net2net(model: nn.Module, init: dict, ctx: Any) -> None:
     Works for any space with the ``net2net_transform`` and ``architecture_of`` hooks
     (:mod:`nni_xfer.space`; ``eas_plain_cnn``, ``eas_densenet``).
     """
-    from ..runtime.checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint
     from ..errors import CheckpointError
     from ..space import space_hook
 

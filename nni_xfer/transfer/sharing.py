@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from nni_xfer.runtime.checkpoint import load_checkpoint
+from nni_xfer.checkpoint import load_checkpoint
 from nni_xfer.errors import CheckpointError, ConfigError
 from nni_xfer.registry import INITIALIZERS
 from nni_xfer.space import space_hook

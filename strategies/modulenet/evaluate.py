@@ -67,7 +67,7 @@ def load_searched_head(model: nn.Module, uri: str, sha256: str | None = None) ->
     trial's checkpoint of the same chain (frozen or not). Returns the loaded keys."""
     import re
 
-    from nni_xfer.runtime.checkpoint import load_checkpoint
+    from nni_xfer.checkpoint import load_checkpoint
     from nni_xfer.errors import CheckpointError
     state = load_checkpoint(uri, sha256).get('state_dict') or {}
     own = model.state_dict()

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from nni_xfer.runtime.checkpoint import load_checkpoint, save_checkpoint
+from nni_xfer.checkpoint import load_checkpoint, save_checkpoint
 from nni_xfer.errors import ConfigError
 
 KB_FILE = 'kb.json'

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
+from .errors import CheckpointError
 
 
 def default_checkpoint_root() -> Path:
