@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, XferError
+from .errors import XferError
 
 from .config import BUILTIN_PREFIX, TUNER_CLASS, check_config, fixed_strategy_of  # noqa: F401  (public here too)
 

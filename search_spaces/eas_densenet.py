@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn

@@ -37,7 +37,7 @@ reaches 2×2). See the README.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch

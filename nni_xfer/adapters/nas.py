@@ -33,7 +33,7 @@ from nni.nas.strategy import Strategy  # noqa: E402
 
 from ..config import make_strategy  # noqa: E402
 from ..errors import ConfigError  # noqa: E402
-from ..registry import DATASETS, EVALUATORS, SEARCH_SPACES  # noqa: E402
+from ..registry import DATASETS, SEARCH_SPACES  # noqa: E402
 from ..session import SearchSession  # noqa: E402
 from ..space import DATASET_ARGS, space_info  # noqa: E402
 from ..store import KnowledgeStore  # noqa: E402

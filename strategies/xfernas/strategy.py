@@ -24,12 +24,10 @@ import logging
 from typing import Any
 
 import numpy as np
-import torch
 
 from nni_xfer.errors import ConfigError
 from nni_xfer.registry import STRATEGIES
 from nni_xfer.strategies.nao import NAOController, NAOStrategy  # XferNAS is built on NAO
-from nni_xfer.strategies.nao.model import pool
 from nni_xfer.store import KnowledgeStore, StoreError, store_exists
 from nni_xfer.strategy import SpaceInfo, StrategyContext, check_int
 
